@@ -1,0 +1,159 @@
+"""DuckDB access to a dataset: `open(dir)` gives a connection with the views `samples`, `pages`,
+`shards` and `stats`, and `subset_sql(name)` the SELECT of a named subset."""
+
+import builtins
+import json
+from pathlib import Path
+
+from manifests import schema
+from manifests.layout import DatasetLayout
+
+PACKAGE_SUBSETS = Path(__file__).parent / "subsets"
+
+
+class NotADatasetError(ValueError):
+    pass
+
+
+def _duck_type(arrow_type) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_list(arrow_type):
+        return _duck_type(arrow_type.value_type) + "[]"
+    return {
+        pa.string(): "VARCHAR",
+        pa.int32(): "INTEGER",
+        pa.int64(): "BIGINT",
+        pa.float32(): "FLOAT",
+        pa.float64(): "DOUBLE",
+        pa.binary(): "BLOB",
+        pa.bool_(): "BOOLEAN",
+    }[arrow_type]
+
+
+def _parquet_view(con, name: str, folder: Path, arrow_schema) -> None:
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    columns = ", ".join(f'"{f.name}" {_duck_type(f.type)}' for f in arrow_schema)
+    if not files:
+        # An empty view with the right columns, so queries on a fresh dataset still run.
+        con.execute(f"CREATE OR REPLACE TABLE _empty_{name} ({columns})")
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM _empty_{name}")
+        return
+    file_list = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    casts = ", ".join(
+        f'CAST("{f.name}" AS {_duck_type(f.type)}) AS "{f.name}"' for f in arrow_schema
+    )
+    con.execute(
+        f"CREATE OR REPLACE VIEW {name} AS SELECT {casts} "
+        f"FROM read_parquet([{file_list}], union_by_name = true)"
+    )
+
+
+def _stats_table(con, stats_dir: Path) -> None:
+    import pyarrow as pa
+
+    rows = []
+    for path in sorted(stats_dir.glob("*.json")) if stats_dir.is_dir() else []:
+        record = json.loads(path.read_text())
+        rows.append(
+            {
+                "stage": record.get("stage", path.stem),
+                "order": int(record.get("order", 0)),
+                "rows_in": int(record.get("rows_in", 0)),
+                "rows_out": int(record.get("rows_out", 0)),
+                "dropped": int(sum(record.get("drops", {}).values())),
+                "drops": json.dumps(record.get("drops", {}), sort_keys=True),
+                "seconds": float(record.get("seconds", 0.0)),
+            }
+        )
+    rows.sort(key=lambda r: (r["order"], r["stage"]))
+    stats = pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("stage", pa.string()),
+                ("order", pa.int32()),
+                ("rows_in", pa.int64()),
+                ("rows_out", pa.int64()),
+                ("dropped", pa.int64()),
+                ("drops", pa.string()),
+                ("seconds", pa.float64()),
+            ]
+        ),
+    )
+    con.register("_stats_arrow", stats)
+    con.execute('CREATE OR REPLACE VIEW stats AS SELECT * FROM _stats_arrow ORDER BY "order"')
+
+
+def _shards_view(con, shards_dir: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for path in sorted(shards_dir.glob("*.parquet")) if shards_dir.is_dir() else []:
+        meta = pq.ParquetFile(path).metadata
+        rows.append(
+            {
+                "shard": path.name,
+                "rows": meta.num_rows,
+                "row_groups": meta.num_row_groups,
+                "bytes": path.stat().st_size,
+            }
+        )
+    table = pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("shard", pa.string()),
+                ("rows", pa.int64()),
+                ("row_groups", pa.int32()),
+                ("bytes", pa.int64()),
+            ]
+        ),
+    )
+    con.register("_shards_arrow", table)
+    con.execute("CREATE OR REPLACE VIEW shards AS SELECT * FROM _shards_arrow")
+
+
+def open(dataset_dir, read_only: bool = True):  # noqa: A001 - the contract names it open()
+    """A DuckDB connection over a dataset folder with views samples, pages, shards, stats."""
+    import duckdb
+
+    layout = DatasetLayout(Path(dataset_dir))
+    if not layout.root.is_dir():
+        raise NotADatasetError(f"{layout.root} does not exist")
+    if not layout.is_dataset():
+        raise NotADatasetError(
+            f"{layout.root} is not a dataset folder (no run.json or manifests/); "
+            "build one with `pipeline build ... --out DIR`"
+        )
+    con = duckdb.connect(":memory:")
+    _parquet_view(con, "samples", layout.samples, schema.SAMPLES)
+    _parquet_view(con, "pages", layout.pages, schema.PAGES)
+    _stats_table(con, layout.stats)
+    _shards_view(con, layout.shards)
+    return con
+
+
+def _subset_dirs(dataset_dir) -> list[Path]:
+    dirs = [PACKAGE_SUBSETS]
+    if dataset_dir is not None:
+        dirs.insert(0, DatasetLayout(Path(dataset_dir)).subsets)
+    return dirs
+
+
+def list_subsets(dataset_dir=None) -> dict[str, Path]:
+    """Named subsets: the dataset's own `DIR/subsets/*.sql` first, then the packaged ones."""
+    found: dict[str, Path] = {}
+    for folder in reversed(_subset_dirs(dataset_dir)):
+        for path in sorted(folder.glob("*.sql")) if folder.is_dir() else []:
+            found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def subset_sql(name: str, dataset_dir=None) -> str:
+    subsets = list_subsets(dataset_dir)
+    if name not in subsets:
+        known = ", ".join(subsets) or "none"
+        raise KeyError(f"unknown subset {name!r}; known subsets: {known}")
+    return builtins.open(subsets[name], encoding="utf-8").read().strip().rstrip(";")

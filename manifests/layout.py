@@ -1,0 +1,118 @@
+"""The dataset folder layout and atomic writers.
+
+```
+DIR/run.json                     resolved config and versions
+DIR/manifests/samples/*.parquet  one row per candidate (schema.SAMPLES)
+DIR/manifests/pages/*.parquet    one row per page seen (schema.PAGES)
+DIR/shards/*.parquet             training shards (schema.shard_schema), with *_stats.json
+DIR/stats/<stage>.json           rows in/out, drops per reason, seconds
+DIR/subsets/*.sql                named subsets local to this dataset (beside manifests/subsets/)
+DIR/work/<stage>/                intermediate parts and completion markers
+DIR/report.html
+```
+Every file is written under a temporary name and renamed, so a crash never leaves half a file
+where a reader or a rerun would take it for a finished one.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def samples(self) -> Path:
+        return self.manifests / "samples"
+
+    @property
+    def pages(self) -> Path:
+        return self.manifests / "pages"
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats"
+
+    @property
+    def subsets(self) -> Path:
+        return self.root / "subsets"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.work / stage
+
+    def is_dataset(self) -> bool:
+        return self.run_json.exists() or self.manifests.is_dir()
+
+    def create(self) -> "DatasetLayout":
+        for path in (self.samples, self.pages, self.shards, self.stats, self.work):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_parquet_atomic(table: pa.Table, path: Path, row_group_size: int | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def write_bytes_atomic(data: bytes, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(obj, path: Path) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    return write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def read_parquet_dir(directory: Path, schema: pa.Schema) -> pa.Table:
+    """All `*.parquet` files of a folder in name order, as one table of `schema`."""
+    files = sorted(Path(directory).glob("*.parquet"))
+    if not files:
+        return schema.empty_table()
+    return pa.concat_tables([pq.read_table(f, schema=schema) for f in files])

@@ -1,0 +1,158 @@
+"""The `pipeline` command line. Heavy imports live inside the commands, so `--help` is instant."""
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger("pipeline")
+
+
+def _add_build_args(p: argparse.ArgumentParser, crawl_only: bool = False) -> None:
+    src = p.add_argument_group("source (exactly one)")
+    src.add_argument("--seeds", nargs="+", default=[], metavar="URL", help="crawl from these URLs")
+    if not crawl_only:
+        src.add_argument(
+            "--warc",
+            action="append",
+            default=[],
+            metavar="GLOB",
+            help="WARC or WAT files (Common Crawl layout), .warc or .warc.gz; repeatable",
+        )
+        src.add_argument(
+            "--url-list",
+            metavar="FILE",
+            help="img2dataset-style list: txt, csv, tsv, json, jsonl or parquet",
+        )
+        src.add_argument("--url-col", default="url")
+        src.add_argument("--caption-col", default="caption")
+        src.add_argument(
+            "--input-format", choices=["txt", "csv", "tsv", "json", "jsonl", "parquet"]
+        )
+    crawl = p.add_argument_group("crawl")
+    crawl.add_argument(
+        "--max-pages", type=int, default=1000, help="pages fetched at most (default 1000)"
+    )
+    crawl.add_argument(
+        "--max-depth", type=int, default=3, help="link depth from the seeds (default 3)"
+    )
+    if not crawl_only:
+        crawl.add_argument(
+            "--warc-out", metavar="FILE", help="also record the crawled pages as a WARC"
+        )
+    net = p.add_argument_group("network")
+    net.add_argument(
+        "--allow-network",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="also allow these addresses (default: public addresses only)",
+    )
+    net.add_argument("--per-host-concurrency", type=int, default=8)
+    net.add_argument(
+        "--per-host-rps", type=float, default=0.0, help="requests/s per host; 0 = no cap"
+    )
+    net.add_argument(
+        "--timeout",
+        type=float,
+        default=20.0,
+        dest="timeout_s",
+        help="seconds per response (default 20)",
+    )
+    net.add_argument(
+        "--contact-url",
+        default="https://github.com/clipengine/clipengine",
+        help="named in the User-Agent so site owners can reach you",
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline", description="Build CLIP-style (image, alt-text) datasets from the web."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="build or resume a dataset")
+    build.add_argument("--query-list", metavar="FILE", help="UTF-8, one query a line")
+    build.add_argument("--out", required=True, metavar="DIR")
+    _add_build_args(build)
+    bal = build.add_argument_group("balancing")
+    bal.add_argument(
+        "--per-query-cap", type=int, default=20_000, help="MetaCLIP's t (default 20000)"
+    )
+    bal.add_argument("--seed", type=int, default=0)
+    build.add_argument(
+        "--eval-set",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="ImageFolder eval set to check for leaks (repeatable)",
+    )
+    run = build.add_argument_group("execution")
+    run.add_argument(
+        "--executor",
+        choices=["ray", "local"],
+        default="ray",
+        help="ray (default: a local ray.init(), or --ray-address) or local (in-process)",
+    )
+    run.add_argument("--ray-address", metavar="ADDR", help="e.g. auto, or ray://head:10001")
+    run.add_argument("--rows-per-part", type=int, default=100_000, help="URL-list rows per task")
+
+    crawl = sub.add_parser("crawl", help="crawl seeds and record the pages as a WARC (no dataset)")
+    crawl.add_argument("--warc-out", required=True, metavar="FILE", help="the WARC to write")
+    _add_build_args(crawl, crawl_only=True)
+
+    query = sub.add_parser("query", help="run SQL over a dataset's manifests with DuckDB")
+    query.add_argument("dir", metavar="DIR")
+    query.add_argument(
+        "sql",
+        nargs="?",
+        metavar="SQL",
+        help="views: samples, pages, shards, stats; subsets by name, e.g. FROM kept",
+    )
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.add_argument("--subsets", action="store_true", help="list the named subsets")
+    query.add_argument("--limit", type=int, default=1000, help="rows printed as a table at most")
+
+    queries = sub.add_parser("queries", help="query lists")
+    qsub = queries.add_subparsers(dest="queries_command", required=True)
+    qbuild = qsub.add_parser("build", help="make a CLIP-style query list")
+    qbuild.add_argument("--out", required=True, metavar="FILE")
+    qbuild.add_argument(
+        "--min-zipf",
+        type=float,
+        default=3.0,
+        help="wordfreq Zipf frequency threshold (default 3.0)",
+    )
+    qbuild.add_argument("--lang", default="en")
+    qbuild.add_argument("--wordnet", metavar="DIR", help="WordNet dict/ folder to add lemma names")
+    qbuild.add_argument("--max-queries", type=int)
+
+    demo = sub.add_parser("demo", help="build a dataset from the embedded sample web on loopback")
+    demo.add_argument("--out", default="demo-output", metavar="DIR")
+    demo.add_argument("--executor", choices=["ray", "local"], default="ray")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    from pipeline import commands
+
+    handler = getattr(commands, f"cmd_{args.command}")
+    try:
+        return handler(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except commands.USER_ERRORS as exc:
+        print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

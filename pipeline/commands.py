@@ -1,0 +1,150 @@
+"""The `pipeline` subcommands: argument namespaces in, work and printed summaries out."""
+
+import logging
+import sys
+from pathlib import Path
+
+import duckdb
+
+from manifests.db import NotADatasetError
+from pipeline.config import ConfigError
+
+log = logging.getLogger("pipeline")
+USER_ERRORS = (
+    ConfigError,
+    NotADatasetError,
+    FileNotFoundError,
+    FileExistsError,
+    KeyError,
+    duckdb.Error,
+)
+
+_BUILD_KEYS = (
+    "query_list", "seeds", "warc", "url_list", "url_col", "caption_col", "input_format",
+    "rows_per_part", "max_pages", "max_depth", "warc_out", "allow_network",
+    "per_host_concurrency", "per_host_rps", "timeout_s", "contact_url", "per_query_cap", "seed",
+    "eval_set", "executor", "ray_address",
+)  # fmt: skip
+
+
+def build_config_from_args(args):
+    from pipeline.buildconfig import BuildConfig
+    from pipeline.config import from_dict
+
+    values = {k: getattr(args, k) for k in _BUILD_KEYS if hasattr(args, k)}
+    return from_dict(BuildConfig, {"out": args.out, **values})
+
+
+def print_summary(layout) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    import manifests
+
+    con = manifests.open(layout.root)
+    console = Console()
+    stages = Table(title="stages", title_justify="left")
+    for col in ("stage", "rows in", "rows out", "drops", "seconds"):
+        stages.add_column(col, justify="left" if col in ("stage", "drops") else "right")
+    for stage, rows_in, rows_out, drops, seconds in con.execute(
+        "SELECT stage, rows_in, rows_out, drops, seconds FROM stats"
+    ).fetchall():
+        stages.add_row(stage, f"{rows_in:,}", f"{rows_out:,}", drops, f"{seconds:.2f}")
+    statuses = Table(title="samples by status", title_justify="left")
+    statuses.add_column("status")
+    statuses.add_column("rows", justify="right")
+    for status, count in con.execute(
+        "SELECT status, count(*) FROM samples GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall():
+        statuses.add_row(status, f"{count:,}")
+    console.print(stages)
+    console.print(statuses)
+    console.print(f'dataset: {layout.root}  (try: pipeline query {layout.root} "SELECT ...")')
+
+
+def cmd_build(args) -> int:
+    from pipeline.build import run_build
+
+    layout = run_build(build_config_from_args(args))
+    print_summary(layout)
+    return 0
+
+
+def cmd_crawl(args) -> int:
+    from pipeline.build import run_build
+    from pipeline.buildconfig import BuildConfig
+    from pipeline.config import from_dict
+
+    values = {k: getattr(args, k) for k in _BUILD_KEYS if hasattr(args, k)}
+    # The crawl's level markers live next to the WARC, so a killed crawl resumes.
+    work = Path(str(args.warc_out) + ".work")
+    config = from_dict(BuildConfig, {**values, "out": str(work), "executor": "local"})
+    layout = run_build(config)
+    import manifests
+
+    con = manifests.open(layout.root)
+    pages, pairs = con.execute("SELECT count(*), coalesce(sum(pairs), 0) FROM pages").fetchone()
+    print(f"crawled {pages} pages ({pairs} image pairs) into {args.warc_out}")
+    return 0
+
+
+def _print_result(cursor, fmt: str, limit: int) -> None:
+    import csv
+    import json
+
+    columns = [d[0] for d in cursor.description]
+    rows = cursor.fetchall()
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif fmt == "json":
+        print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, indent=1))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for col in columns:
+            table.add_column(col, overflow="fold")
+        for row in rows[:limit]:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        Console().print(table)
+        if len(rows) > limit:
+            print(f"({len(rows) - limit} more rows; use --format csv or --limit)")
+
+
+def cmd_query(args) -> int:
+    import manifests
+
+    if args.subsets:
+        for name, path in manifests.list_subsets(args.dir).items():
+            print(f"{name}\t{path}")
+        return 0
+    if not args.sql:
+        raise ConfigError("give a SQL query, or --subsets")
+    con = manifests.open(args.dir)
+    for name in manifests.list_subsets(args.dir):
+        con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {manifests.subset_sql(name, args.dir)}')
+    _print_result(con.execute(args.sql), args.format, args.limit)
+    return 0
+
+
+def cmd_queries(args) -> int:
+    from pipeline.queries import build_query_list, write_query_list
+
+    queries = build_query_list(
+        min_zipf=args.min_zipf,
+        lang=args.lang,
+        wordnet_dir=args.wordnet,
+        max_queries=args.max_queries,
+    )
+    write_query_list(queries, args.out)
+    print(f"wrote {len(queries):,} queries to {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from pipeline.demo.run import run_demo
+
+    return run_demo(args.out, executor=args.executor)

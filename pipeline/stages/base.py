@@ -1,0 +1,119 @@
+"""Stage bookkeeping in the manner of datatrove: a stage's work is split into parts; each finished
+part leaves a completion marker holding its counts, so a rerun skips it and the stage's totals
+(rows in, rows out, drops per reason, seconds) still add up over every part."""
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from manifests.layout import DatasetLayout, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+# The order stages run in; it orders the `stats` view and the report's funnel.
+STAGE_ORDER = {"sources": 10, "match": 20, "balance": 30, "images": 40, "dedup": 50, "shards": 60}
+
+
+@dataclass
+class PartStats:
+    rows_in: int = 0
+    rows_out: int = 0
+    drops: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.drops[reason] += n
+
+    def to_json(self) -> dict:
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "drops": dict(sorted(self.drops.items())),
+            "seconds": round(self.seconds, 4),
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, record: dict) -> "PartStats":
+        return cls(
+            rows_in=record.get("rows_in", 0),
+            rows_out=record.get("rows_out", 0),
+            drops=Counter(record.get("drops", {})),
+            seconds=record.get("seconds", 0.0),
+            extra=record.get("extra", {}),
+        )
+
+
+class StageRun:
+    """Markers and totals of one stage in one dataset folder."""
+
+    def __init__(self, layout: DatasetLayout, stage: str):
+        self.layout = layout
+        self.stage = stage
+        self.dir = layout.stage_dir(stage)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.perf_counter()
+
+    def marker(self, part: str) -> Path:
+        return self.dir / f"{part}.done"
+
+    def is_done(self, part: str) -> bool:
+        return self.marker(part).exists()
+
+    def mark_done(self, part: str, stats: PartStats) -> None:
+        write_json_atomic(stats.to_json(), self.marker(part))
+        _crash_point(self.stage)
+
+    def part_stats(self, part: str) -> PartStats:
+        return PartStats.from_json(json.loads(self.marker(part).read_text()))
+
+    def done_parts(self) -> list[str]:
+        return sorted(p.name[: -len(".done")] for p in self.dir.glob("*.done"))
+
+    def finish(self, parts: list[str] | None = None, extra: dict | None = None) -> dict:
+        """Sum the markers of `parts` (all done parts by default) into DIR/stats/<stage>.json."""
+        total = PartStats()
+        for part in parts if parts is not None else self.done_parts():
+            stats = self.part_stats(part)
+            total.rows_in += stats.rows_in
+            total.rows_out += stats.rows_out
+            total.drops.update(stats.drops)
+            total.seconds += stats.seconds
+        record = {
+            "stage": self.stage,
+            "order": STAGE_ORDER.get(self.stage, 99),
+            **total.to_json(),
+            "wall_seconds": round(time.perf_counter() - self.started, 4),
+        }
+        if extra:
+            record["extra"] = extra
+        write_json_atomic(record, self.layout.stats / f"{self.stage}.json")
+        log.info(
+            "stage %s: %d in, %d out, drops %s",
+            self.stage,
+            total.rows_in,
+            total.rows_out,
+            dict(total.drops),
+        )
+        return record
+
+
+_marked: Counter = Counter()
+
+
+def _crash_point(stage: str) -> None:
+    """Test hook: CLIPENGINE_CRASH_AFTER=stage:N ends the process abruptly (as a kill would)
+    after this process has finished N parts of `stage`."""
+    spec = os.environ.get("CLIPENGINE_CRASH_AFTER", "")
+    if not spec.startswith(stage + ":"):
+        return
+    _marked[stage] += 1
+    if _marked[stage] >= int(spec.split(":", 1)[1]):
+        log.warning("CLIPENGINE_CRASH_AFTER=%s: exiting now", spec)
+        os._exit(17)
