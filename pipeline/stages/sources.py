@@ -194,14 +194,15 @@ def _url_list_parts(config: BuildConfig, layout: DatasetLayout, run: StageRun) -
         parts.append(part)
         if run.is_done(part):
             continue
-        table, dropped = chunk
+        table = chunk.table
         # A URL list has no pages, so no page_url; a missing caption matches no query.
         pairs = [
             (u, c or "", None)
             for u, c in zip(table["url"].to_pylist(), table["caption"].to_pylist(), strict=True)
         ]
-        stats = PartStats(rows_in=len(pairs) + dropped, rows_out=len(pairs))
-        stats.drop("empty_url", dropped)
+        stats = PartStats(rows_in=chunk.rows_in, rows_out=len(pairs))
+        stats.drop("empty_url", chunk.dropped_empty_url)
+        stats.drop("malformed_row", chunk.dropped_malformed)
         _write_part(run, layout, part, pairs, None, stats)
     return parts
 

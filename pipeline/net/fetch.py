@@ -1,0 +1,373 @@
+"""The one fetch path for every request the project makes (pages, robots.txt, images).
+
+Per hop (the requested URL, then each redirect, followed by hand):
+  1. only http(s) URLs with a host;
+  2. address policy: IP literals checked here, names resolved through the GuardedResolver, which
+     is also the connector's resolver, so a refused address is never connected to;
+  3. robots.txt of that URL's origin (RobotsCache), crawl-delay honoured as a per-host interval;
+  4. the request under the host/global limits, with a total time cap, a byte cap (declared
+     Content-Length refused early, streamed bodies cut as soon as they pass the cap), and bounded
+     retries with exponential backoff on 429, 5xx and connection errors, honouring Retry-After.
+Problems come back as a FetchResult status, never as an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
+from multidict import CIMultiDict
+from yarl import URL
+
+from .config import FetchConfig
+from .policy import AddressPolicy, BlockedAddressError, GuardedResolver, parse_ip
+from .ratelimit import HostLimiter
+from .result import (
+    BAD_URL,
+    BLOCKED_ADDRESS,
+    FETCH_FAILED,
+    OK,
+    ROBOTS_DISALLOWED,
+    TOO_LARGE,
+    FetchResult,
+)
+from .robots import RobotsCache
+
+log = logging.getLogger(__name__)
+
+MAX_URL_CHARS = 8192
+_CHUNK = 64 * 1024  # bytes per streamed read
+_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+_DELTA_SECONDS_RE = re.compile(r"^\d+(\.\d+)?$")
+
+
+@dataclass
+class _Outcome:
+    """One HTTP attempt: a final answer (status set) or a redirect (location set)."""
+
+    status: str
+    http_status: int | None = None
+    headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    body: bytes | None = None
+    error: str | None = None
+    location: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None  # seconds, from the Retry-After header
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent/invalid."""
+    if not value:
+        return None
+    v = value.strip()
+    if _DELTA_SECONDS_RE.match(v):
+        return float(v)
+    try:
+        when = email.utils.parsedate_to_datetime(v)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def parse_http_url(value: str) -> tuple[URL | None, str | None]:
+    """(URL without fragment, None) for a usable http(s) URL, else (None, why not)."""
+    if isinstance(value, URL):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        return None, "empty URL"
+    if len(value) > MAX_URL_CHARS:
+        return None, f"URL longer than {MAX_URL_CHARS} characters"
+    try:
+        u = URL(value.strip())
+        scheme = (u.scheme or "").lower()
+        if scheme not in ("http", "https"):
+            return None, f"unsupported scheme {scheme!r}" if scheme else "not an absolute URL"
+        if not u.raw_host:
+            return None, "URL has no host"
+        _ = u.port  # raises on an out-of-range port
+        return u.with_fragment(None), None
+    except (ValueError, TypeError, UnicodeError) as exc:
+        return None, f"unparsable URL ({exc})"
+
+
+class Fetcher:
+    """Async fetcher owning one aiohttp session. Use as `async with Fetcher(cfg) as f:`.
+
+    resolver: base DNS resolver (default: aiohttp's); tests pass a StaticResolver (fake DNS).
+    trace_configs: aiohttp TraceConfigs, e.g. to count connections in tests or for metrics.
+    """
+
+    def __init__(
+        self,
+        config: FetchConfig | None = None,
+        resolver: AbstractResolver | None = None,
+        *,
+        trace_configs: list[aiohttp.TraceConfig] | None = None,
+    ):
+        self.config = config or FetchConfig()
+        self.policy = AddressPolicy(self.config.allow_networks)
+        self._base_resolver = resolver
+        self._trace_configs = list(trace_configs or [])
+        self._session: aiohttp.ClientSession | None = None
+        self.resolver: GuardedResolver | None = None
+        self.limiter: HostLimiter | None = None
+        self.robots: RobotsCache | None = None
+
+    async def __aenter__(self) -> Fetcher:
+        cfg = self.config
+        base = self._base_resolver or DefaultResolver()
+        self.resolver = GuardedResolver(self.policy, base)
+        connector = aiohttp.TCPConnector(
+            resolver=self.resolver,
+            use_dns_cache=False,  # GuardedResolver caches already-filtered answers itself
+            limit=cfg.max_in_flight,
+            limit_per_host=0,  # per-host limits are HostLimiter's job
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": cfg.user_agent},
+            # the total cap is an asyncio.timeout around each attempt (covers the body too)
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout_s),
+            cookie_jar=aiohttp.DummyCookieJar(),  # no state carried between unrelated sites
+            trust_env=False,  # no proxy from the environment: it would bypass the address check
+            trace_configs=self._trace_configs,
+        )
+        self.limiter = HostLimiter(cfg.per_host_concurrency, cfg.per_host_rps, cfg.max_in_flight)
+        self.robots = RobotsCache(
+            self._fetch_robots_txt, cfg.user_agent_token, max_crawl_delay_s=cfg.max_crawl_delay_s
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._base_resolver is None and self.resolver is not None:
+            await self.resolver.close()  # we created the base resolver, so we close it
+
+    async def fetch(self, url: str, max_bytes: int | None = None) -> FetchResult:
+        """Fetch `url` (body capped at `max_bytes`, default config.max_bytes). Never raises for
+        problems with the URL, the network or the server: see FetchResult.status."""
+        if self._session is None:
+            raise RuntimeError("Fetcher is not open: use `async with Fetcher(config) as f`")
+        if max_bytes is not None and (isinstance(max_bytes, bool) or max_bytes < 1):
+            raise ValueError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
+        cap = max_bytes or self.config.max_bytes
+        t0 = time.monotonic()
+        try:
+            res = await self._fetch(url, cap, check_robots=self.config.respect_robots)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug must not take down a whole shard of fetches
+            log.warning("unexpected error fetching %r", url, exc_info=True)
+            msg = f"internal error: {type(exc).__name__}: {exc}"
+            res = FetchResult(str(url), str(url), FETCH_FAILED, error=msg)
+        res.elapsed_s = time.monotonic() - t0
+        log.debug("fetch %s -> %s %s (%.3fs)", url, res.status, res.error or "", res.elapsed_s)
+        return res
+
+    async def _fetch_robots_txt(self, url: str) -> FetchResult:
+        cap = self.config.robots_max_bytes
+        return await self._fetch(url, cap, check_robots=False, truncate=True)
+
+    async def _fetch(
+        self, url: str, cap: int, *, check_robots: bool, truncate: bool = False
+    ) -> FetchResult:
+        redirects: list[str] = []
+        seen: set[str] = set()
+        current = url
+        for hop in range(self.config.max_redirects + 1):
+            u, why = parse_http_url(current)
+            if u is None:
+                error = f"redirect to {current[:200]} refused: {why}" if hop else why
+                return _result(url, current, BAD_URL, error, redirects)
+            seen.add(str(u))
+            refused = await self._check_address(u, is_redirect=hop > 0)
+            if refused is not None:
+                return _result(url, current, *refused, redirects)
+            delay = 0.0
+            if check_robots:
+                assert self.robots is not None
+                decision = await self.robots.check(u)
+                if not decision.allowed:
+                    return _result(url, current, ROBOTS_DISALLOWED, decision.reason, redirects)
+                delay = decision.crawl_delay_s
+            out = await self._request(u, delay, cap, truncate)
+            if out.location is None:
+                return _result(url, current, out.status, out.error, redirects, out)
+            if out.location in seen:
+                error = f"redirect loop at {out.location[:200]}"
+                return _result(url, current, FETCH_FAILED, error, redirects, out)
+            if hop == self.config.max_redirects:
+                break
+            redirects.append(out.location)
+            current = out.location
+        error = f"too many redirects (>{self.config.max_redirects})"
+        return _result(url, current, FETCH_FAILED, error, redirects)
+
+    async def _check_address(self, u: URL, is_redirect: bool) -> tuple[str, str] | None:
+        """None if we may connect to u's host, else (status, error). Connects to nothing."""
+        host = u.raw_host or ""
+        prefix = f"redirect to {host} refused" if is_redirect else f"{host} refused"
+        if parse_ip(host) is not None:  # aiohttp skips the resolver for IP literals
+            if self.policy.allows(host):
+                return None
+            return BLOCKED_ADDRESS, f"{prefix}: address not allowed"
+        assert self.resolver is not None
+        try:
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                await self.resolver.resolve(host, u.port or 0, socket.AF_UNSPEC)
+        except BlockedAddressError as exc:
+            shown = ", ".join(exc.addresses[:4])
+            return BLOCKED_ADDRESS, f"{prefix}: address not allowed ({shown})"
+        except TimeoutError:
+            return FETCH_FAILED, f"dns lookup for {host} timed out"
+        except OSError as exc:
+            return FETCH_FAILED, f"dns lookup failed for {host}: {exc.strerror or exc}"
+        return None
+
+    async def _request(self, u: URL, delay: float, cap: int, truncate: bool) -> _Outcome:
+        """One URL, with up to max_retries retries."""
+        cfg = self.config
+        assert self.limiter is not None
+        host = (u.raw_host or "").lower()
+        for attempt in range(cfg.max_retries + 1):
+            out = await self._attempt(u, host, delay, cap, truncate)
+            if not out.retryable or attempt == cfg.max_retries:
+                return out
+            wait = cfg.backoff_s * (2**attempt)
+            if out.retry_after is not None:
+                if out.retry_after > cfg.max_retry_after_s:
+                    out.error = (
+                        f"{out.error}; Retry-After {out.retry_after:g}s over limit "
+                        f"{cfg.max_retry_after_s:g}s"
+                    )
+                    return out
+                wait = max(wait, out.retry_after)
+                self.limiter.hold_off(host, out.retry_after)  # the whole host, not just this URL
+            log.debug("retry %d for %s in %.2fs after %s", attempt + 1, u, wait, out.error)
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the loop always returns")
+
+    async def _attempt(self, u: URL, host: str, delay: float, cap: int, truncate: bool) -> _Outcome:
+        cfg = self.config
+        assert self.limiter is not None and self._session is not None
+        try:
+            async with self.limiter.slot(host, delay):
+                log.debug("GET %s", u)
+                async with (
+                    asyncio.timeout(cfg.total_timeout_s),
+                    self._session.get(u, allow_redirects=False) as resp,
+                ):
+                    return await _read_response(resp, u, cap, truncate)
+        except aiohttp.ConnectionTimeoutError:
+            return _Outcome(
+                FETCH_FAILED,
+                error=f"connect timeout after {cfg.connect_timeout_s:g}s",
+                retryable=True,
+            )
+        except TimeoutError:
+            # Not retried: the server already had the whole time budget once.
+            return _Outcome(FETCH_FAILED, error=f"timeout after {cfg.total_timeout_s:g}s")
+        except aiohttp.InvalidURL as exc:
+            return _Outcome(BAD_URL, error=f"invalid URL: {exc}")
+        except aiohttp.ClientSSLError as exc:
+            return _Outcome(FETCH_FAILED, error=f"TLS error: {_short(exc)}")
+        except aiohttp.ClientConnectorError as exc:
+            blocked = _find_cause(exc, BlockedAddressError)
+            if blocked is not None:  # DNS changed between our check and the connect
+                return _Outcome(BLOCKED_ADDRESS, error=f"{host} refused: address not allowed")
+            return _Outcome(FETCH_FAILED, error=f"connection failed: {_short(exc)}", retryable=True)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            return _Outcome(FETCH_FAILED, error=f"connection error: {_short(exc)}", retryable=True)
+        except aiohttp.ClientError as exc:  # malformed response and the like
+            return _Outcome(FETCH_FAILED, error=f"HTTP error: {_short(exc)}")
+
+
+async def _read_response(
+    resp: aiohttp.ClientResponse, u: URL, cap: int, truncate: bool
+) -> _Outcome:
+    code = resp.status
+    headers = CIMultiDict(resp.headers)
+    if code in _REDIRECT_CODES and resp.headers.get("Location"):
+        location = resp.headers["Location"]
+        try:
+            nxt = u.join(URL(location)).with_fragment(None)
+        except (ValueError, TypeError, UnicodeError):
+            return _Outcome(
+                BAD_URL, code, headers, error=f"bad redirect location {location[:200]!r}"
+            )
+        return _Outcome(OK, code, headers, location=str(nxt))
+    if code == 429 or 500 <= code <= 599:
+        ra = parse_retry_after(resp.headers.get("Retry-After"))
+        return _Outcome(
+            FETCH_FAILED, code, headers, error=f"HTTP {code}", retryable=True, retry_after=ra
+        )
+    if not 200 <= code < 300:
+        return _Outcome(FETCH_FAILED, code, headers, error=f"HTTP {code}")
+    declared = resp.content_length
+    if declared is not None and declared > cap and not truncate:
+        resp.close()  # drop the connection instead of draining the body
+        return _Outcome(
+            TOO_LARGE, code, headers, error=f"body over {cap} bytes (Content-Length {declared})"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        if size + len(chunk) > cap:
+            if not truncate:
+                resp.close()
+                return _Outcome(TOO_LARGE, code, headers, error=f"body over {cap} bytes")
+            chunks.append(chunk[: cap - size])
+            resp.close()
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return _Outcome(OK, code, headers, body=b"".join(chunks))
+
+
+def _result(
+    url: str,
+    final_url: str,
+    status: str,
+    error: str | None,
+    redirects: list[str],
+    out: _Outcome | None = None,
+) -> FetchResult:
+    return FetchResult(
+        url=str(url),
+        final_url=str(final_url),
+        status=status,
+        http_status=out.http_status if out else None,
+        headers=out.headers if out else CIMultiDict(),
+        body=out.body if (out and status == OK) else None,
+        error=error,
+        redirects=list(redirects),
+    )
+
+
+def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` in exc's os_error/__cause__ chain (bounded walk)."""
+    cur: BaseException | None = exc
+    for _ in range(10):
+        if cur is None or isinstance(cur, kind):
+            return cur
+        nxt = getattr(cur, "os_error", None)
+        cur = nxt if isinstance(nxt, BaseException) and nxt is not cur else cur.__cause__
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:200]

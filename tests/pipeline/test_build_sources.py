@@ -1,0 +1,79 @@
+"""`pipeline build` from URL lists and WARC files, locally and as Ray tasks."""
+
+import json
+
+import pytest
+
+import manifests
+from pipeline.build import run_build
+from pipeline.buildconfig import BuildConfig
+from pipeline.config import ConfigError
+from tests.testsite import expected_pairs
+
+
+def _queries(tmp_path):
+    path = tmp_path / "queries.txt"
+    path.write_text("cat\ndog\nbird\nfish\nowl\n", encoding="utf-8")
+    return str(path)
+
+
+def test_url_list_build_keeps_every_row_with_a_status(tmp_path):
+    rows = [
+        {"url": "http://img.test/1.jpg", "caption": "a black cat"},
+        {"url": "http://img.test/2.jpg", "caption": "a tree"},
+        {"url": "http://img.test/1.jpg", "caption": "a black cat"},  # repeated pair: one row
+        {"url": "http://img.test/3.jpg", "caption": "two dogs and a cat"},
+        {"url": "", "caption": "no url"},
+    ]
+    src = tmp_path / "list.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    config = BuildConfig(
+        out=str(tmp_path / "ds"), query_list=_queries(tmp_path), url_list=str(src),
+        rows_per_part=2, executor="local",
+    )  # fmt: skip
+    run_build(config)
+    con = manifests.open(config.out)
+    got = con.execute("SELECT url, status, matched_queries FROM samples ORDER BY url").fetchall()
+    assert got == [
+        ("http://img.test/1.jpg", "pending", ["cat"]),
+        ("http://img.test/2.jpg", "no_query_match", []),
+        ("http://img.test/3.jpg", "pending", ["cat"]),  # word-bounded: 'dog' is not in 'dogs'
+    ]
+    stats = dict(con.execute("SELECT stage, drops FROM stats").fetchall())
+    assert json.loads(stats["sources"]) == {"empty_url": 1}
+    assert json.loads(stats["balance"]) == {"no_query_match": 1, "repeated_pair": 1}
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path):
+    src = tmp_path / "list.txt"
+    src.write_text("http://img.test/1.jpg\n")
+    run_build(BuildConfig(out=str(tmp_path / "ds"), url_list=str(src), executor="local"))
+    with pytest.raises(ConfigError, match="per_query_cap"):
+        run_build(
+            BuildConfig(
+                out=str(tmp_path / "ds"), url_list=str(src), per_query_cap=5, executor="local"
+            )
+        )
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(240)
+def test_warc_build_as_ray_tasks_matches_local(tmp_path, test_site):
+    site, _ = test_site
+    warc = tmp_path / "site.warc.gz"
+    common = dict(query_list=_queries(tmp_path), allow_network=["127.0.0.1/32"], timeout_s=1.0)
+    run_build(BuildConfig(out=str(tmp_path / "crawl"), seeds=[site.base], warc_out=str(warc),
+                          executor="local", **common))  # fmt: skip
+    # Two WARC files (the same crawl twice): repeated pairs collapse to one row each.
+    copy = tmp_path / "copy.warc.gz"
+    copy.write_bytes(warc.read_bytes())
+    local = BuildConfig(out=str(tmp_path / "local"), warc=[str(tmp_path / "*.warc.gz")],
+                        executor="local", **common)  # fmt: skip
+    ray_cfg = BuildConfig(out=str(tmp_path / "ray"), warc=[str(tmp_path / "*.warc.gz")],
+                          executor="ray", **common)  # fmt: skip
+    run_build(local)
+    run_build(ray_cfg)
+    query = "SELECT uid, url, caption, page_url, status FROM samples ORDER BY uid"
+    got_local = manifests.open(local.out).execute(query).fetchall()
+    assert got_local == manifests.open(ray_cfg.out).execute(query).fetchall()
+    assert {(u, c, p) for _, u, c, p, _ in got_local} == expected_pairs(site.base)
