@@ -58,6 +58,7 @@ def run_build(config: BuildConfig, resolver=None) -> DatasetLayout:
     """Build (or resume) the dataset `config.out`. `resolver` fakes DNS in tests."""
     from pipeline.executor import ExecutorConfig, make_executor
     from pipeline.stages.balance import run_balance
+    from pipeline.stages.base import publish_samples
     from pipeline.stages.match import run_match
     from pipeline.stages.sources import run_sources
 
@@ -71,6 +72,7 @@ def run_build(config: BuildConfig, resolver=None) -> DatasetLayout:
         parts = run_sources(config, layout, executor, resolver)
         run_match(config.query_list, layout, parts, executor)
         run_balance(layout, parts, config.per_query_cap, config.seed, executor)
+        publish_samples(layout, "balance", parts)
     finally:
         executor.shutdown()
     return layout

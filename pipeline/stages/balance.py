@@ -64,7 +64,7 @@ def balance_part(task: dict) -> dict:
     status = np.where(keep, schema.PENDING, np.where(has_match, "over_query_cap", "no_query_match"))
     samples = unique.append_column("status", pa.array(status.tolist(), pa.string()))
     write_parquet_atomic(
-        schema.conform(samples, schema.SAMPLES), layout.samples / f"{task['part']}.parquet"
+        schema.conform(samples, schema.SAMPLES), run_dir / f"{task['part']}.parquet"
     )
 
     stats = PartStats(rows_in=table.num_rows, rows_out=int(keep.sum()))

@@ -117,3 +117,30 @@ def _crash_point(stage: str) -> None:
     if _marked[stage] >= int(spec.split(":", 1)[1]):
         log.warning("CLIPENGINE_CRASH_AFTER=%s: exiting now", spec)
         os._exit(17)
+
+
+def read_samples_part(layout: DatasetLayout, stage: str, part: str):
+    """The samples rows of `part` as stage `stage` left them (schema.SAMPLES)."""
+    import pyarrow.parquet as pq
+
+    from manifests import schema
+
+    return pq.read_table(layout.stage_dir(stage) / f"{part}.parquet", schema=schema.SAMPLES)
+
+
+def publish_samples(layout: DatasetLayout, stage: str, parts: list[str]) -> None:
+    """Make stage `stage`'s samples rows the dataset's manifests (hard links: no copy)."""
+    import os
+
+    for part in parts:
+        src = layout.stage_dir(stage) / f"{part}.parquet"
+        dst = layout.samples / f"{part}.parquet"
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:  # another filesystem: copy instead
+            import shutil
+
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)

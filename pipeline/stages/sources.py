@@ -111,7 +111,7 @@ def _recorder(config: BuildConfig, run: StageRun, part: str):
         return None
     from pipeline.sources.warc import WarcRecorder
 
-    recorder = WarcRecorder(run.dir / f"{part}.warc.gz")
+    recorder = WarcRecorder(run.dir / f"{part}.warc.gz", mode="w")
     recorder.__enter__()
     return recorder
 
