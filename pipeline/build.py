@@ -59,20 +59,34 @@ def run_build(config: BuildConfig, resolver=None) -> DatasetLayout:
     from pipeline.executor import ExecutorConfig, make_executor
     from pipeline.stages.balance import run_balance
     from pipeline.stages.base import publish_samples
+    from pipeline.stages.dedup import run_dedup
+    from pipeline.stages.images import run_images
     from pipeline.stages.match import run_match
-    from pipeline.stages.sources import run_sources
+    from pipeline.stages.shards import run_shards
+    from pipeline.stages.sources import fetch_config, run_sources
+    from pipeline.stages.text import run_text
 
     layout = DatasetLayout(config.out)
     check_run_json(layout, config)
     layout.create()
     if config.query_list and not os.path.isfile(config.query_list):
         raise ConfigError(f"query list {config.query_list} does not exist")
+    text_config, image_config = config.text_filter_config(), config.image_config()  # validate early
     executor = make_executor(ExecutorConfig(config.executor, config.ray_address))
     try:
         parts = run_sources(config, layout, executor, resolver)
         run_match(config.query_list, layout, parts, executor)
         run_balance(layout, parts, config.per_query_cap, config.seed, executor)
-        publish_samples(layout, "balance", parts)
+        run_text(layout, parts, "balance", text_config, executor)
+        if config.no_fetch:
+            publish_samples(layout, "text", parts)
+            return layout
+        fetch = fetch_config(config, max_bytes=config.max_image_bytes)
+        run_images(layout, parts, "text", fetch, image_config, executor, resolver)
+        run_dedup(layout, parts, "images")
+        run_shards(layout, parts, "dedup", config.shard_size, config.encode_format,
+                   config.webdataset, executor)  # fmt: skip
+        publish_samples(layout, "shards", parts)
     finally:
         executor.shutdown()
     return layout

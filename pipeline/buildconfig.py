@@ -17,7 +17,7 @@ class BuildConfig:
     url_col: str = "url"  # img2dataset's default column names
     caption_col: str = "caption"
     input_format: str | None = None  # None: from the URL list's file extension
-    rows_per_part: int = 100_000  # URL-list rows per part (one Ray task each)
+    rows_per_part: int = 10_000  # URL-list rows per part (one Ray task each; its images in memory)
     # Crawl limits. Same-site links only; breadth-first by depth, so a page cap is deterministic.
     max_pages: int = 1_000
     max_depth: int = 3
@@ -31,6 +31,25 @@ class BuildConfig:
     # Balancing as in MetaCLIP: at most about per_query_cap pairs per query, seeded.
     per_query_cap: int = 20_000
     seed: int = 0
+    # Caption filters (pipeline.filters.text), applied before any image is fetched.
+    languages: list[str] = field(default_factory=list)  # empty: keep every language
+    min_words: int = 1
+    max_words: int | None = 200
+    text_model: str | None = None  # fastText classifier from `pipeline textmodel train`
+    min_text_score: float = 0.5
+    # Images (pipeline.images): img2dataset's Resizer settings and our safety caps.
+    image_size: int = 256
+    resize_mode: str = "border"  # border | keep_ratio | center_crop | no
+    encode_format: str = "jpg"  # jpg | webp | png
+    encode_quality: int | None = None  # None: 95 for jpg/webp, 6 for png
+    min_size: int = 0  # shorter original side below this: too_small
+    max_aspect_ratio: float | None = None
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 50_000_000  # declared pixels above this: a decompression bomb
+    # Shards, in img2dataset's layout.
+    shard_size: int = 10_000
+    webdataset: bool = False  # also write tar shards for open_clip_train --dataset-type webdataset
+    no_fetch: bool = False  # stop after matching, balancing and text filters
     eval_set: list[str] = field(default_factory=list)
     # Execution: Ray tasks on a local runtime by default, a cluster with ray_address.
     executor: str = "ray"
@@ -63,4 +82,37 @@ class BuildConfig:
         return "crawl" if self.seeds else "warc" if self.warc else "url_list"
 
     # Options that do not change the manifests: a rerun may change them freely.
-    RUNTIME_ONLY = ("executor", "ray_address", "per_host_concurrency", "per_host_rps", "timeout_s")
+    # no_fetch too: a text-only build may be continued into a full one.
+    RUNTIME_ONLY = (
+        "executor",
+        "ray_address",
+        "per_host_concurrency",
+        "per_host_rps",
+        "timeout_s",
+        "no_fetch",
+    )
+
+    def text_filter_config(self):
+        from pipeline.filters.text import TextFilterConfig
+
+        return TextFilterConfig(
+            languages=list(self.languages),
+            min_words=self.min_words,
+            max_words=self.max_words,
+            text_model=self.text_model,
+            min_text_score=self.min_text_score,
+        )
+
+    def image_config(self):
+        from pipeline.images.resize import ImageConfig
+
+        return ImageConfig(
+            image_size=self.image_size,
+            resize_mode=self.resize_mode,
+            encode_format=self.encode_format,
+            encode_quality=self.encode_quality,
+            min_size=self.min_size,
+            max_aspect_ratio=self.max_aspect_ratio,
+            max_pixels=self.max_image_pixels,
+            max_bytes=self.max_image_bytes,
+        )

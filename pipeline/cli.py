@@ -65,6 +65,52 @@ def _add_build_args(p: argparse.ArgumentParser, crawl_only: bool = False) -> Non
     )
 
 
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _add_filter_args(build: argparse.ArgumentParser) -> None:
+    text = build.add_argument_group("caption filters (before any image is fetched)")
+    text.add_argument(
+        "--languages",
+        type=_comma_list,
+        default=[],
+        metavar="LANGS",
+        help="keep only these fastText lid.176 languages, e.g. en,fr (default: all)",
+    )
+    text.add_argument("--min-words", type=int, default=1)
+    text.add_argument("--max-words", type=int, default=200)
+    text.add_argument("--text-model", metavar="FILE", help="fastText model from `textmodel train`")
+    text.add_argument("--min-text-score", type=float, default=0.5)
+    img = build.add_argument_group("images and shards")
+    img.add_argument("--image-size", type=int, default=256, help="output side in pixels")
+    img.add_argument(
+        "--resize-mode", choices=["border", "keep_ratio", "center_crop", "no"], default="border"
+    )
+    img.add_argument("--encode-format", choices=["jpg", "webp", "png"], default="jpg")
+    img.add_argument("--encode-quality", type=int, help="95 for jpg/webp, 6 for png by default")
+    img.add_argument(
+        "--min-size", type=int, default=0, help="drop images whose shorter side is less"
+    )
+    img.add_argument("--max-aspect-ratio", type=float, help="drop images more elongated than this")
+    img.add_argument("--max-image-bytes", type=int, default=20 * 1024 * 1024)
+    img.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=50_000_000,
+        help="declared pixels above this are refused (decompression bombs)",
+    )
+    img.add_argument("--shard-size", type=int, default=10_000, help="samples per shard")
+    img.add_argument("--webdataset", action="store_true", help="also write tar shards")
+    img.add_argument(
+        "--no-fetch", action="store_true", help="stop after matching, balancing and caption filters"
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline", description="Build CLIP-style (image, alt-text) datasets from the web."
@@ -81,6 +127,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--per-query-cap", type=int, default=20_000, help="MetaCLIP's t (default 20000)"
     )
     bal.add_argument("--seed", type=int, default=0)
+    _add_filter_args(build)
     build.add_argument(
         "--eval-set",
         action="append",
@@ -96,7 +143,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="ray (default: a local ray.init(), or --ray-address) or local (in-process)",
     )
     run.add_argument("--ray-address", metavar="ADDR", help="e.g. auto, or ray://head:10001")
-    run.add_argument("--rows-per-part", type=int, default=100_000, help="URL-list rows per task")
+    run.add_argument("--rows-per-part", type=int, default=10_000, help="URL-list rows per task")
 
     crawl = sub.add_parser("crawl", help="crawl seeds and record the pages as a WARC (no dataset)")
     crawl.add_argument("--warc-out", required=True, metavar="FILE", help="the WARC to write")
@@ -127,6 +174,12 @@ def _build_parser() -> argparse.ArgumentParser:
     qbuild.add_argument("--lang", default="en")
     qbuild.add_argument("--wordnet", metavar="DIR", help="WordNet dict/ folder to add lemma names")
     qbuild.add_argument("--max-queries", type=int)
+
+    textmodel = sub.add_parser("textmodel", help="caption quality models (fastText)")
+    tsub = textmodel.add_subparsers(dest="textmodel_command", required=True)
+    from pipeline.filters.textmodel import add_textmodel_train_arguments
+
+    add_textmodel_train_arguments(tsub.add_parser("train", help="train a caption classifier"))
 
     demo = sub.add_parser("demo", help="build a dataset from the embedded sample web on loopback")
     demo.add_argument("--out", default="demo-output", metavar="DIR")

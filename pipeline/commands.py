@@ -23,7 +23,9 @@ _BUILD_KEYS = (
     "query_list", "seeds", "warc", "url_list", "url_col", "caption_col", "input_format",
     "rows_per_part", "max_pages", "max_depth", "warc_out", "allow_network",
     "per_host_concurrency", "per_host_rps", "timeout_s", "contact_url", "per_query_cap", "seed",
-    "eval_set", "executor", "ray_address",
+    "eval_set", "executor", "ray_address", "languages", "min_words", "max_words", "text_model",
+    "min_text_score", "image_size", "resize_mode", "encode_format", "encode_quality", "min_size",
+    "max_aspect_ratio", "max_image_bytes", "max_image_pixels", "shard_size", "webdataset", "no_fetch",
 )  # fmt: skip
 
 
@@ -148,3 +150,9 @@ def cmd_demo(args) -> int:
     from pipeline.demo.run import run_demo
 
     return run_demo(args.out, executor=args.executor)
+
+
+def cmd_textmodel(args) -> int:
+    from pipeline.filters.textmodel import cmd_textmodel_train
+
+    return cmd_textmodel_train(args)

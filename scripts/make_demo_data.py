@@ -25,7 +25,8 @@ Images came from the npm packages emoji-datasource-google and emoji-datasource-t
 def main(src: str) -> None:
     src_dir = Path(src)
     dst = Path(__file__).resolve().parents[1] / "pipeline" / "demo" / "data"
-    rows = [json.loads(line) for line in open(src_dir / "emoji.jsonl", encoding="utf-8")]
+    with open(src_dir / "emoji.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
     rows = [r for r in rows if r["category"] in CATEGORIES and "en" in r["annotations"]]
     rows.sort(key=lambda r: r["image"])
     step = len(rows) / COUNT

@@ -2,12 +2,18 @@
 second loopback address that must get no request), a redirect loop, a slow page, an oversized
 page, broken HTML, a latin-1 page, 404 and 500. Each server logs the paths it was asked for."""
 
+import contextlib
+import hashlib
+import io
+import struct
 import threading
 import time
+import zlib
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROBOTS = "User-agent: *\nDisallow: /private/\n"
-SLOW_SECONDS = 3.0  # the slow page's delay; tests use a shorter timeout
+SLOW_SECONDS = 6.0  # the slow page's delay; tests time out after 3 s
 HUGE_BYTES = 30 * 1024 * 1024  # the oversized page's length, streamed in 64 KiB chunks
 
 
@@ -19,8 +25,59 @@ INDEX_LINKS = [
     "gallery.html", "lazy.html", "latin1.html", "broken.html", "private/secret.html",
     "optout-header.html", "optout-meta.html", "redirect-internal", "redirect-external",
     "loop-a", "slow.html", "huge.html", "missing.html", "error.html", "deep/level1.html",
-    "http://other.test/elsewhere.html",
+    "http://other.test/elsewhere.html", "images.html",
 ]  # fmt: skip
+
+
+@cache
+def picture(name: str, fmt: str = "PNG", size: int = 96) -> bytes:
+    """A distinct image per name: an 8x8 grid of seeded random colours, scaled up."""
+    from PIL import Image
+
+    seed = hashlib.sha256(name.encode()).digest() * 6
+    grid = Image.frombytes("RGB", (8, 8), seed[:192])
+    out = io.BytesIO()
+    grid.resize((size, size), Image.NEAREST).save(out, fmt)
+    return out.getvalue()
+
+
+def bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
+    """A PNG whose header declares width x height pixels (valid CRC), with one tiny IDAT."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+# (path, caption, served as, body or None for a special route, status the image stage gives)
+IMAGE_CASES = [
+    ("/img/truncated.jpg", "a truncated cat", "image/jpeg", "truncated", "decode_failed"),
+    ("/img/html.png", "a fake cat", "image/png", "html", "not_an_image"),
+    ("/img/empty.png", "an empty cat", "image/png", "empty", "not_an_image"),
+    ("/img/bomb.png", "a bomb cat", "image/png", "bomb", "too_large"),
+    ("/img/huge.jpg", "a huge cat", "image/jpeg", "huge", "too_large"),
+    ("/img/optout.png", "an opted out cat", "image/png", "optout", "opted_out"),
+    ("/img/copy-of-cat.png", "the same cat again", "image/png", "copy", "duplicate"),
+    ("/private/cat.png", "a private cat", "image/png", "private", "robots_disallowed"),
+    ("/img/tiny.png", "a tiny cat", "image/png", "tiny", "too_small"),
+    (
+        "/img/chat.webp",
+        "un chat noir dort sur le canapé du salon",
+        "image/webp",
+        "webp",
+        "language",
+    ),
+    ("/img/katze.gif", "eine schwarze Katze schläft auf dem Sofa", "image/gif", "gif", "language"),
+]
 
 
 def pages(external: str) -> dict[str, tuple[int, dict, bytes]]:
@@ -66,7 +123,45 @@ def pages(external: str) -> dict[str, tuple[int, dict, bytes]]:
         "/deep/level2.html": (200, {"Content-Type": html}, page('<img src="/img/l2.png" alt="a fish at depth two"><a href="level3.html">next</a>')),
         "/deep/level3.html": (200, {"Content-Type": html}, page('<img src="/img/l3.png" alt="a fish at depth three"><a href="level4.html">next</a>')),
         "/deep/level4.html": (200, {"Content-Type": html}, page('<img src="/img/l4.png" alt="a fish at depth four">')),
+        "/images.html": (200, {"Content-Type": html}, page("".join(
+            f'<img src="{path}" alt="{caption}">' for path, caption, *_ in IMAGE_CASES))),
+        **image_routes(),
     }  # fmt: skip
+
+
+GOOD_IMAGES = {
+    "/img/cat.png": "PNG", "/media/dog.jpg": "JPEG", "/media/bird-large.jpg": "JPEG",
+    "/media/fish@2x.webp": "WEBP", "/img/owl.jpg": "JPEG", "/img/cafe.jpg": "JPEG",
+    "/img/horse.png": "PNG", "/img/moved.png": "PNG", "/img/l1.png": "PNG", "/img/l2.png": "PNG",
+    "/img/l3.png": "PNG", "/img/l4.png": "PNG",
+}  # fmt: skip
+TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+def image_routes() -> dict:
+    routes = {
+        path: (200, {"Content-Type": TYPES[fmt]}, picture(path, fmt))
+        for path, fmt in GOOD_IMAGES.items()
+    }
+    special = {
+        "truncated": picture("truncated", "JPEG")[:300],
+        "html": page("<p>not an image</p>"),
+        "empty": b"",
+        "bomb": bomb_png(),
+        "copy": picture("/img/cat.png", "PNG"),
+        "private": picture("private", "PNG"),
+        "tiny": picture("tiny", "PNG", size=8),
+        "webp": picture("chat", "WEBP"),
+        "gif": picture("katze", "GIF"),
+    }
+    for path, _, ctype, kind, _ in IMAGE_CASES:
+        headers = {"Content-Type": ctype}
+        if kind == "optout":
+            headers["X-Robots-Tag"] = "noimageai"
+            routes[path] = (200, headers, picture("optout", "PNG"))
+        elif kind in special:
+            routes[path] = (200, headers, special[kind])
+    return routes
 
 
 def expected_pairs(base: str, max_depth: int = 3) -> set[tuple[str, str, str]]:
@@ -87,7 +182,10 @@ def expected_pairs(base: str, max_depth: int = 3) -> set[tuple[str, str, str]]:
         (f"{base}img/l3.png", "a fish at depth three", f"{base}deep/level3.html"),
         (f"{base}img/l4.png", "a fish at depth four", f"{base}deep/level4.html"),
     ]
-    return pairs | set(depth_pairs[:max_depth])
+    images = {
+        (f"{base}{path[1:]}", caption, f"{base}images.html") for path, caption, *_ in IMAGE_CASES
+    }
+    return pairs | set(depth_pairs[:max_depth]) | images
 
 
 class Server:
@@ -109,7 +207,7 @@ class Server:
                 if path == "/slow.html":
                     time.sleep(SLOW_SECONDS)
                     return self._send(200, {"Content-Type": "text/html"}, page("slow"))
-                if path == "/huge.html":
+                if path in ("/huge.html", "/img/huge.jpg"):
                     return self._huge()
                 status, headers, body = server.routes.get(path, (404, {}, b"not found"))
                 return self._send(status, headers, body)
@@ -120,10 +218,9 @@ class Server:
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                try:
+                # The client may give up first (the slow page): expected.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (the slow page): expected
 
             def _huge(self):
                 self.send_response(200)

@@ -15,7 +15,15 @@ from manifests.layout import DatasetLayout, write_json_atomic
 log = logging.getLogger(__name__)
 
 # The order stages run in; it orders the `stats` view and the report's funnel.
-STAGE_ORDER = {"sources": 10, "match": 20, "balance": 30, "images": 40, "dedup": 50, "shards": 60}
+STAGE_ORDER = {
+    "sources": 10,
+    "match": 20,
+    "balance": 30,
+    "text": 35,
+    "images": 40,
+    "dedup": 50,
+    "shards": 60,
+}
 
 
 @dataclass

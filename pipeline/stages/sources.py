@@ -37,10 +37,11 @@ def pages_table(rows: list[dict]):
     return pa.Table.from_pylist(rows, schema=schema.PAGES)
 
 
-def fetch_config(config: BuildConfig):
+def fetch_config(config: BuildConfig, **overrides):
     from pipeline.net.fetch import FetchConfig
 
     return FetchConfig(
+        **overrides,
         allow_networks=list(config.allow_network),
         per_host_concurrency=config.per_host_concurrency,
         per_host_rps=config.per_host_rps,

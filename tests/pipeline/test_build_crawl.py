@@ -23,7 +23,7 @@ def _config(tmp_path, site, **overrides) -> BuildConfig:
         query_list=str(queries),
         seeds=[site.base],
         allow_network=["127.0.0.1/32"],
-        timeout_s=1.0,  # the slow page takes 3 s
+        timeout_s=3.0,  # the slow page takes 6 s
         executor="local",
     )
     values.update(overrides)
@@ -71,14 +71,10 @@ def test_warc_replay_gives_the_same_pairs(tmp_path, test_site):
     replay = _config(tmp_path, site, out=str(tmp_path / "replay"), seeds=[], warc=[live.warc_out])
     run_build(replay)
     assert _pairs(replay.out) == _pairs(live.out)
-    statuses = lambda root: (
-        manifests.open(root)
-        .execute(  # noqa: E731
-            "SELECT uid, status, matched_queries FROM samples ORDER BY uid"
-        )
-        .fetchall()
+    query = "SELECT uid, status, matched_queries FROM samples ORDER BY uid"
+    assert manifests.open(replay.out).execute(query).fetchall() == (
+        manifests.open(live.out).execute(query).fetchall()
     )
-    assert statuses(replay.out) == statuses(live.out)
 
 
 @pytest.mark.timeout(60)
@@ -108,7 +104,9 @@ def test_balancing_caps_queries_and_is_seeded(tmp_path, test_site):
     # 'fish' has 4 pairs within depth 3 (gold fish, depth one/two/three): cap 1 keeps ~1.
     runs = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        config = _config(tmp_path, site, out=str(tmp_path / name), per_query_cap=1, seed=seed)
+        config = _config(
+            tmp_path, site, out=str(tmp_path / name), per_query_cap=1, seed=seed, no_fetch=True
+        )
         run_build(config)
         con = manifests.open(config.out)
         runs[name] = con.execute("SELECT uid, status FROM samples ORDER BY uid").fetchall()
@@ -142,7 +140,7 @@ def test_killed_build_resumes_to_identical_manifests(tmp_path, test_site, crash_
     argv = [
         sys.executable, "-m", "pipeline.cli", "build", "--query-list", str(queries),
         "--seeds", site.base, "--out", str(out), "--allow-network", "127.0.0.1/32",
-        "--timeout", "1", "--executor", "local",
+        "--timeout", "3", "--executor", "local",
     ]  # fmt: skip
     env = {**os.environ, "CLIPENGINE_CRASH_AFTER": crash_after}
     killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
@@ -153,6 +151,6 @@ def test_killed_build_resumes_to_identical_manifests(tmp_path, test_site, crash_
     refetched = site.hits[len(hits_before) :]
     if crash_after == "sources:2":  # levels 0 and 1 were finished: not fetched again
         assert "/" not in refetched and "/gallery.html" not in refetched
-    else:  # the crawl was finished: no request at all
-        assert refetched == []
+    else:  # the crawl was finished: no page is fetched again (only the images stage runs)
+        assert [h for h in refetched if h == "/" or h.endswith(".html")] == []
     assert _manifest_tables(out) == _manifest_tables(whole.out)

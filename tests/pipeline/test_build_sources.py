@@ -29,7 +29,7 @@ def test_url_list_build_keeps_every_row_with_a_status(tmp_path):
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     config = BuildConfig(
         out=str(tmp_path / "ds"), query_list=_queries(tmp_path), url_list=str(src),
-        rows_per_part=2, executor="local",
+        rows_per_part=2, executor="local", no_fetch=True,
     )  # fmt: skip
     run_build(config)
     con = manifests.open(config.out)
@@ -61,7 +61,7 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
 def test_warc_build_as_ray_tasks_matches_local(tmp_path, test_site):
     site, _ = test_site
     warc = tmp_path / "site.warc.gz"
-    common = dict(query_list=_queries(tmp_path), allow_network=["127.0.0.1/32"], timeout_s=1.0)
+    common = dict(query_list=_queries(tmp_path), allow_network=["127.0.0.1/32"], timeout_s=3.0)
     run_build(BuildConfig(out=str(tmp_path / "crawl"), seeds=[site.base], warc_out=str(warc),
                           executor="local", **common))  # fmt: skip
     # Two WARC files (the same crawl twice): repeated pairs collapse to one row each.

@@ -1,0 +1,166 @@
+"""Resize and re-encode with img2dataset's `Resizer`, behind a typed config.
+
+`Resizer` returns `(img_bytes, width, height, original_width, original_height, error)` and checks
+`min_image_size` (shorter side), `max_image_area` (pixels) and `max_aspect_ratio` itself after
+decoding; its error strings are mapped here to stable drop reasons. We pass our own caps to it too,
+as a second line behind the header checks in `process.py`, which refuse most bad images before
+any decode.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import threading
+from dataclasses import dataclass
+
+from pipeline.config import ConfigError, from_dict
+
+RESIZE_MODES = ("border", "keep_ratio", "keep_ratio_largest", "center_crop", "no")
+ENCODE_FORMATS = ("jpg", "webp", "png")
+INTERPOLATIONS = (
+    "nearest",
+    "linear",
+    "bilinear",
+    "cubic",
+    "bicubic",
+    "area",
+    "lanczos",
+    "lanczos4",
+)
+# Highest accepted `max_pixels`: a worker decoding an RGBA image of this size stays under ~2 GiB.
+MAX_PIXELS_CEILING = 100_000_000
+DEFAULT_QUALITY = {"jpg": 95, "webp": 95, "png": 6}  # png: zlib compression level 0-9
+
+# Resizer's error strings -> manifest drop reasons; any other error is a decode failure.
+_RESIZER_ERRORS = {
+    "image too small": "too_small",
+    "image area too large": "too_large",
+    "aspect ratio too large": "bad_aspect_ratio",
+}
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """How fetched images are checked, resized and encoded.
+
+    image_size: output side in pixels (what the resize mode fits the image to).
+    encode_quality: 0-100 for jpg/webp, zlib level 0-9 for png; None = 95 (jpg/webp), 6 (png).
+    min_size: shorter original side below this is dropped as 'too_small' (0 = no minimum).
+    max_aspect_ratio: longer/shorter original side above this is 'bad_aspect_ratio' (None = any).
+    max_pixels: declared or decoded width*height above this is 'too_large' (decompression bombs).
+    max_bytes: fetched bodies longer than this are 'too_large'.
+    extract_exif: fill the shard's `exif` column as img2dataset does (JSON of EXIF tags).
+    """
+
+    image_size: int = 256
+    resize_mode: str = "border"
+    resize_only_if_bigger: bool = False
+    encode_format: str = "jpg"
+    encode_quality: int | None = None
+    min_size: int = 0
+    max_aspect_ratio: float | None = None
+    max_pixels: int = 50_000_000
+    max_bytes: int = 20 * 1024 * 1024
+    upscale_interpolation: str = "lanczos"
+    downscale_interpolation: str = "area"
+    extract_exif: bool = True
+
+    def __post_init__(self):
+        _check_choice("resize_mode", self.resize_mode, RESIZE_MODES)
+        _check_choice("encode_format", self.encode_format, ENCODE_FORMATS)
+        _check_choice("upscale_interpolation", self.upscale_interpolation, INTERPOLATIONS)
+        _check_choice("downscale_interpolation", self.downscale_interpolation, INTERPOLATIONS)
+        _check_int("image_size", self.image_size, 1, 16384)
+        _check_int("min_size", self.min_size, 0, 1 << 20)
+        _check_int("max_pixels", self.max_pixels, 1, MAX_PIXELS_CEILING)
+        _check_int("max_bytes", self.max_bytes, 1, 1 << 40)
+        if self.encode_quality is None:
+            object.__setattr__(self, "encode_quality", DEFAULT_QUALITY[self.encode_format])
+        high = 9 if self.encode_format == "png" else 100
+        _check_int(f"encode_quality (for {self.encode_format})", self.encode_quality, 0, high)
+        ratio = self.max_aspect_ratio
+        if ratio is not None:
+            if isinstance(ratio, bool) or not isinstance(ratio, int | float) or math.isnan(ratio):
+                raise ConfigError(f"max_aspect_ratio must be a number >= 1 or None, not {ratio!r}")
+            if ratio < 1:
+                raise ConfigError(
+                    f"max_aspect_ratio must be >= 1 (long side / short side), not {ratio}"
+                )
+            if math.isinf(ratio):
+                object.__setattr__(self, "max_aspect_ratio", None)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ImageConfig:
+        """From CLI/JSON options; unknown or ill-typed options are ConfigErrors."""
+        return from_dict(cls, values)
+
+
+def _check_choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer in [{low}, {high}], not {value!r}")
+
+
+@dataclass(frozen=True)
+class Resized:
+    """One Resizer call. `reason` is None on success, else a drop reason with `error` detail."""
+
+    image: bytes | None
+    width: int | None
+    height: int | None
+    original_width: int | None
+    original_height: int | None
+    reason: str | None = None
+    error: str | None = None
+
+
+# Resizer silences OpenCV by pointing file descriptors 1 and 2 at /dev/null for each call and
+# back afterwards: two threads interleaving that would leave stdout/stderr on /dev/null for good.
+# So calls are serialised; run images in parallel with processes (Ray tasks), not threads.
+_FD_LOCK = threading.Lock()
+
+
+class ImageResizer:
+    """img2dataset's Resizer configured from an ImageConfig; build one per config and reuse it."""
+
+    def __init__(self, config: ImageConfig):
+        # Set before cv2 loads: OpenCV reads its own pixel cap once, when the library is loaded.
+        os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS_CEILING))
+        # img2dataset imports albumentations, which otherwise asks the network for updates.
+        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+        from img2dataset.resizer import ResizeMode, Resizer
+        from PIL import Image
+
+        # PIL warns above MAX_IMAGE_PIXELS and refuses above twice that; keep it at our cap so a
+        # PIL decode can never exceed what the header check allowed (process-wide setting).
+        Image.MAX_IMAGE_PIXELS = config.max_pixels
+        self.config = config
+        self._resizer = Resizer(
+            image_size=config.image_size,
+            resize_mode=ResizeMode[config.resize_mode],
+            resize_only_if_bigger=config.resize_only_if_bigger,
+            upscale_interpolation=config.upscale_interpolation,
+            downscale_interpolation=config.downscale_interpolation,
+            encode_quality=config.encode_quality,
+            encode_format=config.encode_format,
+            min_image_size=config.min_size,
+            max_image_area=config.max_pixels,
+            max_aspect_ratio=config.max_aspect_ratio or float("inf"),
+        )
+
+    def __call__(self, data: bytes) -> Resized:
+        """Decode `data` (any format OpenCV reads), resize and encode; never raises on bad data."""
+        with _FD_LOCK:
+            img, width, height, orig_w, orig_h, err = self._resizer(io.BytesIO(data))
+        if err is not None or img is None:
+            err = err or "no image returned"
+            return Resized(
+                None, None, None, None, None, _RESIZER_ERRORS.get(err, "decode_failed"), err
+            )
+        return Resized(img, width, height, orig_w, orig_h)

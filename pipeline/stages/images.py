@@ -1,0 +1,131 @@
+"""Stage `images`: fetch, check, resize and hash the image of every still-pending candidate.
+
+One Ray task per part. Inside a task the fetches are asynchronous (hundreds in flight, the
+fetcher's per-host limits, robots.txt and address policy apply as for pages) and the decode and
+resize work runs on a small thread pool beside the event loop. Output per part:
+work/images/<part>.parquet (the samples rows, updated) and work/images/<part>.images.parquet
+(uid → encoded image bytes), then the part's marker: a rerun fetches no finished part again."""
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from manifests import schema
+from manifests.layout import DatasetLayout, write_parquet_atomic
+from pipeline.stages.base import PartStats, StageRun, read_samples_part
+
+STAGE = "images"
+# Fetch statuses that are manifest statuses as they are; anything else is `fetch_failed`.
+FETCH_STATUSES = {"robots_disallowed", "blocked_address", "too_large", "fetch_failed"}
+
+
+def _outcome(result, image_config, user_agent_token: str) -> dict:
+    """One FetchResult → the columns of its samples row (plus `image` bytes when kept)."""
+    from pipeline.images.process import process_image
+    from pipeline.net.robots import x_robots_opt_out
+
+    if result.status != "ok":
+        status = result.status if result.status in FETCH_STATUSES else "fetch_failed"
+        return {"status": status, "error": result.error}
+    if x_robots_opt_out(result.headers, user_agent_token):
+        return {"status": "opted_out", "error": "X-Robots-Tag noai/noimageai on the image"}
+    image = process_image(result.body, result.content_type, image_config)
+    row = {
+        "status": schema.PENDING if image.kept else image.status,
+        "error": image.error,
+        "width": image.width,
+        "height": image.height,
+        "original_width": image.original_width,
+        "original_height": image.original_height,
+        "sha256": image.sha256,
+    }
+    if image.kept:
+        row["image"] = image.image
+        row["exif"] = image.exif
+        row.update(_hashes(image.pil_image()))
+    return row
+
+
+def _hashes(pil_image) -> dict:
+    import imagehash
+
+    return {"phash": str(imagehash.phash(pil_image))}
+
+
+async def _fetch_part(urls: list[str], fetch_config, image_config, resolver) -> list[dict]:
+    from pipeline.net.batch import iter_fetch
+    from pipeline.net.fetch import Fetcher
+
+    outcomes: list[dict | None] = [None] * len(urls)
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="resize") as pool:
+        async with Fetcher(fetch_config, resolver=resolver) as fetcher:
+            work = []
+            async for index, result in iter_fetch(fetcher, urls, max_bytes=image_config.max_bytes):
+                future = loop.run_in_executor(
+                    pool, _outcome, result, image_config, fetch_config.user_agent_token
+                )
+                work.append((index, future))
+            for index, future in work:
+                outcomes[index] = await future
+    return outcomes
+
+
+def fetch_images_part(task: dict) -> dict:
+    import pyarrow as pa
+
+    started = time.perf_counter()
+    layout = DatasetLayout(Path(task["root"]))
+    table = read_samples_part(layout, task["previous"], task["part"])
+    rows = table.to_pylist()
+    todo = [i for i, row in enumerate(rows) if row["status"] == schema.PENDING]
+    outcomes = asyncio.run(
+        _fetch_part(
+            [rows[i]["url"] for i in todo], task["fetch"], task["image"], task.get("resolver")
+        )
+    )
+    images = {"uid": [], "image": [], "exif": []}
+    stats = PartStats(rows_in=len(todo))
+    for i, outcome in zip(todo, outcomes, strict=True):
+        image, exif = outcome.pop("image", None), outcome.pop("exif", None)
+        rows[i].update(outcome)
+        if image is not None:
+            images["uid"].append(rows[i]["uid"])
+            images["image"].append(image)
+            images["exif"].append(exif)
+        else:
+            stats.drop(outcome["status"])
+    stats.rows_out = len(images["uid"])
+    run = StageRun(layout, STAGE)
+    image_table = pa.table(
+        images,
+        schema=pa.schema([("uid", pa.string()), ("image", pa.binary()), ("exif", pa.string())]),
+    )
+    # Images first, rows second, marker last: a crash in between redoes the part, never half of it.
+    write_parquet_atomic(
+        image_table, run.dir / f"{task['part']}.images.parquet", row_group_size=1000
+    )
+    write_parquet_atomic(
+        pa.Table.from_pylist(rows, schema=schema.SAMPLES), run.dir / f"{task['part']}.parquet"
+    )
+    stats.seconds = time.perf_counter() - started
+    run.mark_done(task["part"], stats)
+    return {"part": task["part"], "kept": stats.rows_out}
+
+
+def run_images(layout, parts, previous: str, fetch_config, image_config, executor, resolver=None):
+    from tqdm import tqdm
+
+    run = StageRun(layout, STAGE)
+    todo = [
+        {"root": str(layout.root), "part": p, "previous": previous, "fetch": fetch_config,
+         "image": image_config, "resolver": resolver}
+        for p in parts
+        if not run.is_done(p)
+    ]  # fmt: skip
+    for _ in tqdm(
+        executor.map(fetch_images_part, todo), total=len(todo), desc="images", leave=False
+    ):
+        pass
+    run.finish(parts)

@@ -1,0 +1,87 @@
+import io
+
+import pytest
+from PIL import Image
+
+from pipeline.config import ConfigError
+from pipeline.images.resize import ImageConfig, ImageResizer
+from tests.pipeline.images.imagegen import encode, noise
+
+JPEG_400x300 = encode(noise(400, 300), "JPEG")
+
+
+def test_config_defaults_and_validation():
+    config = ImageConfig()
+    assert (config.image_size, config.resize_mode, config.encode_format) == (256, "border", "jpg")
+    assert (config.encode_quality, config.max_pixels, config.max_bytes) == (
+        95,
+        50_000_000,
+        20 << 20,
+    )
+    assert config.max_aspect_ratio is None
+    assert ImageConfig(encode_format="png").encode_quality == 6
+    assert ImageConfig(max_aspect_ratio=float("inf")).max_aspect_ratio is None
+    assert ImageConfig.from_dict({"image_size": 64, "max_aspect_ratio": 3}).max_aspect_ratio == 3.0
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"image_sise": 64}, "unknown option"),
+        ({"image_size": "64"}, "image_size"),
+        ({"image_size": 0}, "image_size"),
+        ({"resize_mode": "stretch"}, "resize_mode"),
+        ({"encode_format": "gif"}, "encode_format"),
+        ({"encode_format": "png", "encode_quality": 95}, "encode_quality"),
+        ({"encode_quality": 101}, "encode_quality"),
+        ({"max_aspect_ratio": 0.5}, "max_aspect_ratio"),
+        ({"max_pixels": 10**12}, "max_pixels"),
+        ({"min_size": -1}, "min_size"),
+        ({"extract_exif": "yes"}, "extract_exif"),
+    ],
+)
+def test_bad_options_are_clear_errors(options, words):
+    with pytest.raises(ConfigError, match=words):
+        ImageConfig.from_dict(options)
+
+
+@pytest.mark.parametrize(
+    "mode, size",
+    [
+        ("border", (64, 64)),
+        ("center_crop", (64, 64)),
+        ("keep_ratio", (85, 64)),  # shorter side to 64
+        ("keep_ratio_largest", (64, 48)),  # longer side to 64
+        ("no", (400, 300)),
+    ],
+)
+def test_resize_modes(mode, size):
+    out = ImageResizer(ImageConfig(image_size=64, resize_mode=mode))(JPEG_400x300)
+    assert out.reason is None, out.error
+    assert (out.width, out.height) == size
+    assert (out.original_width, out.original_height) == (400, 300)
+    assert Image.open(io.BytesIO(out.image)).size == size
+
+
+@pytest.mark.parametrize("fmt, pil_format", [("jpg", "JPEG"), ("webp", "WEBP"), ("png", "PNG")])
+def test_encode_formats(fmt, pil_format):
+    out = ImageResizer(ImageConfig(image_size=32, encode_format=fmt))(JPEG_400x300)
+    decoded = Image.open(io.BytesIO(out.image))
+    assert decoded.format == pil_format and decoded.size == (32, 32)
+
+
+def test_quality_changes_the_jpeg():
+    low = ImageResizer(ImageConfig(image_size=128, encode_quality=20))(JPEG_400x300).image
+    high = ImageResizer(ImageConfig(image_size=128, encode_quality=95))(JPEG_400x300).image
+    assert len(low) < len(high) / 2
+
+
+def test_resizer_errors_become_drop_reasons():
+    small = ImageResizer(ImageConfig(min_size=301))(JPEG_400x300)
+    assert (small.reason, small.error) == ("too_small", "image too small")
+    wide = ImageResizer(ImageConfig(max_aspect_ratio=1.2))(JPEG_400x300)
+    assert wide.reason == "bad_aspect_ratio"
+    big = ImageResizer(ImageConfig(max_pixels=100_000))(JPEG_400x300)
+    assert big.reason == "too_large"
+    broken = ImageResizer(ImageConfig())(JPEG_400x300[:1000])
+    assert broken.reason == "decode_failed" and broken.image is None

@@ -1,0 +1,128 @@
+"""Images in, shards out: every candidate of the test site ends with a final status."""
+
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import manifests
+from manifests.layout import DatasetLayout
+from pipeline.build import run_build
+from pipeline.buildconfig import BuildConfig
+from tests.testsite import IMAGE_CASES
+
+QUERIES = ["cat", "dog", "bird", "fish", "owl", "café", "horse", "chat", "katze"]
+
+
+def _config(tmp_path, site, **overrides) -> BuildConfig:
+    queries = tmp_path / "queries.txt"
+    queries.write_text("\n".join(QUERIES) + "\n", encoding="utf-8")
+    values = dict(
+        out=str(tmp_path / "ds"), query_list=str(queries), seeds=[site.base],
+        allow_network=["127.0.0.1/32"], timeout_s=3.0, executor="local", languages=["en"],
+        min_size=16, max_image_bytes=2 * 1024 * 1024, image_size=64, shard_size=4,
+    )  # fmt: skip
+    values.update(overrides)
+    return BuildConfig(**values)
+
+
+@pytest.fixture
+def built(tmp_path, test_site):
+    site, external = test_site
+    config = _config(tmp_path, site)
+    run_build(config)
+    return config, site, external
+
+
+@pytest.mark.timeout(180)
+def test_every_candidate_ends_with_a_final_status(built):
+    config, site, _ = built
+    con = manifests.open(config.out)
+    status = dict(con.execute("SELECT url, status FROM samples").fetchall())
+    for path, _, _, _, expected in IMAGE_CASES:
+        assert status[site.base + path[1:]] == expected, path
+    assert "pending" not in status.values()
+    kept = {u for u, s in status.items() if s == "kept"}
+    assert site.base + "img/cat.png" in kept and site.base + "media/fish@2x.webp" in kept
+    cat_uid = con.execute("SELECT uid FROM samples WHERE url LIKE '%/img/cat.png'").fetchone()[0]
+    dup_of = con.execute("SELECT dup_of FROM samples WHERE url LIKE '%copy-of-cat.png'").fetchone()
+    assert dup_of == (cat_uid,)
+    errors = con.execute("SELECT count(*) FROM samples WHERE status != 'kept' AND error IS NULL "
+                         "AND status NOT IN ('no_query_match', 'over_query_cap')").fetchone()  # fmt: skip
+    assert errors == (0,)  # every drop says why
+    assert not [h for h in site.hits if h.startswith("/private/")]
+
+
+@pytest.mark.timeout(180)
+def test_kept_images_decode_and_match_their_manifest_rows(built):
+    config, _, _ = built
+    layout = DatasetLayout(config.out)
+    con = manifests.open(config.out)
+    rows = con.execute(
+        "SELECT uid, shard, shard_row, width, height, caption FROM samples WHERE status = 'kept'"
+    ).fetchall()
+    assert len(rows) >= 10
+    shards = {}
+    for uid, shard, shard_row, width, height, caption in rows:
+        if shard not in shards:
+            shards[shard] = pq.read_table(layout.shards / shard)
+            meta = pq.ParquetFile(layout.shards / shard).metadata
+            assert all(meta.row_group(i).num_rows <= 1000 for i in range(meta.num_row_groups))
+            stats = json.loads(
+                (layout.shards / shard.replace(".parquet", "_stats.json")).read_text()
+            )
+            assert stats["successes"] == shards[shard].num_rows
+        record = shards[shard].slice(shard_row, 1).to_pylist()[0]
+        assert (record["uid"], record["caption"]) == (uid, caption)
+        image = Image.open(io.BytesIO(record["jpg"]))
+        image.load()
+        assert image.size == (width, height) == (64, 64)
+    assert con.execute("SELECT sum(rows) FROM shards").fetchone() == (len(rows),)
+
+
+@pytest.mark.timeout(180)
+def test_bomb_and_huge_body_stay_far_below_two_gib(built):
+    # The build ran in this process (local executor), so its peak RSS bounds what a worker used
+    # on the 40,000 x 40,000 PNG header and the 30 MB body.
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert peak_kib < 2 * 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
+
+
+def _manifest_tables(root):
+    layout = DatasetLayout(root)
+    return {p.name: pq.read_table(p) for p in sorted(layout.samples.glob("*.parquet"))}
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("crash_after", ["images:1", "shards:1"])
+def test_killed_build_fetches_no_finished_part_again(tmp_path, test_site, crash_after):
+    site, _ = test_site
+    whole = _config(tmp_path, site, out=str(tmp_path / "whole"))
+    run_build(whole)
+    out = tmp_path / "killed"
+    argv = [
+        sys.executable, "-m", "pipeline.cli", "build", "--query-list", str(tmp_path / "queries.txt"),
+        "--seeds", site.base, "--out", str(out), "--allow-network", "127.0.0.1/32", "--timeout", "3",
+        "--executor", "local", "--languages", "en", "--min-size", "16", "--max-image-bytes",
+        str(2 * 1024 * 1024), "--image-size", "64", "--shard-size", "4",
+    ]  # fmt: skip
+    env = {**os.environ, "CLIPENGINE_CRASH_AFTER": crash_after}
+    killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=200)
+    assert killed.returncode == 17, killed.stderr
+    before = len(site.hits)
+    resumed = subprocess.run(argv, capture_output=True, text=True, timeout=200)
+    assert resumed.returncode == 0, resumed.stderr
+    refetched = site.hits[before:]
+    assert "/img/cat.png" not in refetched  # level 0's image part had finished
+    if crash_after == "shards:1":
+        assert refetched == []
+    assert _manifest_tables(out) == _manifest_tables(whole.out)
+    assert sorted(p.name for p in DatasetLayout(out).shards.iterdir()) == sorted(
+        p.name for p in DatasetLayout(whole.out).shards.iterdir()
+    )
