@@ -76,7 +76,8 @@ def run_build(config: BuildConfig, resolver=None) -> DatasetLayout:
     try:
         parts = run_sources(config, layout, executor, resolver)
         run_match(config.query_list, layout, parts, executor)
-        run_balance(layout, parts, config.per_query_cap, config.seed, executor)
+        cap = config.per_query_cap if config.query_list else None
+        run_balance(layout, parts, cap, config.seed, executor)
         run_text(layout, parts, "balance", text_config, executor)
         if config.no_fetch:
             publish_samples(layout, "text", parts)

@@ -9,7 +9,7 @@ from pipeline.config import ConfigError
 @dataclass
 class BuildConfig:
     out: str
-    query_list: str | None = None  # None: every candidate is 'no_query_match'
+    query_list: str | None = None  # None: no matching or balancing (a curated URL list)
     # Exactly one source kind: seed URLs to crawl, WARC/WAT globs, or a URL list file.
     seeds: list[str] = field(default_factory=list)
     warc: list[str] = field(default_factory=list)

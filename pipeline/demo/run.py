@@ -35,7 +35,7 @@ def run_demo(out: str, executor: str = "ray") -> int:
             query_list=str(queries),
             seeds=[site.url],
             allow_network=["127.0.0.1/32"],  # the sample web is on loopback
-            per_query_cap=25,  # small, so balancing visibly drops pairs of common words
+            per_query_cap=10,  # small, so balancing visibly drops pairs of common words
             warc_out=str(out_dir / "crawl.warc.gz"),
             executor=executor,
         )

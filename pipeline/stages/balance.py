@@ -59,8 +59,11 @@ def balance_part(task: dict) -> dict:
         zip(counts_table["query"].to_pylist(), counts_table["count"].to_pylist(), strict=True)
     )
     matched = unique["matched_queries"].to_pylist()
-    keep = balance(unique["uid"].to_pylist(), matched, counts, cap=task["cap"], seed=task["seed"])
-    has_match = np.array([bool(m) for m in matched], dtype=bool)
+    if task["cap"] is None:  # no query list: a curated URL list, every unique pair goes on
+        keep = has_match = np.ones(unique.num_rows, dtype=bool)
+    else:
+        keep = balance(unique["uid"].to_pylist(), matched, counts, task["cap"], seed=task["seed"])
+        has_match = np.array([bool(m) for m in matched], dtype=bool)
     status = np.where(keep, schema.PENDING, np.where(has_match, "over_query_cap", "no_query_match"))
     samples = unique.append_column("status", pa.array(status.tolist(), pa.string()))
     write_parquet_atomic(
@@ -76,7 +79,8 @@ def balance_part(task: dict) -> dict:
     return {"part": task["part"], "kept": int(keep.sum())}
 
 
-def run_balance(layout: DatasetLayout, parts: list[str], cap: int, seed: int, executor) -> None:
+def run_balance(layout: DatasetLayout, parts: list[str], cap: int | None, seed: int, executor):
+    """Balance with `cap` per query; `cap=None` (no query list) keeps every unique pair."""
     from tqdm import tqdm
 
     run = StageRun(layout, STAGE)

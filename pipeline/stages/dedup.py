@@ -20,7 +20,7 @@ def _pending_rows(layout: DatasetLayout, previous: str, parts: list[str]):
     files = [str(layout.stage_dir(previous) / f"{p}.parquet") for p in parts]
     file_list = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     con = duckdb.connect(":memory:")
-    return con.execute(
+    return con.sql(
         f"""SELECT parse_filename(filename, true) AS part, file_row_number AS row, uid, sha256,
                    phash, width, height, original_width, original_height
             FROM read_parquet([{file_list}], filename = true, file_row_number = true)
