@@ -161,6 +161,10 @@ def _build_parser() -> argparse.ArgumentParser:
     query.add_argument("--subsets", action="store_true", help="list the named subsets")
     query.add_argument("--limit", type=int, default=1000, help="rows printed as a table at most")
 
+    report = sub.add_parser("report", help="write DIR/report.html: funnel, histograms, samples")
+    report.add_argument("dir", metavar="DIR")
+    report.add_argument("--out", metavar="FILE", help="default DIR/report.html")
+
     queries = sub.add_parser("queries", help="query lists")
     qsub = queries.add_subparsers(dest="queries_command", required=True)
     qbuild = qsub.add_parser("build", help="make a CLIP-style query list")

@@ -156,3 +156,11 @@ def cmd_textmodel(args) -> int:
     from pipeline.filters.textmodel import cmd_textmodel_train
 
     return cmd_textmodel_train(args)
+
+
+def cmd_report(args) -> int:
+    from pipeline.report import write_report
+
+    path = write_report(args.dir, out=args.out)
+    print(f"wrote {path}")
+    return 0

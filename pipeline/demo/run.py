@@ -41,8 +41,12 @@ def run_demo(out: str, executor: str = "ray") -> int:
         )
         layout = run_build(config)
         private_hits = [h for h in site.hits if h.startswith("/private/")]
+    from pipeline.report import write_report
+
+    report = write_report(layout.root)
     print_summary(layout)
-    print(f"\nquery list: {queries}\ncrawl WARC: {config.warc_out}\ndataset:    {layout.root}")
+    print(f"\nreport:     {report}")
+    print(f"query list: {queries}\ncrawl WARC: {config.warc_out}\ndataset:    {layout.root}")
     print(f'try: pipeline query {layout.root} "SELECT status, count(*) FROM samples GROUP BY 1"')
     if private_hits:
         log.error("robots.txt was not respected: %s", private_hits)
