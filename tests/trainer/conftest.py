@@ -1,0 +1,9 @@
+import pytest
+
+from tests.trainer.toydata import shapes, write_dataset
+
+
+@pytest.fixture(scope="session")
+def shapes_dataset(tmp_path_factory):
+    """24 classes x 8 jittered images, JPEG, 3 shards with 16-row row groups, 5 dropped rows."""
+    return write_dataset(tmp_path_factory.mktemp("shapes"), shapes(per_class=8), shard_rows=80)

@@ -1,0 +1,89 @@
+"""Checkpoints in open_clip's format, written atomically.
+
+A checkpoint is a dict whose `state_dict` holds the bare model weights (no `module.` or
+`_orig_mod.` prefixes), so `open_clip.create_model(name, pretrained=path)` loads it, next to what
+an exact resume needs: `optimizer`, `step`, `samples_seen`, `config` (the resolved TrainConfig),
+`data` (loader positions), `rng` and `world_size`. Everything is a tensor or a plain Python value,
+so `torch.load(..., weights_only=True)` (open_clip's default) reads it.
+
+RUN_DIR/checkpoints/step_00001000.pt  periodic, the last `keep` kept
+RUN_DIR/latest.pt                     the newest checkpoint (a hard link when the filesystem allows)
+"""
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_dir(run_dir) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def latest_path(run_dir) -> Path:
+    return Path(run_dir) / "latest.pt"
+
+
+def _atomic_save(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _link_latest(source: Path, latest: Path) -> None:
+    tmp = latest.with_name(f".{latest.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # no hard links here (some network filesystems): copy instead
+        import shutil
+
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, latest)
+
+
+def save(run_dir, payload: dict, keep: int) -> Path:
+    """Write step checkpoint and latest.pt; delete periodic checkpoints beyond the newest `keep`."""
+    folder = checkpoint_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{payload['step']:08d}.pt"
+    _atomic_save(payload, path)
+    _link_latest(path, latest_path(run_dir))
+    for old in sorted(folder.glob("step_*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+    log.info("saved %s", path)
+    return path
+
+
+def load(path, map_location="cpu") -> dict:
+    import torch
+
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def rng_state() -> dict:
+    import random
+
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    import random
+
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

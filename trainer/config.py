@@ -1,0 +1,141 @@
+"""The training config: one screen of defaults, each choice explained where it is made.
+
+The resolved config is stored in `config.json` of the run folder and inside every checkpoint, so a
+resume rebuilds exactly the same run. Unknown or ill-typed options are `ConfigError`s.
+"""
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def opt(default, help: str):  # noqa: A002 - mirrors argparse's keyword
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    # --- data -----------------------------------------------------------------------------------
+    data: str = opt("", "dataset folder written by `pipeline build --out DIR`")
+    subset: str = opt("", "named subset (manifests/subsets/*.sql or DIR/subsets/); default: kept")
+    where: str = opt("", "SQL WHERE clause over the samples view, ANDed with the subset")
+    synthetic: bool = opt(False, "train on generated tensors instead of a dataset (tests, benches)")
+    workers: int = opt(4, "DataLoader processes per rank; 0 decodes in the training process")
+    shuffle_buffer: int = opt(2000, "samples each loader worker holds to shuffle across row groups")
+    # --- model and loss -------------------------------------------------------------------------
+    model: str = opt("clip-tiny", "open_clip architecture (ViT-B-32, RN50, ...) or clip-tiny")
+    loss: str = opt("clip", "clip: softmax InfoNCE; siglip: pairwise sigmoid loss")
+    grad_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
+    compile: bool = opt(False, "torch.compile the model (slow start, faster steps on GPU)")
+    # --- how much, how big ----------------------------------------------------------------------
+    samples: int = opt(100_000, "training samples over the whole run (sets the number of steps)")
+    batch_size: int = opt(256, "samples per rank per micro-batch; contrastive batch = x ranks")
+    accum_steps: int = opt(1, "micro-batches per optimizer step (open_clip's feature-cache trick)")
+    # --- optimizer: AdamW, cosine decay after a linear warmup (CLIP's recipe) -------------------
+    lr: float = opt(5e-4, "peak learning rate")
+    min_lr: float = opt(0.0, "learning rate at the end of the cosine decay")
+    warmup: int = opt(-1, "warmup steps; -1: 5%% of the steps, at most 2000")
+    weight_decay: float = opt(0.2, "AdamW decay; never on gains, biases or the logit scale")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.98, "AdamW beta2 (0.98 as in CLIP: more stable at large batch)")
+    eps: float = opt(1e-6, "AdamW epsilon")
+    grad_clip: float = opt(1.0, "clip the gradient norm to this; 0 turns clipping off")
+    # --- hardware -------------------------------------------------------------------------------
+    precision: str = opt("auto", "auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32")
+    device: str = opt("auto", "auto | cpu | cuda")
+    threads: int = opt(0, "CPU threads per process for torch; 0 keeps torch's default")
+    seed: int = opt(0, "seeds model init, data order and augmentation")
+    # --- output ---------------------------------------------------------------------------------
+    out: str = opt("", "run folder: metrics.csv, checkpoints, latest.pt, config.json")
+    save_every: int = opt(1000, "checkpoint every this many steps (and always at the end)")
+    keep: int = opt(3, "periodic checkpoints kept (the oldest are deleted; latest.pt stays)")
+    log_every: int = opt(10, "write a metrics row every this many steps")
+    stop_after: int = opt(
+        0, "end this invocation after this step (0: run to the end of the schedule)"
+    )
+    resume: bool = opt(False, "continue from OUT/latest.pt (start fresh if there is none)")
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        _choice("loss", self.loss, ("clip", "siglip"))
+        _choice("precision", self.precision, ("auto", "bf16", "fp32"))
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        for name in ("samples", "batch_size", "accum_steps", "save_every", "keep", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{_flag(name)} must be at least 1, not {getattr(self, name)}")
+        for name in ("workers", "threads", "stop_after", "shuffle_buffer"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must not be negative")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a positive number, not {self.lr}")
+        if self.subset and self.synthetic:
+            raise ConfigError("--subset selects dataset rows; it has no meaning with --synthetic")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(values) - set(hints))
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+        return cls(**{k: _typed(k, v, hints[k]) for k, v in values.items()})
+
+    # derived values
+    def steps(self, world_size: int) -> int:
+        per_step = self.batch_size * self.accum_steps * world_size
+        return max(1, math.ceil(self.samples / per_step))
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return self.warmup if self.warmup >= 0 else min(2000, total_steps // 20)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _choice(name: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"--{_flag(name)} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _typed(name: str, value, tp):
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
+        raise ConfigError(f"--{_flag(name)} must be {tp.__name__}, not {value!r}")
+    return value
+
+
+# Options that may change when a run is resumed: they do not change what is computed, only how
+# long it runs (samples also stretches the schedule), how often it reports, and where data lives.
+RESUMABLE_OVERRIDES = frozenset(
+    {"samples", "save_every", "keep", "log_every", "stop_after", "resume", "threads", "data"}
+)
+
+PER_INVOCATION = frozenset({"stop_after", "resume"})
+
+
+def merge_for_resume(stored: dict, given: dict) -> dict:
+    """The stored config with the options given again on the command line; conflicting values
+    for options that define the run are errors (they would break the exact resume)."""
+    conflicts = [
+        f"--{_flag(k)} {given[k]!r} (the run has {stored.get(k)!r})"
+        for k in sorted(given)
+        if k not in RESUMABLE_OVERRIDES and k in stored and given[k] != stored[k]
+    ]
+    if conflicts:
+        raise ConfigError("--resume: options differ from the stored run: " + "; ".join(conflicts))
+    merged = dict(stored)
+    for name in PER_INVOCATION:  # how this invocation runs, not what the run is
+        merged.pop(name, None)
+    merged.update({k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES})
+    return merged

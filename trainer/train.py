@@ -1,0 +1,275 @@
+"""The training loop: one function, `train(cfg)`, for every launcher (python, torchrun, Ray).
+
+It builds the model, optimizer and data stream, restores all three from OUT/latest.pt when
+resuming, then steps: fetch micro-batches, set the learning rate, `step.train_step`, log, save.
+"""
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer import checkpoint, distributed
+from trainer.config import ConfigError, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class RunExistsError(ConfigError):
+    pass
+
+
+def resume_checkpoint(cfg: TrainConfig) -> dict | None:
+    """The checkpoint to resume from, or None for a fresh run (an error if OUT already holds a
+    run and --resume was not given: it would be overwritten)."""
+    if not cfg.out:
+        raise ConfigError("--out RUN_DIR is required")
+    latest = checkpoint.latest_path(cfg.out)
+    if not latest.exists():
+        if cfg.resume:
+            log.info("--resume: no %s yet, starting a fresh run", latest)
+        return None
+    if not cfg.resume:
+        raise RunExistsError(
+            f"{cfg.out} already holds a run ({latest.name}); "
+            "pass --resume to continue it or choose another --out"
+        )
+    return checkpoint.load(latest)
+
+
+def _autocast(cfg: TrainConfig, device: str):
+    import torch
+
+    on_gpu = device.startswith("cuda")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and on_gpu)
+    if not bf16:
+        return contextlib.nullcontext
+    device_type = "cuda" if on_gpu else "cpu"
+    return lambda: torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+def _write_config(cfg: TrainConfig, world_size: int, run_dir: Path) -> None:
+    import open_clip
+    import torch
+
+    from manifests.layout import write_json_atomic
+
+    record = {
+        "config": cfg.to_dict(),
+        "world_size": world_size,
+        "global_batch": cfg.batch_size * cfg.accum_steps * world_size,
+        "steps": cfg.steps(world_size),
+        "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__},
+    }
+    write_json_atomic(record, run_dir / "config.json")
+
+
+def _build(cfg: TrainConfig, ctx, ckpt: dict | None):
+    """Model (on device), optimizer, loader and the starting counters."""
+    import trainer.models as models
+    from trainer.data import build_loader, resolve
+    from trainer.optim import make_optimizer
+
+    index = None if cfg.synthetic else resolve(cfg.data, cfg.subset, cfg.where)
+    model = models.create(cfg.model, cfg.loss, cfg.seed).to(ctx.device)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    optimizer = make_optimizer(model, cfg)
+    start = {"step": 0, "samples_seen": 0, "corrupt": 0, "data": None}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        checkpoint.restore_rng(ckpt["rng"])
+        start = {k: ckpt[k] for k in start}
+    loader, workers = build_loader(
+        cfg,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        image_size=models.image_size(model),
+        context_length=model.context_length,
+        index=index,
+        state=start["data"],
+        pin_memory=ctx.device.startswith("cuda"),
+    )
+    return model, optimizer, loader, workers, start
+
+
+def _wrap(model, cfg: TrainConfig, ctx):
+    """(model to call, DDP wrapper or None)."""
+    import torch
+
+    ddp = None
+    if ctx.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [ctx.device] if ctx.device.startswith("cuda") else None
+        model = ddp = DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:
+        model = torch.compile(model)
+    return model, ddp
+
+
+def train(cfg: TrainConfig, ctx=None) -> dict:
+    """Train (or resume) the run described by `cfg`; returns a summary dict."""
+    ctx = ctx or distributed.setup(cfg.device)
+    try:
+        return _train(cfg, ctx)
+    finally:
+        distributed.cleanup(ctx)
+
+
+@dataclass
+class Progress:
+    """Counters of the run (saved in checkpoints) and of the current logging window."""
+
+    step: int
+    seen: int  # samples, all ranks
+    corrupt: int  # undecodable images skipped, all ranks, as of the last log or save
+    data: dict  # loader state (see trainer.data)
+    started: float = field(default_factory=time.perf_counter)
+    window_start: float = field(default_factory=time.perf_counter)
+    window_wait: float = 0.0  # seconds spent waiting for batches
+    window_samples: int = 0
+    window_corrupt: int = 0  # this rank only, until the next collective sum
+
+
+def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress) -> list:
+    """The micro-batches of one step, on the device; records loader positions and waiting."""
+    t0 = time.perf_counter()
+    micro = []
+    for _ in range(cfg.accum_steps):
+        images, tokens, meta = next(batches)
+        progress.data["positions"][meta["worker"]] = meta["position"]
+        progress.window_corrupt += meta["corrupt"]
+        micro.append(
+            (images.to(ctx.device, non_blocking=True), tokens.to(ctx.device, non_blocking=True))
+        )
+    progress.data["batches"] += cfg.accum_steps
+    progress.window_wait += time.perf_counter() - t0
+    return micro
+
+
+def _metrics_row(progress: Progress, loss, lr: float, model, ctx) -> dict:
+    now = time.perf_counter()
+    span = max(now - progress.window_start, 1e-9)
+    row = {
+        "step": progress.step,
+        "samples_seen": progress.seen,
+        "loss": distributed.mean_across_ranks(loss.item(), ctx.world_size, ctx.device),
+        "lr": lr,
+        "logit_scale": model.logit_scale.exp().item(),
+        "samples_per_s": progress.window_samples / span,
+        "data_wait": progress.window_wait / span,
+        "corrupt_images": progress.corrupt,
+        "elapsed_s": now - progress.started,
+    }
+    progress.window_start, progress.window_wait, progress.window_samples = now, 0.0, 0
+    return row
+
+
+def _train(cfg: TrainConfig, ctx) -> dict:
+    import torch
+
+    import trainer.models as models
+    from trainer.loss import build as build_loss
+    from trainer.metrics import MetricsLogger
+    from trainer.optim import lr_at
+    from trainer.step import train_step
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.out)
+    model, optimizer, loader, workers, start = _build(cfg, ctx, resume_checkpoint(cfg))
+    data = start["data"] or {"batches": 0, "positions": {}}
+    data.update(num_workers=workers, world_size=ctx.world_size)
+    progress = Progress(start["step"], start["samples_seen"], start["corrupt"], data)
+    total = cfg.steps(ctx.world_size)
+    stop = min(total, cfg.stop_after) if cfg.stop_after else total
+    summary = {"run_dir": str(run_dir), "steps": progress.step, "samples_seen": progress.seen}
+    if progress.step >= stop:
+        log.info("%s: already at step %d of %d, nothing to do", run_dir, progress.step, stop)
+        return {**summary, "loss": None}
+    logger = None
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(cfg, ctx.world_size, run_dir)
+        logger = MetricsLogger(run_dir, start_step=progress.step)
+    call, ddp = _wrap(model, cfg, ctx)
+    loss_fn = build_loss(cfg.loss, ctx.rank, ctx.world_size)
+    mean, std = models.mean_std(model)
+    step_args = dict(
+        mean=mean, std=std, autocast=_autocast(cfg, ctx.device), grad_clip=cfg.grad_clip, ddp=ddp
+    )
+    global_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
+    log.info(
+        "rank %d: steps %d..%d of %d, global batch %d, device %s",
+        ctx.rank,
+        progress.step,
+        stop,
+        total,
+        global_batch,
+        ctx.device,
+    )
+    batches = iter(loader)
+    while progress.step < stop:
+        micro = _fetch(batches, cfg, ctx, progress)
+        lr = lr_at(progress.step, cfg, total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = train_step(call, model, loss_fn, optimizer, micro, **step_args)
+        progress.step += 1
+        progress.seen += global_batch
+        progress.window_samples += global_batch
+        logging_now = progress.step % cfg.log_every == 0 or progress.step == stop
+        saving_now = progress.step % cfg.save_every == 0 or progress.step == stop
+        if logging_now or saving_now:  # every rank takes part in these collectives
+            progress.corrupt += _sum_across_ranks(progress.window_corrupt, ctx)
+            progress.window_corrupt = 0
+        if logging_now:
+            row = _metrics_row(progress, loss, lr, model, ctx)
+            summary["loss"] = row["loss"]
+            if logger:
+                logger.log(row)
+        if saving_now:
+            path = _save(cfg, ctx, model, optimizer, progress, run_dir)
+            summary["checkpoint"] = str(path) if path else None
+    if logger:
+        logger.close()
+    return {
+        **summary,
+        "steps": progress.step,
+        "samples_seen": progress.seen,
+        "corrupt_images": progress.corrupt,
+    }
+
+
+def _sum_across_ranks(count: int, ctx) -> int:
+    return round(distributed.mean_across_ranks(count, ctx.world_size, ctx.device) * ctx.world_size)
+
+
+def _save(cfg, ctx, model, optimizer, progress: Progress, run_dir):
+    """Collect every rank's loader positions; rank 0 writes the checkpoint."""
+    positions = {}
+    for part in distributed.all_gather_objects(progress.data["positions"], ctx.world_size):
+        positions.update(part)
+    if not ctx.is_main:
+        return None
+    payload = {
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": progress.step,
+        "samples_seen": progress.seen,
+        "corrupt": progress.corrupt,
+        "config": cfg.to_dict(),
+        "model_name": cfg.model,
+        "world_size": ctx.world_size,
+        "data": {**progress.data, "positions": positions},
+        "rng": checkpoint.rng_state(),
+    }
+    return checkpoint.save(run_dir, payload, keep=cfg.keep)
+
+
+def read_config(run_dir) -> dict:
+    return json.loads((Path(run_dir) / "config.json").read_text())
