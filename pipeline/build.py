@@ -54,40 +54,66 @@ def check_run_json(layout: DatasetLayout, config: BuildConfig) -> None:
     )
 
 
-def run_build(config: BuildConfig, resolver=None) -> DatasetLayout:
-    """Build (or resume) the dataset `config.out`. `resolver` fakes DNS in tests."""
-    from pipeline.executor import ExecutorConfig, make_executor
-    from pipeline.stages.balance import run_balance
-    from pipeline.stages.base import publish_samples
-    from pipeline.stages.dedup import run_dedup
-    from pipeline.stages.images import run_images
-    from pipeline.stages.match import run_match
-    from pipeline.stages.shards import run_shards
-    from pipeline.stages.sources import fetch_config, run_sources
-    from pipeline.stages.text import run_text
+# Stages in order. `pipeline build --stage NAME` (and the Airflow DAG) runs them one at a time;
+# each resumes from its markers, so running a finished stage again does nothing.
+STAGES = ("sources", "match", "balance", "text", "images", "dedup", "shards")
 
+
+def _parts(layout: DatasetLayout) -> list[str]:
+    path = layout.work / "parts.json"
+    if not path.exists():
+        raise ConfigError(f"{layout.root}: the sources stage has not finished; run it first")
+    return json.loads(path.read_text())
+
+
+def _run_stage(stage: str, config: BuildConfig, layout: DatasetLayout, executor, resolver) -> None:
+    from pipeline.stages import balance, dedup, images, match, shards, sources, text
+
+    if stage == "sources":
+        parts = sources.run_sources(config, layout, executor, resolver)
+        write_json_atomic(parts, layout.work / "parts.json")
+        return
+    parts = _parts(layout)
+    if stage == "match":
+        match.run_match(config.query_list, layout, parts, executor)
+    elif stage == "balance":
+        cap = config.per_query_cap if config.query_list else None
+        balance.run_balance(layout, parts, cap, config.seed, executor)
+    elif stage == "text":
+        text.run_text(layout, parts, "balance", config.text_filter_config(), executor)
+    elif stage == "images":
+        fetch = sources.fetch_config(config, max_bytes=config.max_image_bytes)
+        images.run_images(layout, parts, "text", fetch, config.image_config(), executor, resolver)
+    elif stage == "dedup":
+        dedup.run_dedup(layout, parts, "images")
+    elif stage == "shards":
+        shards.run_shards(layout, parts, "dedup", config.shard_size, config.encode_format,
+                          config.webdataset, executor)  # fmt: skip
+
+
+def run_build(config: BuildConfig, resolver=None, stages: list[str] | None = None) -> DatasetLayout:
+    """Build (or resume) the dataset `config.out`: every stage, or only `stages`.
+    `resolver` fakes DNS in tests."""
+    from pipeline.executor import ExecutorConfig, make_executor
+    from pipeline.stages.base import publish_samples
+
+    unknown = sorted(set(stages or ()) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+    last = "text" if config.no_fetch else "shards"
+    wanted = [s for s in STAGES[: STAGES.index(last) + 1] if stages is None or s in stages]
     layout = DatasetLayout(config.out)
     check_run_json(layout, config)
     layout.create()
     if config.query_list and not os.path.isfile(config.query_list):
         raise ConfigError(f"query list {config.query_list} does not exist")
-    text_config, image_config = config.text_filter_config(), config.image_config()  # validate early
+    config.text_filter_config(), config.image_config()  # validate before any work
     executor = make_executor(ExecutorConfig(config.executor, config.ray_address))
     try:
-        parts = run_sources(config, layout, executor, resolver)
-        run_match(config.query_list, layout, parts, executor)
-        cap = config.per_query_cap if config.query_list else None
-        run_balance(layout, parts, cap, config.seed, executor)
-        run_text(layout, parts, "balance", text_config, executor)
-        if config.no_fetch:
-            publish_samples(layout, "text", parts)
-            return layout
-        fetch = fetch_config(config, max_bytes=config.max_image_bytes)
-        run_images(layout, parts, "text", fetch, image_config, executor, resolver)
-        run_dedup(layout, parts, "images")
-        run_shards(layout, parts, "dedup", config.shard_size, config.encode_format,
-                   config.webdataset, executor)  # fmt: skip
-        publish_samples(layout, "shards", parts)
+        for stage in wanted:
+            _run_stage(stage, config, layout, executor, resolver)
+        if last in wanted:
+            publish_samples(layout, last, _parts(layout))
     finally:
         executor.shutdown()
     return layout

@@ -137,6 +137,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run = build.add_argument_group("execution")
     run.add_argument(
+        "--stage",
+        action="append",
+        dest="stages",
+        metavar="NAME",
+        help="run only this stage (repeatable): sources, match, balance, text, "
+        "images, dedup, shards; each resumes from its markers",
+    )
+    run.add_argument(
         "--executor",
         choices=["ray", "local"],
         default="ray",

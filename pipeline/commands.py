@@ -67,7 +67,10 @@ def print_summary(layout) -> None:
 def cmd_build(args) -> int:
     from pipeline.build import run_build
 
-    layout = run_build(build_config_from_args(args))
+    layout = run_build(build_config_from_args(args), stages=args.stages)
+    if args.stages:
+        print(f"ran stage(s) {', '.join(args.stages)} of {layout.root}")
+        return 0
     print_summary(layout)
     return 0
 

@@ -77,3 +77,24 @@ def test_warc_build_as_ray_tasks_matches_local(tmp_path, test_site):
     got_local = manifests.open(local.out).execute(query).fetchall()
     assert got_local == manifests.open(ray_cfg.out).execute(query).fetchall()
     assert {(u, c, p) for _, u, c, p, _ in got_local} == expected_pairs(site.base)
+
+
+def test_stages_run_one_at_a_time_give_the_same_manifests(tmp_path):
+    from pipeline.build import STAGES
+
+    src = tmp_path / "list.csv"
+    src.write_text("url,caption\nhttp://img.test/1.jpg,a cat\nhttp://img.test/2.jpg,a dog\n")
+    common = dict(query_list=_queries(tmp_path), url_list=str(src), executor="local", no_fetch=True)
+    whole = BuildConfig(out=str(tmp_path / "whole"), **common)
+    run_build(whole)
+    staged = BuildConfig(out=str(tmp_path / "staged"), **common)
+    with pytest.raises(ConfigError, match="sources stage has not finished"):
+        run_build(staged, stages=["match"])
+    for stage in STAGES[:4]:
+        run_build(staged, stages=[stage])
+    query = "SELECT uid, status, matched_queries, lang FROM samples ORDER BY uid"
+    assert manifests.open(staged.out).execute(query).fetchall() == (
+        manifests.open(whole.out).execute(query).fetchall()
+    )
+    with pytest.raises(ConfigError, match="unknown stage"):
+        run_build(staged, stages=["crawl"])

@@ -1,0 +1,179 @@
+"""Eval sets (torchvision ImageFolder layout, `DIR/<class name>/<image file>`) and their hashes.
+
+The eval side is small (thousands to a few hundred thousand images) and the pool is large, so
+every robustness trick that costs a hash is paid here, once per eval image: besides the hashes a
+pool image has, each eval image also gets the hash of its mirror image and of nine crops (6% off,
+at the corners, edge centres and centre) and their mirrors. A pool image is then compared with
+all of them and matches the closest variant (pipeline.dedup.leaks)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.dedup.hashes import bits_to_hex, phash_bits, to_gray, trim_borders
+
+log = logging.getLogger(__name__)
+
+# torchvision.datasets.folder.IMG_EXTENSIONS
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+CROP_FRACTION = 0.06  # of each side, for the crop variants (copies are cropped up to 10%)
+MIN_VARIANT_STD = 8.0  # gray levels: a crop that leaves a flat blob is replaced by the whole image
+
+# Columns of the eval table: one row per eval image.
+#   eval_id "<eval set>/<class>/<file>", eval_set, class, file, path, error (null when hashed),
+#   phash, phash256, phash256_trim (hex, as a pool row has them),
+#   phash256_variants (list of hex: image, mirror),
+#   phash256_trim_variants (list of hex: image, mirror, 9 crops and their mirrors);
+#   images with transparency have both lists twice: composited onto white, then onto black.
+N_PLAIN_VARIANTS = 2
+N_TRIM_VARIANTS = 2 + 2 * 9
+
+
+def eval_table_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("eval_id", pa.string()),
+            ("eval_set", pa.string()),
+            ("class", pa.string()),
+            ("file", pa.string()),
+            ("path", pa.string()),
+            ("error", pa.string()),
+            ("phash", pa.string()),
+            ("phash256", pa.string()),
+            ("phash256_trim", pa.string()),
+            ("phash256_variants", pa.list_(pa.string())),
+            ("phash256_trim_variants", pa.list_(pa.string())),
+        ]
+    )
+
+
+def list_eval_images(directory) -> list[tuple[str, str, str, Path]]:
+    """(eval set, class, file, path) of every image of an ImageFolder directory, sorted.
+    The eval set name is the folder's base name. Raises ValueError when the folder is missing
+    or holds no class folder with images."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"eval set {directory} is not a directory")
+    name = root.resolve().name
+    found = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(class_dir.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+                rel = path.relative_to(class_dir).as_posix()
+                found.append((name, class_dir.name, rel, path))
+    if not found:
+        raise ValueError(
+            f"eval set {directory} has no images in ImageFolder layout (DIR/<class>/<image>)"
+        )
+    return found
+
+
+def _crops(gray) -> list:
+    """The nine CROP_FRACTION crops of `gray`: corners, edge centres, centre."""
+    w, h = gray.size
+    cw, ch = round(w * (1 - CROP_FRACTION)), round(h * (1 - CROP_FRACTION))
+    boxes = [
+        (x, y, x + cw, y + ch)
+        for x in (0, (w - cw) // 2, w - cw)
+        for y in (0, (h - ch) // 2, h - ch)
+    ]
+    return [gray.crop(box) for box in boxes]
+
+
+def _has_alpha(image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+
+
+def _variants(gray) -> tuple[list[str], list[str]]:
+    """(phash256 of the image and its mirror, phash256 trimmed of the image, the crops and
+    all their mirrors) of one grayscale image."""
+    from PIL import ImageOps
+
+    plain = [gray, ImageOps.mirror(gray)]
+    trimmed = []
+    for variant in [gray, *_crops(gray)]:
+        cut = trim_borders(variant)
+        if variant is not gray and float(np.asarray(cut, dtype=np.float32).std()) < MIN_VARIANT_STD:
+            cut = trim_borders(gray)  # a crop of a flat drawing hashes like noise: use the whole
+        trimmed += [cut, ImageOps.mirror(cut)]
+    return (
+        [bits_to_hex(phash_bits(g, 16)) for g in plain],
+        [bits_to_hex(phash_bits(g, 16)) for g in trimmed],
+    )
+
+
+def eval_hashes(image) -> dict:
+    """The eval-table hash columns of one PIL image (see the module docstring). An image with
+    transparency gets its variants twice, composited onto white (as pool images are) and onto
+    black (as many copies on the web were flattened)."""
+    gray = to_gray(image)
+    p256, p256_trim = _variants(gray)
+    if _has_alpha(image):
+        black_plain, black_trim = _variants(to_gray(image, background=(0, 0, 0)))
+        p256, p256_trim = p256 + black_plain, p256_trim + black_trim
+    return {
+        "phash": bits_to_hex(phash_bits(gray, 8)),
+        "phash256": p256[0],
+        "phash256_trim": p256_trim[0],
+        "phash256_variants": p256,
+        "phash256_trim_variants": p256_trim,
+    }
+
+
+def hash_eval_image(eval_set: str, class_name: str, file: str, path: Path) -> dict:
+    """One eval-table row; an unreadable image gets `error` and null hashes (never raises)."""
+    from PIL import Image, UnidentifiedImageError
+
+    row = {
+        "eval_id": f"{eval_set}/{class_name}/{file}",
+        "eval_set": eval_set,
+        "class": class_name,
+        "file": file,
+        "path": str(path),
+        "error": None,
+    }
+    try:
+        with Image.open(path) as image:
+            image.load()
+            row.update(eval_hashes(image))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        log.warning("eval image %s cannot be read: %s", path, exc)
+        row["error"] = f"cannot decode image: {exc}"
+    return row
+
+
+def hash_eval_sets(dirs, executor_map=map):
+    """Eval table (eval_table_schema) of every image in the ImageFolder directories `dirs`.
+
+    `executor_map` maps `hash_eval_image` over the images (e.g. a process pool's `map` with
+    chunksize); plain `map` by default. Two eval sets with the same base name are an error,
+    since `leak_of` names an image by that name."""
+    import pyarrow as pa
+
+    images = []
+    names: dict[str, str] = {}
+    for directory in dirs:
+        found = list_eval_images(directory)
+        name = found[0][0]
+        if name in names:
+            raise ValueError(f"eval sets {names[name]} and {directory} have the same name {name!r}")
+        names[name] = str(directory)
+        images += found
+    rows = list(executor_map(_hash_one, images))
+    table = pa.Table.from_pylist(rows, schema=eval_table_schema())
+    failed = sum(r["error"] is not None for r in rows)
+    log.info(
+        "hashed %d eval images from %d eval sets (%d unreadable)", len(rows), len(dirs), failed
+    )
+    return table
+
+
+def _hash_one(item) -> dict:
+    return hash_eval_image(*item)

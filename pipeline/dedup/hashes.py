@@ -1,0 +1,178 @@
+"""Perceptual hashes of one image, as the manifests store them.
+
+Every image goes through the same preparation, so that a copy and its original meet the same
+pipeline: transparent pixels composited onto white, grayscale (colour jitter and grayscale copies
+then differ little), a box reduction to at most `WORK_SIDE` pixels (speed; the hashes look at
+32x32 and 64x64 anyway). Three hashes come out, each a hex string (the bit order of imagehash's
+`str(hash)`, so `imagehash.hex_to_hash` reads them back):
+
+- `phash`: imagehash.phash, 64 bits (8x8 lowest DCT frequencies of a 32x32 reduction). The
+  manifest's contract column; near-duplicate clusters use it (`--near-dup-radius` counts its bits).
+- `phash256`: phash with hash_size 16, 256 bits (16x16 frequencies of a 64x64 reduction). More
+  discriminative: on the emoji benchmark it separates copies from the same emoji drawn by another
+  artist where 64 bits cannot (bench/leaks.py).
+- `phash256_trim`: the same after trimming uniform borders (padding, letterboxing, the empty
+  margin around a drawing), so that padded copies hash like their original.
+
+Colour hashes and imagehash's crop-resistant hash were tried and left out: a colour hash cannot
+match grayscale or colour-jittered copies, and the crop-resistant hash (image segmentation, a
+variable number of segment hashes) is slow and fits no FAISS index. Mirrored copies are matched on
+the eval side (pipeline.dedup.evalsets hashes mirrored and cropped variants of each eval image),
+so the pool pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+# Hash columns added to `samples` rows, with their sizes in bits.
+HASH_BITS = {"phash": 64, "phash256": 256, "phash256_trim": 256}
+WORK_SIDE = 256  # px: images are box-reduced to at most this before hashing
+BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto this colour
+
+# Trimming (see trim_borders). Values from the emoji benchmark (bench/leaks.py).
+TRIM_REL_TOL = 0.12  # a pixel is background within 12% of the image's 1..99th percentile range
+TRIM_MIN_TOL = 8.0  # gray levels: the tolerance never drops below this (flat images)
+TRIM_ROW_FRACTION = 0.04  # a row/column with <= 4% non-background pixels is border (JPEG noise)
+TRIM_FRAME_UNIFORM = 0.9  # the outer ring counts as a frame when 90% of it is background colour
+TRIM_MIN_KEEP = 0.25  # never trim to less than a quarter of either side
+TRIM_ROUNDS = 2  # padding around an image that has its own margin: two frames
+MIN_CONTENT_STD = 8.0  # gray levels: a trim that leaves a flat blob is undone (no shape left)
+
+
+def to_gray(image, background: tuple[int, int, int] = BACKGROUND):
+    """Grayscale (PIL mode L) version of `image`, transparency composited onto `background` and
+    reduced to at most WORK_SIDE pixels on the long side (box filter, integer factor)."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*background, 255))
+        image = Image.alpha_composite(base, rgba)
+    elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits by the actual range, not by clipping.
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        image = Image.fromarray(arr.astype(np.uint8), "L")
+    elif image.mode == "F":
+        arr = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        image = Image.fromarray(arr.astype(np.uint8), "L")
+    gray = image.convert("L")
+    factor = max(gray.size) // WORK_SIDE
+    if factor >= 2:
+        gray = gray.reduce(factor)
+    return gray
+
+
+def _border_widths(arr: np.ndarray, color: float, tol: float) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) rows/columns of `arr` (h×w) that are background `color`."""
+    foreground = np.abs(arr - color) > tol
+    rows = np.flatnonzero(foreground.mean(axis=1) > TRIM_ROW_FRACTION)
+    cols = np.flatnonzero(foreground.mean(axis=0) > TRIM_ROW_FRACTION)
+    if rows.size == 0 or cols.size == 0:
+        return 0, 0, 0, 0  # all background: nothing to keep, so nothing to trim
+    h, w = arr.shape
+    return int(rows[0]), int(h - 1 - rows[-1]), int(cols[0]), int(w - 1 - cols[-1])
+
+
+def trim_borders(gray):
+    """Crop uniform borders off a grayscale image: padding, letterbox bars, a drawing's margin.
+
+    First round: trims each side whose outer line is uniform (a letterbox has two such sides).
+    Later rounds only trim a full frame (uniform ring), so that the stripes of a flag or the
+    sky of a photo are never taken for padding. Returns the image itself when nothing is trimmed
+    or when the trimmed content would be a flat blob (a square drawn on white)."""
+    arr = np.asarray(gray, dtype=np.float32)
+    height, width = arr.shape
+    y0, y1, x0, x1 = 0, height, 0, width
+    for round_no in range(TRIM_ROUNDS):
+        sub = arr[y0:y1, x0:x1]
+        if min(sub.shape) < 3:
+            break
+        sides = (sub[0], sub[-1], sub[:, 0], sub[:, -1])
+        ring = np.concatenate(sides)
+        color = float(np.median(ring))
+        lo, hi = np.percentile(sub[::2, ::2], (1, 99))  # a quarter of the pixels is plenty
+        tol = max(TRIM_MIN_TOL, TRIM_REL_TOL * float(hi - lo))
+        framed = float((np.abs(ring - color) <= tol).mean()) >= TRIM_FRAME_UNIFORM
+        if round_no > 0 and not framed:
+            break
+        widths = _border_widths(sub, color, tol)
+        if not framed:
+            uniform = [(np.abs(s - color) <= tol).mean() >= TRIM_FRAME_UNIFORM for s in sides]
+            widths = tuple(wd if ok else 0 for wd, ok in zip(widths, uniform, strict=True))
+        top, bottom, left, right = widths
+        h, w = sub.shape
+        if not any(widths) or h - top - bottom < TRIM_MIN_KEEP * height:
+            break
+        if w - left - right < TRIM_MIN_KEEP * width:
+            break
+        y0, y1, x0, x1 = y0 + top, y1 - bottom, x0 + left, x1 - right
+    if (y0, y1, x0, x1) == (0, height, 0, width):
+        return gray
+    if float(arr[y0:y1, x0:x1].std()) < MIN_CONTENT_STD:
+        return gray
+    return gray.crop((x0, y0, x1, y1))
+
+
+def bits_to_hex(bits: np.ndarray) -> str:
+    """Boolean array → hex string, most significant bit first (imagehash's `str(hash)`)."""
+    return np.packbits(np.asarray(bits, dtype=bool).ravel()).tobytes().hex()
+
+
+def phash_bits(gray, hash_size: int = 8) -> np.ndarray:
+    """imagehash.phash bits (hash_size² booleans, row-major) of a grayscale image."""
+    import imagehash
+
+    return imagehash.phash(gray, hash_size=hash_size).hash.ravel()
+
+
+def gray_hashes(gray) -> dict[str, str]:
+    """The manifest hash columns of an image already through `to_gray`."""
+    return {
+        "phash": bits_to_hex(phash_bits(gray, 8)),
+        "phash256": bits_to_hex(phash_bits(gray, 16)),
+        "phash256_trim": bits_to_hex(phash_bits(trim_borders(gray), 16)),
+    }
+
+
+def image_hashes(image) -> dict[str, str]:
+    """{'phash', 'phash256', 'phash256_trim'} hex strings of a PIL image (any mode)."""
+    return gray_hashes(to_gray(image))
+
+
+def image_hashes_from_bytes(data: bytes) -> dict[str, str]:
+    """image_hashes of encoded image bytes. JPEGs decode at a reduced scale (draft mode), which is
+    several times faster for large images. Raises ValueError for bytes that are no image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format == "JPEG":
+                image.draft("L", (WORK_SIDE, WORK_SIDE))
+            image.load()
+            return image_hashes(image)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot decode image: {exc}") from exc
+
+
+def hex_to_codes(hexes, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hex strings → (codes n×(nbits/8) uint8 for FAISS, valid n bool). Missing or malformed
+    strings (None, wrong length, not hex) give a zero row and valid False."""
+    nbytes = nbits // 8
+    codes = np.zeros((len(hexes), nbytes), dtype=np.uint8)
+    valid = np.zeros(len(hexes), dtype=bool)
+    for i, text in enumerate(hexes):
+        if not isinstance(text, str) or len(text) != 2 * nbytes:
+            continue
+        try:
+            codes[i] = np.frombuffer(bytes.fromhex(text), dtype=np.uint8)
+        except ValueError:
+            continue
+        valid[i] = True
+    return codes, valid
