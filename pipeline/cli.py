@@ -196,6 +196,12 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build a dataset from the embedded sample web on loopback")
     demo.add_argument("--out", default="demo-output", metavar="DIR")
     demo.add_argument("--executor", choices=["ray", "local"], default="ray")
+    demo.add_argument(
+        "--train-samples",
+        type=int,
+        default=20_000,
+        help="samples to train the tiny model on (0: no training)",
+    )
     return parser
 
 

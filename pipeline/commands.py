@@ -152,7 +152,7 @@ def cmd_queries(args) -> int:
 def cmd_demo(args) -> int:
     from pipeline.demo.run import run_demo
 
-    return run_demo(args.out, executor=args.executor)
+    return run_demo(args.out, executor=args.executor, train_samples=args.train_samples)
 
 
 def cmd_textmodel(args) -> int:
