@@ -46,11 +46,9 @@ def write_shard_task(task: dict) -> dict:
         for row in table.to_pylist():
             samples[row["uid"]] = row
         stored = pq.read_table(layout.stage_dir("images") / f"{part}.images.parquet")
-        wanted = {samples_uid for samples_uid in samples}
-        for uid, data, exif in zip(
-            *(stored[c].to_pylist() for c in ("uid", "image", "exif")), strict=True
-        ):
-            if uid in wanted:
+        columns = (stored[c].to_pylist() for c in ("uid", "image", "exif"))
+        for uid, data, exif in zip(*columns, strict=True):
+            if uid in samples:
                 images[uid] = (data, exif)
     with ShardWriter(layout.shards, task["index"], task["encode_format"],
                      webdataset=task["webdataset"], samples_per_shard=task["shard_size"]) as writer:  # fmt: skip
