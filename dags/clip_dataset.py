@@ -1,0 +1,81 @@
+"""`clip_dataset`: build a CLIP dataset with `pipeline build`, one Airflow task per stage.
+
+    crawl >> match_and_balance >> filter_captions >> fetch_images >> dedup_and_leaks >> shard
+          >> report
+
+Each task runs `pipeline.build.run_build(config, stages=[...])` (what `pipeline build --stage
+NAME` runs) on the dataset folder `out` and returns that folder's path; the data never passes
+through Airflow. A stage resumes from its markers, so a task that is cleared and rerun (or a
+whole run triggered again with the same params) skips finished work. With `executor: ray` the
+per-part work of each stage runs as Ray tasks, on a local Ray runtime or on the cluster at
+`ray_address`; `out` must then be on a filesystem every node sees (see docs/scaling.md).
+
+Params (trigger with a JSON conf, or the form in the UI):
+    out            dataset folder, an absolute path (required)
+    query_list     UTF-8 file, one query a line; null: no matching or balancing
+    seeds | warc | url_list   exactly one source: URLs to crawl, WARC/WAT globs, a URL list file
+    allow_network  extra CIDRs the fetcher may reach (default: public addresses only)
+    executor       ray | local
+    ray_address    e.g. "auto" or "ray://head:10001"; null: a local Ray runtime per task
+    build_options  any other BuildConfig field, e.g. {"max_pages": 100, "languages": ["en"]}
+"""
+
+import datetime
+
+from airflow.sdk import DAG, Param, task
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+
+
+def _stage_task(task_id: str, stages: tuple[str, ...]):
+    @task(task_id=task_id, doc_md=f"`pipeline build --stage {' --stage '.join(stages)}`")
+    def run_stage(params=None) -> str:
+        from dags._common import run_stages
+
+        return run_stages(dict(params), stages)
+
+    return run_stage
+
+
+@task(task_id="report", doc_md="`pipeline report OUT`: writes OUT/report.html")
+def report(dataset_dir: str) -> str:
+    from dags._common import write_report
+
+    return write_report(dataset_dir)
+
+
+with DAG(
+    dag_id="clip_dataset",
+    description="Build a CLIP (image, alt-text) dataset: crawl, match, filter, fetch, dedup, shard",
+    schedule=None,
+    start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+    catchup=False,
+    max_active_runs=1,  # two runs on the same `out` would race on its markers
+    tags=["clipengine"],
+    doc_md=__doc__,
+    params={
+        "out": Param(type="string", minLength=1, description="dataset folder (absolute path)"),
+        "query_list": Param(None, type=["null", "string"], description="query list file"),
+        "seeds": Param([], **_STRINGS, description="seed URLs to crawl"),
+        "warc": Param([], **_STRINGS, description="WARC/WAT files or globs"),
+        "url_list": Param(None, type=["null", "string"], description="URL list file"),
+        "allow_network": Param([], **_STRINGS, description="extra allowed CIDRs"),
+        "executor": Param("ray", enum=["ray", "local"]),
+        "ray_address": Param(None, type=["null", "string"], description="Ray cluster address"),
+        "build_options": Param({}, type="object", description="other BuildConfig fields"),
+    },
+) as dag:
+    previous = None
+    for task_id, stages in (
+        ("crawl", ("sources",)),
+        ("match_and_balance", ("match", "balance")),
+        ("filter_captions", ("text",)),
+        ("fetch_images", ("images",)),
+        ("dedup_and_leaks", ("dedup",)),
+        ("shard", ("shards",)),
+    ):
+        current = _stage_task(task_id, stages)()
+        if previous is not None:
+            previous >> current
+        previous = current
+    report(previous)
