@@ -35,7 +35,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata['help']} (default: {f.default!r})"
-        if f.type in (bool, "bool"):
+        if f.name == "eval_set":  # repeatable; stored comma-joined in the config
+            parser.add_argument(flag, action="append", metavar="DIR", help=help_text)
+        elif f.type in (bool, "bool"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         else:
             kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
@@ -92,6 +94,8 @@ def _check(cfg: TrainConfig) -> None:
 def cmd_run(args) -> int:
     options = vars(args)
     options.pop("command")
+    if isinstance(options.get("eval_set"), list):
+        options["eval_set"] = ",".join(options["eval_set"])
     launch = {k: options.pop(k) for k in LAUNCH_OPTIONS if k in options}
     cfg = resolve_config(options)
     _check(cfg)
@@ -128,13 +132,9 @@ def cmd_plot(args) -> int:
 
 
 def _eval(argv: list[str]) -> int:
-    """`trainer eval ...`: handed to trainer.evaluation (its own issue) when it is installed."""
-    try:
-        from trainer.evaluation.cli import eval_main
-    except ImportError:
-        raise CliError(
-            "evaluation is not built yet (`trainer eval` comes with its own issue)"
-        ) from None
+    """`trainer eval ...`: zero-shot, linear probes, retrieval, clean vs overlap."""
+    from trainer.evaluation.cli import eval_main  # its own parser and errors (exit 2)
+
     return eval_main(argv)
 
 

@@ -59,6 +59,10 @@ class TrainConfig:
         0, "end this invocation after this step (0: run to the end of the schedule)"
     )
     resume: bool = opt(False, "continue from OUT/latest.pt (start fresh if there is none)")
+    # --- periodic evaluation (trainer.evaluation), rank 0 only, logged beside the losses --------
+    eval_set: str = opt("", "ImageFolder eval sets for zero-shot during training (repeatable)")
+    eval_every: int = opt(0, "zero-shot evaluation every this many steps; 0: only at the end")
+    eval_templates: str = opt("imagenet80", "prompt templates: imagenet80, generic, plain, FILE")
 
     def __post_init__(self):
         self.validate()
@@ -70,7 +74,7 @@ class TrainConfig:
         for name in ("samples", "batch_size", "accum_steps", "save_every", "keep", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be at least 1, not {getattr(self, name)}")
-        for name in ("workers", "threads", "stop_after", "shuffle_buffer"):
+        for name in ("workers", "threads", "stop_after", "shuffle_buffer", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must not be negative")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -118,7 +122,19 @@ def _typed(name: str, value, tp):
 # Options that may change when a run is resumed: they do not change what is computed, only how
 # long it runs (samples also stretches the schedule), how often it reports, and where data lives.
 RESUMABLE_OVERRIDES = frozenset(
-    {"samples", "save_every", "keep", "log_every", "stop_after", "resume", "threads", "data"}
+    {
+        "samples",
+        "save_every",
+        "keep",
+        "log_every",
+        "stop_after",
+        "resume",
+        "threads",
+        "data",
+        "eval_set",
+        "eval_every",
+        "eval_templates",
+    }
 )
 
 PER_INVOCATION = frozenset({"stop_after", "resume"})

@@ -51,6 +51,19 @@ class MetricsLogger:
         for key in COLUMNS[2:]:
             self.tb.add_scalar(f"train/{key}", row[key], int(row["step"]))
 
+    def log_eval(self, step: int, scores: dict[str, float]) -> None:
+        """Zero-shot scores at `step`: RUN_DIR/eval.csv (one row per evaluation) and TensorBoard."""
+        path = self.path.with_name("eval.csv")
+        columns = ["step", *sorted(scores)]
+        rows = [r for r in read_rows(path) if r["step"] < step]
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            for row in [*rows, {"step": step, **scores}]:
+                writer.writerow({k: _fmt(row.get(k, math.nan)) for k in columns})
+        for key, value in scores.items():
+            self.tb.add_scalar(key, value, step)
+
     def close(self) -> None:
         self.fh.close()
         self.tb.close()

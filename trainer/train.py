@@ -196,6 +196,7 @@ def _train(cfg: TrainConfig, ctx) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_config(cfg, ctx.world_size, run_dir)
         logger = MetricsLogger(run_dir, start_step=progress.step)
+    evaluator = _evaluator(cfg) if ctx.is_main else None
     call, ddp = _wrap(model, cfg, ctx)
     loss_fn = build_loss(cfg.loss, ctx.rank, ctx.world_size)
     mean, std = models.mean_std(model)
@@ -232,6 +233,12 @@ def _train(cfg: TrainConfig, ctx) -> dict:
             summary["loss"] = row["loss"]
             if logger:
                 logger.log(row)
+        if evaluator and (
+            progress.step == stop or (cfg.eval_every and progress.step % cfg.eval_every == 0)
+        ):
+            scores = evaluator(model, ctx.device)
+            logger.log_eval(progress.step, scores)
+            summary["eval"] = scores
         if saving_now:
             path = _save(cfg, ctx, model, optimizer, progress, run_dir)
             summary["checkpoint"] = str(path) if path else None
@@ -243,6 +250,15 @@ def _train(cfg: TrainConfig, ctx) -> dict:
         "samples_seen": progress.seen,
         "corrupt_images": progress.corrupt,
     }
+
+
+def _evaluator(cfg: TrainConfig):
+    """Zero-shot on --eval-set folders; built before the first step so a bad folder fails early."""
+    if not cfg.eval_set:
+        return None
+    from trainer.evaluation.zeroshot import ZeroShotEvaluator
+
+    return ZeroShotEvaluator(cfg.eval_set.split(","), cfg.model, cfg.eval_templates)
 
 
 def _sum_across_ranks(count: int, ctx) -> int:

@@ -76,6 +76,20 @@ def train(dataset: Path, run_dir: Path, samples: int) -> Path:
     return run_dir / "latest.pt"
 
 
+def evaluate(checkpoint: Path, eval_set: Path, dataset: Path, out: Path) -> dict:
+    import json
+
+    from trainer.cli import main as trainer_main
+
+    argv = [
+        "eval", "--checkpoint", str(checkpoint), "--eval-set", str(eval_set), "--data", str(dataset),
+        "--out", str(out), "--templates", "plain", "--no-probe", "--no-retrieval",
+    ]  # fmt: skip
+    if trainer_main(argv) != 0:
+        raise RuntimeError("evaluation failed; see the log above")
+    return json.loads(out.read_text())[eval_set.name]
+
+
 def run_demo(out: str, executor: str = "ray", train_samples: int = 20_000) -> int:
     from pipeline.commands import print_summary
 
@@ -83,13 +97,20 @@ def run_demo(out: str, executor: str = "ray", train_samples: int = 20_000) -> in
     _fresh_out(out_dir)
     layout, report, eval_set = build(out_dir, executor)
     print_summary(layout)
-    checkpoint = None
+    checkpoint = results = None
     if train_samples:
         checkpoint = train(layout.root, out_dir / "run", train_samples)
+        results = evaluate(checkpoint, eval_set, layout.root, out_dir / "eval.json")
     print(f"\nreport:     {report}")
     print(f"dataset:    {layout.root}   (crawl recorded in {out_dir / 'crawl.warc.gz'})")
     print(f"eval set:   {eval_set}")
     if checkpoint:
         print(f"checkpoint: {checkpoint}   (curves: {checkpoint.parent / 'curves.png'})")
+        zero_shot = results["zero_shot"]
+        print(
+            f"zero-shot on {eval_set.name} ({len(list(eval_set.iterdir()))} classes, other artists): "
+            f"top-1 {zero_shot['top1']:.1%}, top-5 {zero_shot['top5']:.1%}   "
+            f"(results: {out_dir / 'eval.json'}, {out_dir / 'eval.md'})"
+        )
     print(f'try: pipeline query {layout.root} "SELECT status, count(*) FROM samples GROUP BY 1"')
     return 0

@@ -234,3 +234,26 @@ def test_existing_run_needs_resume_and_same_options(tmp_path, capsys):
     assert "already finished at step 2" in capsys.readouterr().out
     assert run([*argv, "--resume", "--samples", 16]) == 0  # a longer schedule continues
     assert [r["step"] for r in read_rows(tmp_path / "metrics.csv")] == [1, 2, 3, 4]
+
+
+@pytest.mark.timeout(240)
+def test_periodic_zero_shot_is_logged_beside_the_losses(shapes_dataset, tmp_path):
+    import random
+
+    rng = random.Random(5)
+    evalset = tmp_path / "shapes-eval"
+    for colour in list(COLOURS)[:3]:
+        for shape in SHAPES[:2]:
+            folder = evalset / f"{colour}_{shape}"
+            folder.mkdir(parents=True)
+            draw(colour, shape, rng).save(folder / "0.png")
+    out = tmp_path / "run"
+    argv = ["--data", shapes_dataset, "--out", out, "--samples", 96, "--batch-size", 16,
+            "--workers", 0, "--eval-set", evalset, "--eval-every", 3, "--eval-templates", "plain",
+            *FAST]  # fmt: skip
+    assert run(argv) == 0
+    rows = read_rows(out / "eval.csv")
+    assert [r["step"] for r in rows] == [3, 6]
+    top1 = rows[-1]["zeroshot/shapes-eval/top1"]
+    assert 0.0 <= top1 <= 1.0
+    assert len(losses(out)) == 6  # the metrics rows are untouched

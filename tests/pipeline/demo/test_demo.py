@@ -12,9 +12,13 @@ def test_demo_builds_reports_and_trains(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--executor", "local", "--train-samples", "256"]) == 0
     printed = capsys.readouterr().out
-    assert "report:" in printed and "checkpoint:" in printed
+    assert "report:" in printed and "checkpoint:" in printed and "zero-shot on" in printed
     assert (out / "dataset" / "report.html").stat().st_size > 10_000
     assert (out / "run" / "latest.pt").exists() and (out / "run" / "metrics.csv").exists()
+    import json
+
+    results = json.loads((out / "eval.json").read_text())["emoji-twitter"]
+    assert 0.0 <= results["zero_shot"]["top1"] <= results["zero_shot"]["top5"] <= 1.0
     con = manifests.open(out / "dataset")
     statuses = dict(con.execute("SELECT status, count(*) FROM samples GROUP BY 1").fetchall())
     assert statuses["kept"] > 100
