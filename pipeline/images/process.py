@@ -201,11 +201,17 @@ def _to_8bit_opaque(img):
     return base
 
 
+@functools.cache
+def _quiet_exifread() -> None:
+    # exifread warns on every PNG/WebP. Once per process: setLevel walks every logger's cache.
+    logging.getLogger("exifread").setLevel(logging.ERROR)
+
+
 def extract_exif(body: bytes) -> str | None:
     """img2dataset's exif column: JSON of {tag: value} from exifread, '{}' when none, None on error."""
     import exifread
 
-    logging.getLogger("exifread").setLevel(logging.ERROR)  # it warns on every PNG/WebP
+    _quiet_exifread()
     try:
         tags = exifread.process_file(io.BytesIO(body), details=False)
         return json.dumps({k: str(v).strip() for k, v in tags.items() if v is not None})

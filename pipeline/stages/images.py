@@ -17,6 +17,7 @@ from pipeline.stages.base import PartStats, StageRun, read_samples_part
 
 STAGE = "images"
 # Fetch statuses that are manifest statuses as they are; anything else is `fetch_failed`.
+MAX_QUEUED = 32  # fetched image bodies waiting to be resized, per task (memory bound)
 FETCH_STATUSES = {"robots_disallowed", "blocked_address", "too_large", "fetch_failed"}
 
 
@@ -61,13 +62,18 @@ async def _fetch_part(urls: list[str], fetch_config, image_config, resolver) -> 
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="resize") as pool:
         async with Fetcher(fetch_config, resolver=resolver) as fetcher:
-            work = []
+            queued: dict[asyncio.Future, int] = {}
             async for index, result in iter_fetch(fetcher, urls, max_bytes=image_config.max_bytes):
                 future = loop.run_in_executor(
                     pool, _outcome, result, image_config, fetch_config.user_agent_token
                 )
-                work.append((index, future))
-            for index, future in work:
+                queued[future] = index
+                # Bounded: fetched bodies wait for the resize threads, at most MAX_QUEUED of them.
+                while len(queued) >= MAX_QUEUED:
+                    done, _ = await asyncio.wait(queued, return_when=asyncio.FIRST_COMPLETED)
+                    for future in done:
+                        outcomes[queued.pop(future)] = future.result()
+            for future, index in queued.items():
                 outcomes[index] = await future
     return outcomes
 
