@@ -85,7 +85,7 @@ def _run_stage(stage: str, config: BuildConfig, layout: DatasetLayout, executor,
         fetch = sources.fetch_config(config, max_bytes=config.max_image_bytes)
         images.run_images(layout, parts, "text", fetch, config.image_config(), executor, resolver)
     elif stage == "dedup":
-        dedup.run_dedup(layout, parts, "images")
+        dedup.run_dedup(layout, parts, "images", config.eval_set, config.near_dup_radius)
     elif stage == "shards":
         shards.run_shards(layout, parts, "dedup", config.shard_size, config.encode_format,
                           config.webdataset, executor)  # fmt: skip

@@ -1,6 +1,7 @@
 """The resolved configuration of `pipeline build`: one screen of defaults, each choice explained.
 It is stored in DIR/run.json, and a rerun into the same folder must ask for the same build."""
 
+import os
 from dataclasses import dataclass, field
 
 from pipeline.config import ConfigError
@@ -50,7 +51,10 @@ class BuildConfig:
     shard_size: int = 10_000
     webdataset: bool = False  # also write tar shards for open_clip_train --dataset-type webdataset
     no_fetch: bool = False  # stop after matching, balancing and text filters
+    # Dedup and decontamination (pipeline.dedup): exact sha256 duplicates always; copies of
+    # eval-set images (ImageFolder dirs) become eval_leak; near-dup clusters when a radius is set.
     eval_set: list[str] = field(default_factory=list)
+    near_dup_radius: int | None = None  # bits of the 64-bit phash; None: no near-dup clustering
     # Execution: Ray tasks on a local runtime by default, a cluster with ray_address.
     executor: str = "ray"
     ray_address: str | None = None
@@ -74,6 +78,13 @@ class BuildConfig:
                 )
         if self.executor not in ("ray", "local"):
             raise ConfigError(f"executor must be 'ray' or 'local', not {self.executor!r}")
+        for folder in self.eval_set:
+            if not os.path.isdir(folder):
+                raise ConfigError(
+                    f"eval set {folder} is not a folder (ImageFolder: DIR/<class>/<image>)"
+                )
+        if self.near_dup_radius is not None and not 0 <= self.near_dup_radius <= 16:
+            raise ConfigError(f"near-dup-radius must be 0..16 bits, not {self.near_dup_radius}")
         if self.timeout_s <= 0 or self.per_host_rps < 0:
             raise ConfigError("timeout must be > 0 and per-host-rps >= 0")
 

@@ -135,6 +135,13 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="ImageFolder eval set to check for leaks (repeatable)",
     )
+    build.add_argument(
+        "--near-dup-radius",
+        type=int,
+        metavar="BITS",
+        help="cluster images whose 64-bit phashes differ in at most BITS bits; "
+        "keep the largest of each cluster (default: exact duplicates only)",
+    )
     run = build.add_argument_group("execution")
     run.add_argument(
         "--stage",

@@ -25,7 +25,7 @@ _BUILD_KEYS = (
     "per_host_concurrency", "per_host_rps", "timeout_s", "contact_url", "per_query_cap", "seed",
     "eval_set", "executor", "ray_address", "languages", "min_words", "max_words", "text_model",
     "min_text_score", "image_size", "resize_mode", "encode_format", "encode_quality", "min_size",
-    "max_aspect_ratio", "max_image_bytes", "max_image_pixels", "shard_size", "webdataset", "no_fetch",
+    "max_aspect_ratio", "max_image_bytes", "max_image_pixels", "shard_size", "webdataset", "no_fetch", "near_dup_radius",
 )  # fmt: skip
 
 

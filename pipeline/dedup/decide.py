@@ -1,7 +1,11 @@
-"""One dedup decision over the pending rows of a run: eval leaks first, then near-duplicates.
+"""The dedup decisions over the pending rows of a run: eval leaks, exact duplicates, then
+near-duplicate clusters.
 
-Leaks go first because a leak must leave the dataset whatever else it is; near-duplicate
-clusters are then formed among the remaining rows, so no kept row points at a leak."""
+Leaks go first and over every row, exact duplicates included: a leak must leave the dataset
+whatever else it is, and overlap.parquet should count every copy. Near-duplicate clusters are
+formed among the rows that are neither leaks nor exact duplicates, so no kept row points at a
+leak, and an exact duplicate whose kept row became a near-duplicate points at the cluster's
+representative (never at a row that is itself dropped)."""
 
 from __future__ import annotations
 
@@ -40,21 +44,20 @@ class DedupConfig:
             )
 
 
-def decide(rows, eval_table=None, config: DedupConfig | None = None):
+def decide(rows, eval_table=None, config: DedupConfig | None = None, exact_dup_of=None):
     """Decisions for pending rows: (dict uid → row update, list of leaks.Leak).
 
     `rows`: a pyarrow table (or dict of lists) with uid, width, height, phash, phash256,
-    phash256_trim. An update holds `status` ('eval_leak' or config.status), `leak_of` or
-    `dup_of`, and `error` (a human-readable reason). Rows without an update stay as they are."""
-    import numpy as np
-
-    from pipeline.dedup.hashes import hex_to_codes
+    phash256_trim. `exact_dup_of`: uid → uid kept, for rows with the same bytes as an earlier
+    row (stages/dedup.py's exact_duplicates). An update holds `status` ('eval_leak', or
+    'duplicate' / config.status), `leak_of` or `dup_of`, and `error` (a readable reason).
+    Rows without an update stay as they are."""
     from pipeline.dedup.leaks import LEAK_RADIUS, LeakConfig, find_leaks
-    from pipeline.dedup.neardup import cluster_near_duplicates
 
     config = config or DedupConfig()
+    exact_dup_of = dict(exact_dup_of or {})
     col = rows.column if hasattr(rows, "column") else rows.__getitem__
-    uids = list(_pylist(col("uid")))
+    uids = _pylist(col("uid"))
     updates: dict[str, dict] = {}
     leaks = []
     if eval_table is not None and eval_table.num_rows:
@@ -69,25 +72,43 @@ def decide(rows, eval_table=None, config: DedupConfig | None = None):
                 "leak_of": leak.eval_id,
                 "error": f"copy of eval image {leak.eval_id} ({leak.distance}/256 bits apart)",
             }
+    for uid, kept in exact_dup_of.items():
+        if uid not in updates:
+            updates[uid] = {"status": DUPLICATE, "dup_of": kept, "error": "same bytes as dup_of"}
+    near: dict[str, dict] = {}
     if config.near_dup_radius is not None:
-        codes, valid = hex_to_codes(_pylist(col("phash")), 64)
-        widths = np.asarray([w or 0 for w in _pylist(col("width"))], dtype=np.float64)
-        heights = np.asarray([h or 0 for h in _pylist(col("height"))], dtype=np.float64)
-        keep = valid & np.asarray([u not in updates for u in uids], dtype=bool)
-        idx = np.flatnonzero(keep)
-        dup_of = cluster_near_duplicates(
-            [uids[i] for i in idx], codes[idx], (widths * heights)[idx],
-            config.near_dup_radius, config.near_dup_method,
-        )  # fmt: skip
-        for i, rep in zip(idx.tolist(), dup_of, strict=True):
-            if rep is not None:
-                updates[uids[i]] = {
-                    "status": config.status,
-                    "dup_of": rep,
-                    "error": f"near-duplicate of dup_of (phash within {config.near_dup_radius} bits)",
-                }
-    log.info("dedup: %d eval leaks, %d near-duplicates", len(leaks), len(updates) - len(leaks))
+        near = _near_duplicates(col, uids, set(updates), config)
+        updates.update(near)
+        # Exact duplicates of a row that became a near-duplicate follow it to its representative.
+        for update in updates.values():
+            if update.get("dup_of") in near:
+                update["dup_of"] = near[update["dup_of"]]["dup_of"]
+    log.info("dedup: %d eval leaks, %d exact and %d near duplicates",
+             len(leaks), len(updates) - len(leaks) - len(near), len(near))  # fmt: skip
     return updates, leaks
+
+
+def _near_duplicates(col, uids, excluded: set, config: DedupConfig) -> dict[str, dict]:
+    import numpy as np
+
+    from pipeline.dedup.hashes import hex_to_codes
+    from pipeline.dedup.neardup import cluster_near_duplicates
+
+    codes, valid = hex_to_codes(_pylist(col("phash")), 64)
+    widths = np.asarray([w or 0 for w in _pylist(col("width"))], dtype=np.float64)
+    heights = np.asarray([h or 0 for h in _pylist(col("height"))], dtype=np.float64)
+    keep = valid & np.asarray([u not in excluded for u in uids], dtype=bool)
+    idx = np.flatnonzero(keep)
+    dup_of = cluster_near_duplicates(
+        [uids[i] for i in idx], codes[idx], (widths * heights)[idx],
+        config.near_dup_radius, config.near_dup_method,
+    )  # fmt: skip
+    reason = f"near-duplicate of dup_of (phash within {config.near_dup_radius} bits)"
+    return {
+        uids[i]: {"status": config.status, "dup_of": rep, "error": reason}
+        for i, rep in zip(idx.tolist(), dup_of, strict=True)
+        if rep is not None
+    }
 
 
 def _pylist(values) -> list:

@@ -143,7 +143,8 @@ def hash_eval_image(eval_set: str, class_name: str, file: str, path: Path) -> di
         with Image.open(path) as image:
             image.load()
             row.update(eval_hashes(image))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as exc:  # fmt: skip
         log.warning("eval image %s cannot be read: %s", path, exc)
         row["error"] = f"cannot decode image: {exc}"
     return row
@@ -177,3 +178,39 @@ def hash_eval_sets(dirs, executor_map=map):
 
 def _hash_one(item) -> dict:
     return hash_eval_image(*item)
+
+
+def _fingerprint(dirs) -> str:
+    """Digest of every eval image's path, size and mtime, and of the hashing code's settings."""
+    import hashlib
+    import json
+
+    from pipeline.dedup import hashes
+
+    items = []
+    for directory in dirs:
+        for name, cls, file, path in list_eval_images(directory):
+            stat = path.stat()
+            items.append([name, cls, file, str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    settings = [hashes.WORK_SIDE, hashes.TRIM_REL_TOL, hashes.TRIM_ROW_FRACTION, CROP_FRACTION]
+    text = json.dumps([items, settings])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def hash_eval_sets_cached(dirs, cache_path, executor_map=map):
+    """hash_eval_sets, stored at `cache_path` (Parquet) and reused while the eval images (path,
+    size, mtime) and the hash settings are the same: a rerun does not hash them again."""
+    import pyarrow.parquet as pq
+
+    from manifests.layout import write_parquet_atomic
+
+    cache_path = Path(cache_path)
+    fingerprint = _fingerprint(dirs)
+    if cache_path.exists():
+        cached = pq.read_table(cache_path)
+        meta = cached.schema.metadata or {}
+        if meta.get(b"fingerprint", b"").decode() == fingerprint:
+            return cached.replace_schema_metadata(None)
+    table = hash_eval_sets(dirs, executor_map)
+    write_parquet_atomic(table.replace_schema_metadata({"fingerprint": fingerprint}), cache_path)
+    return table

@@ -57,17 +57,22 @@ def _chunk_ranges(m: int) -> tuple[tuple[int, int], ...]:
 @functools.lru_cache(maxsize=64)
 def _covering(m: int, e: int, k: int) -> tuple[tuple[int, ...], ...]:
     """Greedy family of k-subsets of range(m) such that every e-subset contains one of them."""
-    targets = list(itertools.combinations(range(m), e))
     cands = list(itertools.combinations(range(m), k))
+    if k == e:
+        return tuple(cands)  # every e-subset is its own key
+    targets = list(itertools.combinations(range(m), e))
     tmask = np.array([sum(1 << i for i in t) for t in targets], dtype=np.int64)
     cmask = np.array([sum(1 << i for i in c) for c in cands], dtype=np.int64)
     contains = (cmask[:, None] & tmask[None, :]) == cmask[:, None]  # cand ⊆ target
+    gains = contains.sum(axis=1)  # targets each candidate would newly cover
     uncovered = np.ones(len(targets), dtype=bool)
     chosen = []
     while uncovered.any():
-        best = int(contains[:, uncovered].sum(axis=1).argmax())
+        best = int(gains.argmax())
         chosen.append(cands[best])
-        uncovered &= ~contains[best]
+        newly = contains[best] & uncovered
+        uncovered &= ~newly
+        gains -= contains[:, newly].sum(axis=1)
     return tuple(chosen)
 
 
@@ -75,15 +80,14 @@ def _covering(m: int, e: int, k: int) -> tuple[tuple[int, ...], ...]:
 def join_plan(radius: int, n: int) -> JoinPlan:
     """The cheapest exact sortjoin plan for `n` hashes and `radius`, by a simple cost model:
     per key, one sort of n items plus a check of the expected n²/2^(bits+1) random collisions."""
-    if radius == 0:
-        return JoinPlan(chunks=((0, 64),), keys=((0,),))
     index_bits = max(1, math.ceil(math.log2(max(n, 2))))
     best = None
     for m in range(radius + 1, 17):
         e = m - radius
         for k in range(1, e + 1):
             bits = k * 64 / m
-            if bits + index_bits > 64 or math.comb(m, k) * math.comb(m, e) > 4_000_000:
+            widest = k * -(-64 // m)  # bits of the widest key: it is packed with an index
+            if widest + index_bits > 64 or math.comb(m, k) * math.comb(m, e) > 4_000_000:
                 continue
             if best is not None and 2.0 * n * math.comb(m, k) / math.comb(e, k) >= best[0]:
                 continue  # even a perfect covering would cost more than the best so far

@@ -1,8 +1,10 @@
-"""Stage `dedup`: exact duplicates by sha256 of the fetched bytes, across the whole run.
+"""Stage `dedup`: exact duplicates, eval-set leaks and near-duplicate clusters, across the run.
 
-Global (DuckDB over every part): among rows still `pending`, the first occurrence of each sha256
-in source order is kept; the others become `duplicate` with `dup_of` = the kept uid. Near-duplicate
-clusters and eval-set leaks (pipeline.dedup) decide in the same pass when they are enabled."""
+Global, over every row still `pending` (pipeline.dedup.decide): exact duplicates by sha256 of the
+fetched bytes (the first in source order is kept, the others become `duplicate` with `dup_of`);
+copies of an `--eval-set` image become `eval_leak` with `leak_of` = "<set>/<class>/<file>", and
+DIR/overlap.parquet marks every eval image that has a copy; with `--near-dup-radius N`, clusters
+of phashes within N bits keep their largest image and the rest become `duplicate`."""
 
 import time
 
@@ -14,17 +16,22 @@ STAGE = "dedup"
 
 
 def _pending_rows(layout: DatasetLayout, previous: str, parts: list[str]):
-    """(part, row, uid, sha256, ...) of every pending row, in source order, as a pyarrow table."""
+    """Every pending row in source order with its hashes; width/height are the original size,
+    which picks a cluster's representative (the largest image)."""
     import duckdb
 
-    files = [str(layout.stage_dir(previous) / f"{p}.parquet") for p in parts]
-    file_list = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    def files(pattern: str) -> str:
+        paths = [str(layout.stage_dir(previous) / pattern.format(p)) for p in parts]
+        return ", ".join("'" + f.replace("'", "''") + "'" for f in paths)
+
     con = duckdb.connect(":memory:")
     return con.sql(
-        f"""SELECT parse_filename(filename, true) AS part, file_row_number AS row, uid, sha256,
-                   phash, width, height, original_width, original_height
-            FROM read_parquet([{file_list}], filename = true, file_row_number = true)
-            WHERE status = '{schema.PENDING}' ORDER BY part, row"""
+        f"""SELECT s.uid, s.sha256, s.phash, s.original_width AS width,
+                   s.original_height AS height, i.phash256, i.phash256_trim
+            FROM read_parquet([{files("{}.parquet")}], filename = true, file_row_number = true) s
+            JOIN read_parquet([{files("{}.images.parquet")}]) i USING (uid)
+            WHERE s.status = '{schema.PENDING}'
+            ORDER BY parse_filename(s.filename, true), s.file_row_number"""
     ).to_arrow_table()
 
 
@@ -40,7 +47,25 @@ def exact_duplicates(uids: list[str], digests: list[str]) -> dict[str, str]:
     return dup_of
 
 
-def run_dedup(layout: DatasetLayout, parts: list[str], previous: str) -> None:
+def _decisions(layout: DatasetLayout, parts, previous: str, eval_sets, radius) -> dict:
+    from pipeline.dedup.decide import DedupConfig, decide
+    from pipeline.dedup.evalsets import hash_eval_sets_cached
+    from pipeline.dedup.leaks import write_overlap
+
+    pending = _pending_rows(layout, previous, parts)
+    exact = exact_duplicates(pending["uid"].to_pylist(), pending["sha256"].to_pylist())
+    eval_table = None
+    if eval_sets:
+        cache = layout.stage_dir(STAGE) / "eval_hashes.parquet"
+        eval_table = hash_eval_sets_cached(eval_sets, cache)
+    updates, leaks = decide(pending, eval_table, DedupConfig(near_dup_radius=radius), exact)
+    if eval_table is not None:
+        write_overlap(layout.root / "overlap.parquet", eval_table, leaks)
+    return updates
+
+
+def run_dedup(layout: DatasetLayout, parts: list[str], previous: str,
+              eval_sets: list[str] = (), near_dup_radius: int | None = None) -> None:  # fmt: skip
     import pyarrow as pa
 
     run = StageRun(layout, STAGE)
@@ -48,8 +73,7 @@ def run_dedup(layout: DatasetLayout, parts: list[str], previous: str) -> None:
         run.finish(parts)
         return
     started = time.perf_counter()
-    pending = _pending_rows(layout, previous, parts)
-    dup_of = exact_duplicates(pending["uid"].to_pylist(), pending["sha256"].to_pylist())
+    updates = _decisions(layout, parts, previous, list(eval_sets), near_dup_radius)
     seconds = (time.perf_counter() - started) / max(1, len(parts))
     for part in parts:
         rows = read_samples_part(layout, previous, part).to_pylist()
@@ -58,11 +82,10 @@ def run_dedup(layout: DatasetLayout, parts: list[str], previous: str) -> None:
             if row["status"] != schema.PENDING:
                 continue
             stats.rows_in += 1
-            if row["uid"] in dup_of:
-                row.update(
-                    status="duplicate", dup_of=dup_of[row["uid"]], error="same bytes as dup_of"
-                )
-                stats.drop("duplicate")
+            update = updates.get(row["uid"])
+            if update:
+                row.update(update)
+                stats.drop(update["status"])
             else:
                 stats.rows_out += 1
         table = pa.Table.from_pylist(rows, schema=schema.SAMPLES)

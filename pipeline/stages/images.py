@@ -17,12 +17,16 @@ from pipeline.stages.base import PartStats, StageRun, read_samples_part
 
 STAGE = "images"
 # Fetch statuses that are manifest statuses as they are; anything else is `fetch_failed`.
+# work/images/<part>.images.parquet: what later stages need of a kept image beyond its manifest row
+IMAGE_COLUMNS = {"uid": "string", "image": "binary", "exif": "string", "phash256": "string",
+                 "phash256_trim": "string"}  # fmt: skip
 MAX_QUEUED = 32  # fetched image bodies waiting to be resized, per task (memory bound)
 FETCH_STATUSES = {"robots_disallowed", "blocked_address", "too_large", "fetch_failed"}
 
 
 def _outcome(result, image_config, user_agent_token: str) -> dict:
     """One FetchResult → the columns of its samples row (plus `image` bytes when kept)."""
+    from pipeline.dedup.hashes import image_hashes_from_bytes
     from pipeline.images.process import process_image
     from pipeline.net.robots import x_robots_opt_out
 
@@ -44,14 +48,10 @@ def _outcome(result, image_config, user_agent_token: str) -> dict:
     if image.kept:
         row["image"] = image.image
         row["exif"] = image.exif
-        row.update(_hashes(image.pil_image()))
+        # Perceptual hashes of the encoded output (JPEGs decode at reduced scale for this):
+        # phash goes to the manifest, the 256-bit ones serve the leak check (pipeline.dedup).
+        row.update(image_hashes_from_bytes(image.image))
     return row
-
-
-def _hashes(pil_image) -> dict:
-    import imagehash
-
-    return {"phash": str(imagehash.phash(pil_image))}
 
 
 async def _fetch_part(urls: list[str], fetch_config, image_config, resolver) -> list[dict]:
@@ -91,23 +91,19 @@ def fetch_images_part(task: dict) -> dict:
             [rows[i]["url"] for i in todo], task["fetch"], task["image"], task.get("resolver")
         )
     )
-    images = {"uid": [], "image": [], "exif": []}
+    images = {name: [] for name in IMAGE_COLUMNS}
     stats = PartStats(rows_in=len(todo))
     for i, outcome in zip(todo, outcomes, strict=True):
-        image, exif = outcome.pop("image", None), outcome.pop("exif", None)
+        stored = {name: outcome.pop(name, None) for name in list(IMAGE_COLUMNS)[1:]}
         rows[i].update(outcome)
-        if image is not None:
-            images["uid"].append(rows[i]["uid"])
-            images["image"].append(image)
-            images["exif"].append(exif)
+        if stored["image"] is not None:
+            for name, value in (("uid", rows[i]["uid"]), *stored.items()):
+                images[name].append(value)
         else:
             stats.drop(outcome["status"])
     stats.rows_out = len(images["uid"])
     run = StageRun(layout, STAGE)
-    image_table = pa.table(
-        images,
-        schema=pa.schema([("uid", pa.string()), ("image", pa.binary()), ("exif", pa.string())]),
-    )
+    image_table = pa.table(images, schema=pa.schema([(n, IMAGE_COLUMNS[n]) for n in IMAGE_COLUMNS]))
     # Images first, rows second, marker last: a crash in between redoes the part, never half of it.
     write_parquet_atomic(
         image_table, run.dir / f"{task['part']}.images.parquet", row_group_size=1000
