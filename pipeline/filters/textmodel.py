@@ -205,7 +205,7 @@ def train_text_model(
     out_path: str | os.PathLike,
     *,
     epochs: int = 25,
-    lr: float = 0.5,
+    lr: float = 0.2,  # 0.5 sometimes diverged (NaN) on small labelled files
     word_ngrams: int = 2,
     dim: int = 50,
     char_ngrams: tuple[int, int] = (0, 0),
@@ -324,7 +324,7 @@ def add_textmodel_train_arguments(parser) -> None:
     parser.add_argument("--input", required=True, metavar="FILE", help="labelled file")
     parser.add_argument("--out", required=True, metavar="MODEL.bin")
     parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--lr", type=float, default=0.5)
+    parser.add_argument("--lr", type=float, default=0.2)
     parser.add_argument("--word-ngrams", type=int, default=2)
     parser.add_argument("--dim", type=int, default=50)
     parser.add_argument(

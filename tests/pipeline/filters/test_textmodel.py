@@ -21,7 +21,7 @@ COLOURS = ["brown", "white", "black", "red", "grey", "spotted", "striped", "smal
 PLACES = ["on the beach", "in the snow", "in a green field", "under a tree", "by the river"]
 SPAM = ["buy now", "cheap", "discount", "free shipping", "best price", "click", "order today"]
 SPAM += ["sale", "deal", "limited offer"]
-FAST = {"epochs": 20, "dim": 16, "bucket": 20_000, "threads": 1, "lr": 0.5}
+FAST = {"epochs": 30, "dim": 16, "bucket": 20_000, "threads": 1, "lr": 0.2}
 
 
 def good(rng):
