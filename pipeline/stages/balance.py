@@ -10,7 +10,7 @@ from pathlib import Path
 
 from manifests import schema
 from manifests.layout import DatasetLayout, write_parquet_atomic
-from pipeline.stages.base import PartStats, StageRun
+from pipeline.stages.base import PartStats, StageRun, run_parts
 
 STAGE = "balance"
 
@@ -81,17 +81,8 @@ def balance_part(task: dict) -> dict:
 
 def run_balance(layout: DatasetLayout, parts: list[str], cap: int | None, seed: int, executor):
     """Balance with `cap` per query; `cap=None` (no query list) keeps every unique pair."""
-    from tqdm import tqdm
-
     run = StageRun(layout, STAGE)
     if not run.is_done("global"):
         _global_tables(layout, parts)
         run.mark_done("global", PartStats())
-    todo = [
-        {"root": str(layout.root), "part": p, "cap": cap, "seed": seed}
-        for p in parts
-        if not run.is_done(p)
-    ]
-    for _ in tqdm(executor.map(balance_part, todo), total=len(todo), desc="balance", leave=False):
-        pass
-    run.finish(parts)
+    run_parts(layout, STAGE, parts, executor, balance_part, cap=cap, seed=seed)

@@ -112,6 +112,22 @@ class StageRun:
         return record
 
 
+def run_parts(layout: DatasetLayout, stage: str, parts: list[str], executor, task_fn, **shared):
+    """Run `task_fn({"root", "part", **shared})` for every part of `stage` without a marker
+    (as Ray tasks or in-process, by `executor`), with a progress bar; then total the stage."""
+    from tqdm import tqdm
+
+    run = StageRun(layout, stage)
+    todo = [
+        {"root": str(layout.root), "part": part, **shared}
+        for part in parts
+        if not run.is_done(part)
+    ]
+    for _ in tqdm(executor.map(task_fn, todo), total=len(todo), desc=stage, leave=False):
+        pass
+    run.finish(parts)
+
+
 _marked: Counter = Counter()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from manifests import schema
 from manifests.layout import DatasetLayout, write_parquet_atomic
-from pipeline.stages.base import PartStats, StageRun, read_samples_part
+from pipeline.stages.base import PartStats, StageRun, read_samples_part, run_parts
 
 STAGE = "images"
 # Fetch statuses that are manifest statuses as they are; anything else is `fetch_failed`.
@@ -117,17 +117,5 @@ def fetch_images_part(task: dict) -> dict:
 
 
 def run_images(layout, parts, previous: str, fetch_config, image_config, executor, resolver=None):
-    from tqdm import tqdm
-
-    run = StageRun(layout, STAGE)
-    todo = [
-        {"root": str(layout.root), "part": p, "previous": previous, "fetch": fetch_config,
-         "image": image_config, "resolver": resolver}
-        for p in parts
-        if not run.is_done(p)
-    ]  # fmt: skip
-    for _ in tqdm(
-        executor.map(fetch_images_part, todo), total=len(todo), desc="images", leave=False
-    ):
-        pass
-    run.finish(parts)
+    run_parts(layout, STAGE, parts, executor, fetch_images_part, previous=previous,
+              fetch=fetch_config, image=image_config, resolver=resolver)  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from manifests.layout import DatasetLayout, write_parquet_atomic
 from manifests.schema import sample_uid
-from pipeline.stages.base import PartStats, StageRun
+from pipeline.stages.base import PartStats, StageRun, run_parts
 
 STAGE = "match"
 _MATCHERS: dict[tuple, object] = {}  # per worker process: (path, mtime, size) → QueryMatcher
@@ -50,17 +50,7 @@ def match_part(task: dict) -> dict:
 
 
 def run_match(query_list: str | None, layout: DatasetLayout, parts: list[str], executor) -> None:
-    from tqdm import tqdm
-
-    run = StageRun(layout, STAGE)
     query_list = str(Path(query_list).resolve()) if query_list else None
     if query_list:
         _matcher(query_list)  # fail here, with a clear message, on a bad list; not in a task
-    todo = [
-        {"root": str(layout.root), "part": p, "query_list": query_list}
-        for p in parts
-        if not run.is_done(p)
-    ]
-    for _ in tqdm(executor.map(match_part, todo), total=len(todo), desc="match", leave=False):
-        pass
-    run.finish(parts)
+    run_parts(layout, STAGE, parts, executor, match_part, query_list=query_list)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from manifests import schema
 from manifests.layout import DatasetLayout, write_parquet_atomic
-from pipeline.stages.base import PartStats, StageRun, read_samples_part
+from pipeline.stages.base import PartStats, StageRun, read_samples_part, run_parts
 
 STAGE = "text"
 
@@ -43,14 +43,4 @@ def filter_part(task: dict) -> dict:
 
 
 def run_text(layout, parts: list[str], previous: str, config, executor) -> None:
-    from tqdm import tqdm
-
-    run = StageRun(layout, STAGE)
-    todo = [
-        {"root": str(layout.root), "part": p, "previous": previous, "config": config}
-        for p in parts
-        if not run.is_done(p)
-    ]
-    for _ in tqdm(executor.map(filter_part, todo), total=len(todo), desc="text", leave=False):
-        pass
-    run.finish(parts)
+    run_parts(layout, STAGE, parts, executor, filter_part, previous=previous, config=config)
