@@ -236,11 +236,12 @@ def train_text_model(
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("".join(f"{_PREFIX}{lab} {txt}\n" for txt, lab in train), "utf-8")
-        model = fasttext.train_supervised(
-            input=str(train_file), epoch=epochs, lr=lr, wordNgrams=word_ngrams, dim=dim,
+        options = dict(
+            input=str(train_file), epoch=epochs, wordNgrams=word_ngrams, dim=dim,
             minn=char_ngrams[0], maxn=char_ngrams[1], bucket=bucket, minCount=1, loss="softmax",
             seed=seed, thread=threads or os.cpu_count() or 1, verbose=0,
         )  # fmt: skip
+        model = _train_supervised(fasttext, options, lr)
         partial = Path(tmp) / "model.bin"
         model.save_model(str(partial))
         os.replace(partial, out_path)
@@ -269,6 +270,22 @@ def _trained_positive_label(model_path: str | os.PathLike) -> str | None:
         return json.loads(_sidecar(model_path).read_text("utf-8")).get("positive_label")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _train_supervised(fasttext, options: dict, lr: float, attempts: int = 4):
+    """fastText's SGD sometimes diverges on a small file ("Encountered NaN"): try again with
+    half the learning rate, a few times, rather than fail the user's command."""
+    for attempt in range(attempts):
+        try:
+            return fasttext.train_supervised(lr=lr, **options)
+        except RuntimeError as exc:
+            if "NaN" not in str(exc) or attempt == attempts - 1:
+                raise TextModelError(
+                    f"fastText training failed: {exc} (try a lower --lr)"
+                ) from None
+            log.warning("fastText diverged at lr %g; retrying at %g", lr, lr / 2)
+            lr /= 2
+    raise AssertionError("unreachable")
 
 
 def _positive_probs(model, texts: list[str], positive: str) -> list[float]:
