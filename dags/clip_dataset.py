@@ -1,7 +1,10 @@
 """`clip_dataset`: build a CLIP dataset with `pipeline build`, one Airflow task per stage.
 
-    crawl >> match_and_balance >> filter_captions >> fetch_images >> dedup_and_leaks >> shard
-          >> report
+    crawl >> match_and_balance >> filter_captions >> fetch_images >> dedup_and_leaks
+          >> clip_filter >> shard >> report
+
+`clip_filter` scores pairs with `build_options.clip_model` (and drops by min_clip_score or
+clip_top_fraction, SemDeDup with semdedup_eps); without a clip model it does nothing.
 
 Each task runs `pipeline.build.run_build(config, stages=[...])` (what `pipeline build --stage
 NAME` runs) on the dataset folder `out` and returns that folder's path; the data never passes
@@ -72,6 +75,7 @@ with DAG(
         ("filter_captions", ("text",)),
         ("fetch_images", ("images",)),
         ("dedup_and_leaks", ("dedup",)),
+        ("clip_filter", ("clip",)),  # a no-op without build_options.clip_model
         ("shard", ("shards",)),
     ):
         current = _stage_task(task_id, stages)()

@@ -1,5 +1,6 @@
 """DuckDB access to a dataset: `open(dir)` gives a connection with the views `samples`, `pages`,
-`shards` and `stats`, and `subset_sql(name)` the SELECT of a named subset."""
+`shards`, `stats` (and `embeddings` after `pipeline embed`), and `subset_sql(name)` the SELECT
+of a named subset."""
 
 import builtins
 import json
@@ -115,6 +116,24 @@ def _shards_view(con, shards_dir: Path) -> None:
     con.execute("CREATE OR REPLACE VIEW shards AS SELECT * FROM _shards_arrow")
 
 
+def _embeddings_view(con, folder: Path) -> None:
+    """`embeddings` (uid, shard, shard_row, clip_score, image, text) when `pipeline embed` ran;
+    then `samples.clip_score` falls back to it where the build did not score the row."""
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return
+    file_list = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    con.execute(f"CREATE OR REPLACE VIEW embeddings AS SELECT * FROM read_parquet([{file_list}])")
+    con.execute("ALTER VIEW samples RENAME TO _samples_manifest")
+    con.execute(
+        "CREATE OR REPLACE VIEW samples AS "
+        "SELECT s.* REPLACE (coalesce(s.clip_score, e.clip_score) AS clip_score) "
+        "FROM _samples_manifest s LEFT JOIN "
+        "(SELECT uid, any_value(clip_score) AS clip_score FROM embeddings GROUP BY uid) e "
+        "ON s.uid = e.uid"
+    )
+
+
 def open(dataset_dir, read_only: bool = True):  # noqa: A001 - the contract names it open()
     """A DuckDB connection over a dataset folder with views samples, pages, shards, stats."""
     import duckdb
@@ -129,6 +148,7 @@ def open(dataset_dir, read_only: bool = True):  # noqa: A001 - the contract name
         )
     con = duckdb.connect(":memory:")
     _parquet_view(con, "samples", layout.samples, schema.SAMPLES)
+    _embeddings_view(con, layout.root / "embeddings")
     _parquet_view(con, "pages", layout.pages, schema.PAGES)
     _stats_table(con, layout.stats)
     _shards_view(con, layout.shards)

@@ -56,7 +56,12 @@ def check_run_json(layout: DatasetLayout, config: BuildConfig) -> None:
 
 # Stages in order. `pipeline build --stage NAME` (and the Airflow DAG) runs them one at a time;
 # each resumes from its markers, so running a finished stage again does nothing.
-STAGES = ("sources", "match", "balance", "text", "images", "dedup", "shards")
+# `clip` only works with --clip-model; without one it is skipped and shards read dedup's rows.
+STAGES = ("sources", "match", "balance", "text", "images", "dedup", "clip", "shards")
+
+
+def _before_shards(config: BuildConfig) -> str:
+    return "clip" if config.clip_model else "dedup"
 
 
 def _parts(layout: DatasetLayout) -> list[str]:
@@ -67,7 +72,7 @@ def _parts(layout: DatasetLayout) -> list[str]:
 
 
 def _run_stage(stage: str, config: BuildConfig, layout: DatasetLayout, executor, resolver) -> None:
-    from pipeline.stages import balance, dedup, images, match, shards, sources, text
+    from pipeline.stages import balance, clip, dedup, images, match, shards, sources, text
 
     if stage == "sources":
         parts = sources.run_sources(config, layout, executor, resolver)
@@ -86,9 +91,14 @@ def _run_stage(stage: str, config: BuildConfig, layout: DatasetLayout, executor,
         images.run_images(layout, parts, "text", fetch, config.image_config(), executor, resolver)
     elif stage == "dedup":
         dedup.run_dedup(layout, parts, "images", config.eval_set, config.near_dup_radius)
+    elif stage == "clip":
+        if config.clip_model:
+            clip.run_clip(config, layout, parts, "dedup")
+        else:
+            log.info("stage clip: no --clip-model, nothing to do")
     elif stage == "shards":
-        shards.run_shards(layout, parts, "dedup", config.shard_size, config.encode_format,
-                          config.webdataset, executor)  # fmt: skip
+        shards.run_shards(layout, parts, _before_shards(config), config.shard_size,
+                          config.encode_format, config.webdataset, executor)  # fmt: skip
 
 
 def run_build(config: BuildConfig, resolver=None, stages: list[str] | None = None) -> DatasetLayout:
@@ -108,6 +118,10 @@ def run_build(config: BuildConfig, resolver=None, stages: list[str] | None = Non
     if config.query_list and not os.path.isfile(config.query_list):
         raise ConfigError(f"query list {config.query_list} does not exist")
     config.text_filter_config(), config.image_config()  # validate before any work
+    if config.clip_model and not config.no_fetch and (stages is None or "clip" in stages):
+        from pipeline.embed.encode import load_model
+
+        load_model(config.clip_model, config.device)  # a bad checkpoint fails now, not hours later
     executor = make_executor(ExecutorConfig(config.executor, config.ray_address))
     try:
         for stage in wanted:

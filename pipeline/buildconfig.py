@@ -55,6 +55,17 @@ class BuildConfig:
     # eval-set images (ImageFolder dirs) become eval_leak; near-dup clusters when a radius is set.
     eval_set: list[str] = field(default_factory=list)
     near_dup_radius: int | None = None  # bits of the 64-bit phash; None: no near-dup clustering
+    # Model-based curation (pipeline.stages.clip), after exact dedup: a trainer checkpoint scores
+    # every pending pair by the cosine of its image and caption embeddings (`clip_score`). Drops:
+    # below min_clip_score (LAION kept ViT-B/32 >= 0.28), or outside the best clip_top_fraction
+    # (DataComp's best baselines keep 0.3). Neither: score only. semdedup_eps: SemDeDup within
+    # k-means clusters, cosine > 1 - eps is a semantic_duplicate (the paper's eps: 0.01-0.1).
+    clip_model: str | None = None
+    min_clip_score: float | None = None
+    clip_top_fraction: float | None = None
+    semdedup_eps: float | None = None
+    clip_batch_size: int = 256
+    device: str = "auto"  # the scoring model's device: auto (cuda when present) | cpu | cuda
     # Execution: Ray tasks on a local runtime by default, a cluster with ray_address.
     executor: str = "ray"
     ray_address: str | None = None
@@ -87,6 +98,30 @@ class BuildConfig:
             raise ConfigError(f"near-dup-radius must be 0..16 bits, not {self.near_dup_radius}")
         if self.timeout_s <= 0 or self.per_host_rps < 0:
             raise ConfigError("timeout must be > 0 and per-host-rps >= 0")
+        self._check_clip_options()
+
+    def _check_clip_options(self) -> None:
+        wanted = [n for n in ("min_clip_score", "clip_top_fraction", "semdedup_eps")
+                  if getattr(self, n) is not None]  # fmt: skip
+        if self.clip_model is None:
+            if wanted:
+                flags = ", ".join("--" + n.replace("_", "-") for n in wanted)
+                raise ConfigError(f"{flags} need(s) --clip-model CHECKPOINT")
+            return
+        if not os.path.isfile(self.clip_model):
+            raise ConfigError(f"clip model {self.clip_model} is not a file (a trainer checkpoint)")
+        if self.min_clip_score is not None and self.clip_top_fraction is not None:
+            raise ConfigError("give --min-clip-score or --clip-top-fraction, not both")
+        if self.min_clip_score is not None and not -1.0 <= self.min_clip_score <= 1.0:
+            raise ConfigError(f"min-clip-score is a cosine in [-1, 1], not {self.min_clip_score}")
+        if self.clip_top_fraction is not None and not 0.0 < self.clip_top_fraction <= 1.0:
+            raise ConfigError(f"clip-top-fraction must be in (0, 1], not {self.clip_top_fraction}")
+        if self.semdedup_eps is not None and not 0.0 < self.semdedup_eps < 1.0:
+            raise ConfigError(f"semdedup-eps must be in (0, 1), not {self.semdedup_eps}")
+        if self.clip_batch_size < 1:
+            raise ConfigError(f"clip-batch-size must be positive, not {self.clip_batch_size}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
 
     @property
     def source_kind(self) -> str:
@@ -101,6 +136,8 @@ class BuildConfig:
         "per_host_rps",
         "timeout_s",
         "no_fetch",
+        "clip_batch_size",
+        "device",
     )
 
     def text_filter_config(self):

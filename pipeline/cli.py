@@ -69,10 +69,6 @@ def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _comma_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
 def _add_filter_args(build: argparse.ArgumentParser) -> None:
     text = build.add_argument_group("caption filters (before any image is fetched)")
     text.add_argument(
@@ -111,6 +107,62 @@ def _add_filter_args(build: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_clip_args(build: argparse.ArgumentParser) -> None:
+    clip = build.add_argument_group("model-based curation (after exact dedup)")
+    clip.add_argument(
+        "--clip-model",
+        metavar="CKPT",
+        help="trainer checkpoint that scores every pair (clip_score: cosine of image and caption)",
+    )
+    which = clip.add_mutually_exclusive_group()
+    which.add_argument(
+        "--min-clip-score", type=float, metavar="X", help="drop pairs scoring below X (LAION: 0.28)"
+    )
+    which.add_argument(
+        "--clip-top-fraction",
+        type=float,
+        metavar="F",
+        help="keep the best-scored fraction F of pairs (DataComp: 0.3)",
+    )
+    clip.add_argument(
+        "--semdedup-eps",
+        type=float,
+        metavar="EPS",
+        help="SemDeDup: image embeddings with cosine > 1-EPS in a k-means cluster are "
+        "semantic_duplicate (off by default; the paper uses 0.01-0.1)",
+    )
+    clip.add_argument("--clip-batch-size", type=int, default=256)
+    clip.add_argument(
+        "--device", default="auto", help="scoring device: auto (cuda when present), cpu, cuda"
+    )
+
+
+def _add_embed_search(sub) -> None:
+    embed = sub.add_parser("embed", help="image and caption embeddings of DIR's shards + an index")
+    embed.add_argument("dir", metavar="DIR")
+    embed.add_argument("--checkpoint", required=True, metavar="CKPT", help="trainer checkpoint")
+    embed.add_argument("--batch-size", type=int, default=256)
+    embed.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
+    embed.add_argument(
+        "--overwrite", action="store_true", help="replace embeddings of another checkpoint"
+    )
+    embed.add_argument(
+        "--recall-target",
+        type=float,
+        default=0.95,
+        help="tune an approximate index until recall@10 vs flat search reaches this",
+    )
+    search = sub.add_parser("search", help="text or image query -> the closest kept samples")
+    search.add_argument("dir", metavar="DIR")
+    search.add_argument("text", nargs="?", metavar="TEXT", help="text query, e.g. 'a red apple'")
+    search.add_argument("--image", metavar="FILE", help="image query instead of text")
+    search.add_argument("-k", type=int, default=20, help="results (default 20)")
+    search.add_argument("--html", metavar="FILE", help="also write an HTML page with thumbnails")
+    search.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    search.add_argument("--checkpoint", metavar="CKPT", help="default: the one `embed` used")
+    search.add_argument("--device", default="auto")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline", description="Build CLIP-style (image, alt-text) datasets from the web."
@@ -142,6 +194,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="cluster images whose 64-bit phashes differ in at most BITS bits; "
         "keep the largest of each cluster (default: exact duplicates only)",
     )
+    _add_clip_args(build)
     run = build.add_argument_group("execution")
     run.add_argument(
         "--stage",
@@ -149,7 +202,7 @@ def _build_parser() -> argparse.ArgumentParser:
         dest="stages",
         metavar="NAME",
         help="run only this stage (repeatable): sources, match, balance, text, "
-        "images, dedup, shards; each resumes from its markers",
+        "images, dedup, clip, shards; each resumes from its markers",
     )
     run.add_argument(
         "--executor",
@@ -175,6 +228,8 @@ def _build_parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.add_argument("--subsets", action="store_true", help="list the named subsets")
     query.add_argument("--limit", type=int, default=1000, help="rows printed as a table at most")
+
+    _add_embed_search(sub)
 
     report = sub.add_parser("report", help="write DIR/report.html: funnel, histograms, samples")
     report.add_argument("dir", metavar="DIR")

@@ -26,6 +26,7 @@ _BUILD_KEYS = (
     "eval_set", "executor", "ray_address", "languages", "min_words", "max_words", "text_model",
     "min_text_score", "image_size", "resize_mode", "encode_format", "encode_quality", "min_size",
     "max_aspect_ratio", "max_image_bytes", "max_image_pixels", "shard_size", "webdataset", "no_fetch", "near_dup_radius",
+    "clip_model", "min_clip_score", "clip_top_fraction", "semdedup_eps", "clip_batch_size", "device",
 )  # fmt: skip
 
 
@@ -167,3 +168,56 @@ def cmd_report(args) -> int:
     path = write_report(args.dir, out=args.out)
     print(f"wrote {path}")
     return 0
+
+
+def cmd_embed(args) -> int:
+    from pipeline.embed.run import run_embed
+
+    meta = run_embed(args.dir, args.checkpoint, device=args.device, batch_size=args.batch_size,
+                     overwrite=args.overwrite, recall_target=args.recall_target)  # fmt: skip
+    index = meta["index"]
+    recall = index.get("recall_at_10")
+    print(
+        f"embedded {meta['rows']:,} samples ({meta['model']}, dim {meta['dim']}) into "
+        f"{args.dir}/embeddings; index {index['kind']} ({index['factory']})"
+        + (f", recall@10 vs flat {recall:.3f}" if recall is not None else ", exact")
+    )
+    return 0
+
+
+def cmd_search(args) -> int:
+    import dataclasses
+
+    from pipeline.embed.search import search, write_html
+
+    hits = search(args.dir, text=args.text, image=args.image, k=args.k,
+                  checkpoint=args.checkpoint, device=args.device)  # fmt: skip
+    rows = [dataclasses.asdict(h) for h in hits]
+    if args.format == "table":
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{args.text or args.image}", title_justify="left")
+        for col in ("rank", "score", "caption", "url"):
+            table.add_column(col, overflow="fold", justify="right" if col != "caption" else "left")
+        for r in rows:
+            table.add_row(str(r["rank"]), f"{r['score']:.3f}", r["caption"] or "", r["url"] or "")
+        Console().print(table)
+    else:
+        _print_rows(rows, args.format)
+    if args.html:
+        path = write_html(args.dir, hits, args.text or f"image: {args.image}", args.html)
+        print(f"wrote {path}")
+    return 0
+
+
+def _print_rows(rows: list[dict], fmt: str) -> None:
+    import csv
+    import json
+
+    if fmt == "json":
+        print(json.dumps(rows, indent=1))
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["rank"])
+    writer.writeheader()
+    writer.writerows(rows)

@@ -232,3 +232,22 @@ def totals(con) -> dict:
         "shard_bytes": shard_bytes,
         "pages": pages,
     }
+
+
+def clip_scores(con, bins: int = 10) -> list[tuple[str, int, int]]:
+    """(score bin label, scored rows, kept rows) over equal-width bins from the lowest to the
+    highest score; [] when no row has a clip_score (no --clip-model, no `pipeline embed`)."""
+    low, high = con.execute("SELECT min(clip_score), max(clip_score) FROM samples").fetchone()
+    if low is None:
+        return []
+    width = max((high - low) / bins, 1e-6)
+    counts = con.execute(
+        f"""SELECT least(floor((clip_score - {low}) / {width}), {bins - 1})::INT AS b,
+                   count(*), count(*) FILTER (status = 'kept')
+            FROM samples WHERE clip_score IS NOT NULL GROUP BY 1 ORDER BY 1"""
+    ).fetchall()
+    found = {b: (n, k) for b, n, k in counts}
+    return [
+        (f"{low + b * width:.2f} to {low + (b + 1) * width:.2f}", *found.get(b, (0, 0)))
+        for b in range(bins)
+    ]

@@ -94,6 +94,7 @@ NAV = (
     ("languages", "Languages"),
     ("queries", "Query coverage"),
     ("sizes", "Image sizes"),
+    ("clip", "CLIP scores"),
     ("kept", "Kept samples"),
     ("dropped", "Dropped samples"),
     ("overlap", "Overlap"),
@@ -125,6 +126,7 @@ def render(dataset_dir, config: ReportConfig | None = None) -> str:
             r.languages(data.languages(con, kept_statuses, config.top_n), kept_label),
             r.coverage(data.coverage(con, kept_statuses, run, config.top_n), kept_label),
             r.sizes(data.sizes(con)),
+            r.clip_scores(data.clip_scores(con)),
             r.kept_grid(
                 thumbs.kept_samples(con, layout, config.kept_samples, config.thumb_px),
                 totals,
@@ -137,12 +139,13 @@ def render(dataset_dir, config: ReportConfig | None = None) -> str:
             ),
         ]
     else:
-        sections += [r.unpublished(anchor, title) for anchor, title in NAV[1:6]]
+        sections += [r.unpublished(a, t) for a, t in NAV[1:7] if a != "clip"]
     sections.append(r.overlap(overlap))
     nav = "".join(
         f'<a href="#{anchor}">{escape(title)}</a>'
         for anchor, title in NAV
-        if anchor != "overlap" or overlap is not None
+        if (anchor != "overlap" or overlap is not None)
+        and (anchor != "clip" or 'id="clip"' in "".join(sections))
     )
     title = escape(f"Dataset report: {layout.root.name}")
     return (

@@ -271,6 +271,21 @@ def sizes(sz: Sizes) -> str:
     return section("sizes", "Image sizes", row(bubbles, shorter + "<h3>Output sizes</h3>" + output))
 
 
+def clip_scores(histogram: list[tuple[str, int, int]]) -> str:
+    if not histogram:
+        return ""
+    chart = svg.hbar_chart(
+        [(label, total, kept) for label, total, kept in histogram],
+        title="clip_score (cosine of image and caption embeddings)",
+        inner_label="kept", outer_label="scored",
+    )  # fmt: skip
+    text = note(
+        "Scored by the build's --clip-model (rows it dropped are low_clip_score), or by "
+        "`pipeline embed` for kept rows the build did not score."
+    )
+    return section("clip", "CLIP scores", row(chart, text))
+
+
 def overlap(ov: Overlap | None) -> str:
     if ov is None:
         return ""

@@ -22,6 +22,7 @@ STAGE_ORDER = {
     "text": 35,
     "images": 40,
     "dedup": 50,
+    "clip": 55,
     "shards": 60,
 }
 

@@ -1,0 +1,1 @@
+"""Embeddings of kept samples, their FAISS index, search, and semantic dedup (SemDeDup)."""

@@ -1,0 +1,99 @@
+"""Image and caption embeddings of (image bytes, caption) pairs with a trainer checkpoint.
+
+The model, its tokenizer and its eval transform come from `trainer.evaluation.features` (the
+checkpoint format is open_clip's, so any checkpoint the trainer wrote works). Embeddings are
+L2-normalised float32 on CPU; the CLIP score of a pair is the cosine of its two embeddings, the
+number LAION thresholded (ViT-B/32 >= 0.28) and DataComp ranked by.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from pipeline.config import ConfigError
+
+log = logging.getLogger(__name__)
+CHUNK = 4096  # pairs embedded per progress-bar step (bounded memory: one chunk of decoded images)
+
+
+@dataclass
+class PairEmbeddings:
+    image: "object"  # np.float32 [N, D]; rows of unreadable images are NaN
+    text: "object"  # np.float32 [N, D]
+    score: "object"  # np.float32 [N]: cosine(image, text); NaN where the image is unreadable
+
+
+def load_model(checkpoint: str, device: str = "auto"):
+    """The checkpoint's model (trainer.evaluation.features.LoadedModel), errors as ConfigError."""
+    from trainer.evaluation.errors import EvalError
+    from trainer.evaluation.features import load_checkpoint, pick_device
+
+    try:
+        return load_checkpoint(checkpoint, device=pick_device(device))
+    except EvalError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def checkpoint_digest(path: str) -> str:
+    """sha256 of a checkpoint file: a model identity that survives renames and catches rewrites."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embed_texts(loaded, texts: list[str], batch_size: int = 256):
+    """np.float32 [len(texts), D], L2-normalised."""
+    import numpy as np
+
+    from trainer.evaluation.features import encode_texts
+
+    if not texts:
+        return np.zeros((0, _dim(loaded)), dtype=np.float32)
+    return encode_texts(loaded.model, loaded.tokenizer, texts, loaded.device, batch_size).numpy()
+
+
+def embed_images(loaded, images: list[bytes], batch_size: int = 256):
+    """np.float32 [len(images), D], L2-normalised; NaN rows for images that do not decode."""
+    import numpy as np
+
+    from trainer.evaluation.features import encode_images
+
+    out = np.full((len(images), _dim(loaded)), np.nan, dtype=np.float32)
+    if not images:
+        return out
+    feats, ok, bad = encode_images(
+        loaded.model, loaded.preprocess, images, loaded.device, batch_size=batch_size
+    )
+    if bad:
+        log.warning("%d of %d images could not be decoded for embedding", len(bad), len(images))
+    out[ok] = feats.numpy()
+    return out
+
+
+def embed_pairs(loaded, images: list[bytes], captions: list[str], batch_size: int = 256,
+                desc: str | None = None) -> PairEmbeddings:  # fmt: skip
+    """Both embeddings and the CLIP score of every pair, in chunks with a progress bar."""
+    import numpy as np
+    from tqdm import tqdm
+
+    if len(images) != len(captions):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    image_parts, text_parts = [], []
+    starts = range(0, len(images), CHUNK)
+    for start in tqdm(starts, desc=desc, disable=desc is None or len(starts) < 2, leave=False):
+        image_parts.append(embed_images(loaded, images[start : start + CHUNK], batch_size))
+        text_parts.append(embed_texts(loaded, captions[start : start + CHUNK], batch_size))
+    dim = _dim(loaded)
+    image = np.concatenate(image_parts) if image_parts else np.zeros((0, dim), np.float32)
+    text = np.concatenate(text_parts) if text_parts else np.zeros((0, dim), np.float32)
+    score = np.einsum("nd,nd->n", image, text).astype(np.float32)
+    return PairEmbeddings(image, text, score)
+
+
+def _dim(loaded) -> int:
+    import open_clip
+
+    return int(open_clip.get_model_config(loaded.name)["embed_dim"])

@@ -1,0 +1,107 @@
+"""`pipeline embed DIR --checkpoint CKPT`: image and caption embeddings of every shard row, and a
+FAISS index of the image embeddings (pipeline.embed.index picks its kind by size and measures its
+recall against flat search).
+
+Resumable: a shard whose embeddings file exists is not embedded again. Embedding with another
+checkpoint than the folder already holds is refused unless `overwrite` (the index would mix two
+models' spaces otherwise)."""
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from manifests.layout import DatasetLayout
+from pipeline.config import ConfigError
+from pipeline.embed import store
+
+log = logging.getLogger(__name__)
+
+
+def _shard_files(layout: DatasetLayout) -> list[Path]:
+    if not layout.is_dataset():
+        raise ConfigError(f"{layout.root} is not a dataset folder (no run.json or manifests/)")
+    files = sorted(layout.shards.glob("*.parquet")) if layout.shards.is_dir() else []
+    if not files:
+        raise ConfigError(f"{layout.root} has no shards to embed (DIR/shards/*.parquet)")
+    return files
+
+
+def _check_meta(folder: Path, meta: dict, overwrite: bool) -> None:
+    old = store.read_meta(folder)
+    if old is None or old.get("checkpoint_sha256") == meta["checkpoint_sha256"]:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{folder} holds embeddings of another checkpoint ({old.get('checkpoint')}); "
+            "pass --overwrite to replace them"
+        )
+    log.info("replacing the embeddings of %s", old.get("checkpoint"))
+    shutil.rmtree(folder)
+
+
+def _embed_shard(loaded, path: Path, out: Path, batch_size: int) -> int:
+    import pyarrow.parquet as pq
+
+    from manifests import schema
+    from pipeline.embed.encode import embed_pairs
+
+    names = pq.ParquetFile(path).schema_arrow.names
+    image_col = next((c for c in schema.IMAGE_COLUMNS if c in names), None)
+    if image_col is None or "caption" not in names:
+        raise ConfigError(f"{path} is not a training shard (no image or caption column)")
+    table = pq.read_table(path, columns=["uid", image_col, "caption"])
+    images = table[image_col].to_pylist()
+    captions = [c or "" for c in table["caption"].to_pylist()]
+    emb = embed_pairs(loaded, images, captions, batch_size, desc=path.name)
+    store.write_part(out, table["uid"].to_pylist(), path.name, emb)
+    return table.num_rows
+
+
+def run_embed(dataset_dir, checkpoint: str, device: str = "auto", batch_size: int = 256,
+              overwrite: bool = False, recall_target: float = 0.95) -> dict:  # fmt: skip
+    """Embed every shard not yet embedded, then (re)build the index; returns meta.json's dict."""
+    from tqdm import tqdm
+
+    from pipeline.embed import index as faiss_index
+    from pipeline.embed.encode import checkpoint_digest, load_model
+
+    layout = DatasetLayout(Path(dataset_dir))
+    shards = _shard_files(layout)
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be positive, not {batch_size}")
+    if not Path(checkpoint).is_file():
+        raise ConfigError(f"checkpoint {checkpoint} does not exist")
+    loaded = load_model(checkpoint, device)
+    folder = store.embeddings_dir(layout.root)
+    meta = {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_sha256": checkpoint_digest(checkpoint),
+        "model": loaded.name,
+        "step": loaded.info.get("step"),
+        "device": loaded.device,
+    }
+    _check_meta(folder, meta, overwrite)
+    folder.mkdir(parents=True, exist_ok=True)
+    store.write_meta(folder, {**(store.read_meta(folder) or {}), **meta})
+    todo = [p for p in shards if not store.part_path(folder, p.name).exists()]
+    started = time.perf_counter()
+    rows = 0
+    for path in tqdm(todo, desc="embed", unit="shard", disable=len(todo) < 2):
+        rows += _embed_shard(loaded, path, store.part_path(folder, path.name), batch_size)
+    seconds = time.perf_counter() - started
+    if todo:
+        log.info("embedded %d rows of %d shards in %.1f s", rows, len(todo), seconds)
+    _, vectors = store.read_vectors(folder, "image")
+    index, info = faiss_index.build_index(vectors, recall_target=recall_target)
+    faiss_index.save_index(index, info, folder)
+    meta.update(rows=int(vectors.shape[0]), dim=int(vectors.shape[1]), shards=len(shards),
+                index=_info_dict(info), embed_seconds=round(seconds, 2))  # fmt: skip
+    store.write_meta(folder, meta)
+    return meta
+
+
+def _info_dict(info) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(info) if dataclasses.is_dataclass(info) else dict(info)

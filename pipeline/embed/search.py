@@ -1,0 +1,157 @@
+"""`pipeline search DIR "a red apple"`: a text (or image) query against the image embeddings of a
+dataset's kept samples (`pipeline embed` wrote them and their FAISS index), best first.
+
+The query is embedded with the checkpoint `embed` used (recorded in embeddings/meta.json), so it
+lands in the same space; scores are cosines. Hits carry the manifest's caption and URL and their
+place in the shards, which the HTML page reads thumbnails from."""
+
+import html
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from manifests.layout import DatasetLayout, write_bytes_atomic
+from pipeline.config import ConfigError
+from pipeline.embed import store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hit:
+    rank: int
+    score: float
+    uid: str
+    caption: str | None
+    url: str | None
+    shard: str
+    shard_row: int
+
+
+def _query_vector(loaded, text: str | None, image: str | None):
+    import numpy as np
+
+    from pipeline.embed.encode import embed_images, embed_texts
+
+    if (text is None) == (image is None):
+        raise ConfigError("give a text query or --image FILE (one of them)")
+    if text is not None:
+        if not text.strip():
+            raise ConfigError("the text query is empty")
+        return embed_texts(loaded, [text])
+    if not Path(image).is_file():
+        raise ConfigError(f"query image {image} does not exist")
+    vector = embed_images(loaded, [Path(image).read_bytes()])
+    if np.isnan(vector).any():
+        raise ConfigError(f"query image {image} could not be decoded")
+    return vector
+
+
+def _captions(dataset_dir, uids: list[str]) -> dict[str, tuple[str, str]]:
+    import manifests
+
+    if not uids:
+        return {}
+    con = manifests.open(dataset_dir)
+    con.execute("CREATE TEMP TABLE wanted (uid VARCHAR)")
+    con.executemany("INSERT INTO wanted VALUES (?)", [(u,) for u in uids])
+    rows = con.execute(
+        "SELECT s.uid, s.caption, s.url FROM samples s JOIN wanted USING (uid)"
+    ).fetchall()
+    return {uid: (caption, url) for uid, caption, url in rows}
+
+
+def search(dataset_dir, text: str | None = None, image: str | None = None, k: int = 20,
+           checkpoint: str | None = None, device: str = "auto") -> list[Hit]:  # fmt: skip
+    from pipeline.embed import index as faiss_index
+    from pipeline.embed.encode import load_model
+
+    if k < 1:
+        raise ConfigError(f"-k must be positive, not {k}")
+    folder = store.embeddings_dir(dataset_dir)
+    meta = store.read_meta(folder)
+    if meta is None or "index" not in meta:
+        raise ConfigError(f"{dataset_dir} has no embeddings; run `pipeline embed {dataset_dir} "
+                          "--checkpoint CKPT` first")  # fmt: skip
+    checkpoint = checkpoint or meta["checkpoint"]
+    loaded = load_model(checkpoint, device)
+    if loaded.name != meta.get("model"):
+        raise ConfigError(f"{checkpoint} is a {loaded.name}, but the embeddings are "
+                          f"{meta.get('model')}'s; search with the checkpoint `embed` used")  # fmt: skip
+    query = _query_vector(loaded, text, image)
+    index, info = faiss_index.load_index(folder)
+    scores, ids = faiss_index.search(index, info, query, min(k, info.n))
+    rows = store.read_ids(folder)
+    uids, shards, shard_rows = (rows[c].to_pylist() for c in ("uid", "shard", "shard_row"))
+    found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+    text_of = _captions(dataset_dir, [uids[i] for _, i in found])
+    hits = []
+    for rank, (score, i) in enumerate(found, start=1):
+        caption, url = text_of.get(uids[i], (None, None))
+        hits.append(Hit(rank, score, uids[i], caption, url, shards[i], shard_rows[i]))
+    return hits
+
+
+def _thumbnails(dataset_dir, hits: list[Hit], px: int) -> dict[str, str | None]:
+    import pyarrow.parquet as pq
+
+    from manifests import schema
+    from pipeline.report.thumbs import thumbnail
+
+    layout = DatasetLayout(Path(dataset_dir))
+    out: dict[str, str | None] = {}
+    by_shard: dict[str, list[Hit]] = {}
+    for hit in hits:
+        by_shard.setdefault(hit.shard, []).append(hit)
+    for shard, group in by_shard.items():
+        path = layout.shards / shard
+        if not path.exists():
+            continue
+        names = pq.ParquetFile(path).schema_arrow.names
+        column = next((c for c in schema.IMAGE_COLUMNS if c in names), None)
+        table = pq.read_table(path, columns=[column]).take([h.shard_row for h in group])
+        for hit, data in zip(group, table[column].to_pylist(), strict=True):
+            out[hit.uid] = thumbnail(data, px) if data else None
+    return out
+
+
+def write_html(dataset_dir, hits: list[Hit], query: str, out, px: int = 192) -> Path:
+    """One self-contained page: the query, then a grid of thumbnails with rank, score, caption."""
+    thumbs = _thumbnails(dataset_dir, hits, px)
+    cards = []
+    for hit in hits:
+        image = thumbs.get(hit.uid)
+        picture = f'<img src="{image}" alt="">' if image else '<div class="missing">no image</div>'
+        cards.append(
+            f'<figure>{picture}<figcaption><b>#{hit.rank}</b> <span class="score">'
+            f"{hit.score:.3f}</span><br>{html.escape(hit.caption or '')}"
+            f'<br><a href="{html.escape(hit.url or "", quote=True)}">'
+            f"{html.escape(_short(hit.url or ''))}</a></figcaption></figure>"
+        )
+    body = "\n".join(cards) or "<p>No results.</p>"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>search: {html.escape(query)}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }}
+h1 {{ font-size: 20px; }} .sub {{ color: #666; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax({px + 16}px, 1fr));
+         gap: 14px; }}
+figure {{ margin: 0; padding: 8px; border: 1px solid #ddd; border-radius: 6px; }}
+figure img, .missing {{ width: {px}px; height: {px}px; object-fit: contain; background: #f6f6f6;
+                        display: block; }}
+.missing {{ display: flex; align-items: center; justify-content: center; color: #999; }}
+figcaption {{ margin-top: 6px; word-break: break-word; }} .score {{ color: #0a6; }}
+a {{ color: #36c; font-size: 12px; }}
+</style></head><body>
+<h1>{html.escape(query)}</h1>
+<p class="sub">{len(hits)} results from {html.escape(str(dataset_dir))}, best first;
+score = cosine similarity of the query and the image embeddings.</p>
+<div class="grid">
+{body}
+</div></body></html>
+"""
+    return write_bytes_atomic(page.encode("utf-8"), Path(out))
+
+
+def _short(url: str, limit: int = 60) -> str:
+    return url if len(url) <= limit else url[: limit - 1] + "…"

@@ -1,0 +1,94 @@
+"""`pipeline embed` and `pipeline search` on a small built dataset of coloured shapes."""
+
+import json
+import random
+
+import pytest
+
+import manifests
+from pipeline.cli import main
+from tests.pipeline.shapesite import CLASSES, shapes_site
+from tests.pipeline.test_build_clip import _build
+from tests.trainer.toydata import draw, encode
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory, shapes_model):
+    """A built dataset of 5 fresh images per class with right captions, embedded."""
+    tmp = tmp_path_factory.mktemp("search")
+    server, rows = shapes_site(per_class=5, mismatch=0.0, seed=23)
+    try:
+        out = _build(tmp, rows, "ds")
+    finally:
+        server.close()
+    assert main(["embed", out, "--checkpoint", str(shapes_model)]) == 0
+    return out, {r["url"]: (r["colour"], r["shape"]) for r in rows}, tmp
+
+
+def _search(capsys, *argv) -> list[dict]:
+    capsys.readouterr()
+    assert main(["search", *map(str, argv), "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.timeout(900)
+def test_text_query_ranks_the_named_shapes_first(embedded, capsys):
+    """Every class named as a query; 5 of the 120 images are of it (chance for the top hit:
+    0.04). The tiny model knows colours well and shapes less well (circles vs squares at 32 px),
+    so colour is asserted for every query and the class on average."""
+    out, truth, _ = embedded
+    top1, at5 = [], []
+    for colour, shape in CLASSES:
+        hits = _search(capsys, out, f"a {colour} {shape}", "-k", 5)
+        assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+        assert hits == sorted(hits, key=lambda h: -h["score"])
+        found = [truth[h["url"]] for h in hits]
+        assert found[0][0] == colour, (colour, shape, found)
+        top1.append(found[0] == (colour, shape))
+        at5.append(sum(f == (colour, shape) for f in found) / 5)
+    print(f"top-1 {sum(top1) / len(top1):.3f}, precision@5 {sum(at5) / len(at5):.3f}")
+    assert sum(top1) / len(top1) >= 0.7 and sum(at5) / len(at5) >= 0.55
+
+
+@pytest.mark.timeout(900)
+def test_image_query_finds_images_of_its_class(embedded, capsys):
+    out, truth, tmp = embedded
+    query = tmp / "query.png"
+    query.write_bytes(encode(draw("green", "cross", random.Random(5)), "png"))
+    hits = _search(capsys, out, "--image", query, "-k", 3)
+    found = [truth[h["url"]] for h in hits]
+    assert found[0] == ("green", "cross") and all(f[0] == "green" for f in found), found
+
+
+@pytest.mark.timeout(900)
+def test_embed_writes_scores_index_and_the_html_page(embedded, capsys):
+    out, truth, tmp = embedded
+    con = manifests.open(out)
+    n, scored, emb_rows = con.execute(
+        "SELECT count(*), count(clip_score), (SELECT count(*) FROM embeddings) "
+        "FROM samples WHERE status = 'kept'"
+    ).fetchone()
+    assert n == len(truth) and scored == n and emb_rows == n
+    meta = json.loads((tmp / "ds" / "embeddings" / "meta.json").read_text())
+    assert meta["rows"] == n and meta["model"] == "clip-nano" and meta["index"]["kind"] == "flat"
+    # resumable: a second run embeds nothing again and leaves the same vectors
+    before = (tmp / "ds" / "embeddings" / "00000.parquet").stat().st_mtime_ns
+    assert main(["embed", out, "--checkpoint", meta["checkpoint"]]) == 0
+    assert (tmp / "ds" / "embeddings" / "00000.parquet").stat().st_mtime_ns == before
+    page = tmp / "hits.html"
+    assert main(["search", out, "a purple circle", "-k", "4", "--html", str(page)]) == 0
+    text = page.read_text()
+    assert text.count("<figure>") == 4 and text.count("data:image/jpeg;base64,") == 4
+    assert "a purple circle" in text
+
+
+def test_search_errors_are_one_line(tmp_path, embedded, capsys):
+    out, _, _ = embedded
+    assert main(["search", str(tmp_path), "a cat"]) == 2
+    assert main(["search", out]) == 2
+    assert main(["search", out, "a cat", "--image", str(tmp_path / "none.png")]) == 2
+    assert main(["search", out, "--image", str(tmp_path / "none.png")]) == 2
+    assert main(["search", out, "a cat", "-k", "0"]) == 2
+    assert main(["embed", out, "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 6 and "Traceback" not in err

@@ -1,0 +1,110 @@
+"""CLIP-score filtering in `pipeline build`: a model trained on matched pairs drops mismatched
+captions; SemDeDup; the options' errors."""
+
+import csv
+
+import pytest
+
+import manifests
+from pipeline.build import run_build
+from pipeline.buildconfig import BuildConfig
+from pipeline.config import ConfigError
+from tests.pipeline.shapesite import shapes_site
+
+
+def _build(tmp_path, rows, name: str, **options) -> str:
+    urls = tmp_path / f"{name}.csv"
+    with open(urls, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["url", "caption"])
+        writer.writerows((r["url"], r["caption"]) for r in rows)
+    config = BuildConfig(out=str(tmp_path / name), url_list=str(urls), executor="local",
+                         allow_network=["127.0.0.1/32"], timeout_s=5.0, image_size=32,
+                         shard_size=50, **options)  # fmt: skip
+    run_build(config)
+    return config.out
+
+
+def precision_recall(out: str, rows: list[dict]) -> tuple[float, float, float]:
+    """(precision, recall) of `low_clip_score` as a detector of mismatched captions, and the
+    fraction of matched rows dropped."""
+    con = manifests.open(out)
+    status = dict(con.execute("SELECT url, status FROM samples").fetchall())
+    dropped = {u for u, s in status.items() if s == "low_clip_score"}
+    wrong = {r["url"] for r in rows if not r["matched"]}
+    right = {r["url"] for r in rows if r["matched"]}
+    caught = len(dropped & wrong)
+    return caught / max(1, len(dropped)), caught / len(wrong), len(dropped & right) / len(right)
+
+
+@pytest.mark.timeout(900)
+def test_clip_filter_drops_mismatched_captions(tmp_path, shapes_model):
+    server, rows = shapes_site(per_class=5, mismatch=0.3, seed=11)
+    try:
+        out = _build(tmp_path, rows, "top", clip_model=str(shapes_model), clip_top_fraction=0.7)
+        precision, recall, matched_lost = precision_recall(out, rows)
+        print(f"top 70%: precision {precision:.3f} recall {recall:.3f} "
+              f"matched dropped {matched_lost:.3f}")  # fmt: skip
+        assert precision >= 0.8 and recall >= 0.8 and matched_lost <= 0.1
+        con = manifests.open(out)
+        scored, kept_min, dropped_max, unscored = con.execute(
+            "SELECT count(clip_score), min(clip_score) FILTER (status = 'kept'), "
+            "max(clip_score) FILTER (status = 'low_clip_score'), "
+            "count(*) FILTER (status IN ('kept', 'low_clip_score') AND clip_score IS NULL) "
+            "FROM samples"
+        ).fetchone()
+        assert scored == len(rows) and unscored == 0 and dropped_max <= kept_min
+        kept = con.execute("SELECT count(*) FROM samples WHERE status = 'kept'").fetchone()[0]
+        assert kept == round(0.7 * len(rows))
+        stats = con.execute("SELECT rows_in, rows_out FROM stats WHERE stage = 'clip'").fetchone()
+        assert stats == (len(rows), kept)
+        # the same pairs under a fixed threshold, then SemDeDup among the rows kept
+        out = _build(tmp_path, rows, "min", clip_model=str(shapes_model), min_clip_score=0.2,
+                     semdedup_eps=0.02)  # fmt: skip
+        con = manifests.open(out)
+        low = con.execute(
+            "SELECT count(*) FILTER (status = 'kept' AND clip_score < 0.2), "
+            "count(*) FILTER (status = 'low_clip_score' AND clip_score >= 0.2) FROM samples"
+        ).fetchone()
+        assert low == (0, 0)
+        precision, recall, matched_lost = precision_recall(out, rows)
+        print(f"min 0.2: precision {precision:.3f} recall {recall:.3f} "
+              f"matched dropped {matched_lost:.3f}")  # fmt: skip
+        _check_semantic_duplicates(con, rows)
+    finally:
+        server.close()
+
+
+def test_clip_options_are_checked(tmp_path):
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    base = dict(out=str(tmp_path / "ds"), url_list=str(ckpt))
+    with pytest.raises(ConfigError, match="need.*--clip-model"):
+        BuildConfig(**base, min_clip_score=0.3)
+    with pytest.raises(ConfigError, match="not both"):
+        BuildConfig(**base, clip_model=str(ckpt), min_clip_score=0.3, clip_top_fraction=0.3)
+    with pytest.raises(ConfigError, match=r"clip-top-fraction must be in \(0, 1\]"):
+        BuildConfig(**base, clip_model=str(ckpt), clip_top_fraction=1.5)
+    with pytest.raises(ConfigError, match="is not a file"):
+        BuildConfig(**base, clip_model=str(tmp_path / "missing.pt"))
+    with pytest.raises(ConfigError, match="semdedup-eps"):
+        BuildConfig(**base, clip_model=str(ckpt), semdedup_eps=0.0)
+    config = BuildConfig(**base, clip_model=str(ckpt))
+    with pytest.raises(ConfigError, match="not a readable torch checkpoint"):
+        run_build(config)
+
+
+def _check_semantic_duplicates(con, rows) -> None:
+    """Some rows are semantic duplicates, each of a kept row drawn in the same colour (the tiny
+    model's embeddings of one class are close; colour is what it knows best)."""
+    colour = {r["url"]: r["colour"] for r in rows}
+    pairs = con.execute(
+        "SELECT d.url, k.url, k.status, d.clip_score IS NOT NULL FROM samples d "
+        "JOIN samples k ON d.dup_of = k.uid WHERE d.status = 'semantic_duplicate'"
+    ).fetchall()
+    print(f"semantic duplicates: {len(pairs)} of {len(rows)}")
+    assert 0 < len(pairs) < len(rows) / 2
+    for dup, kept, kept_status, scored in pairs:
+        assert kept_status == "kept" and scored and colour[dup] == colour[kept]
+    stats = con.execute("SELECT drops FROM stats WHERE stage = 'clip'").fetchone()[0]
+    assert f'"semantic_duplicate": {len(pairs)}' in stats
