@@ -18,23 +18,23 @@ BUILD_PARAMS = (
 )  # fmt: skip
 
 
-def _config_error(message: str):
+def config_error(message: str):
     from pipeline.config import ConfigError
 
     return ConfigError(message)
 
 
-def _blank_to_none(value):
+def blank_to_none(value):
     """The Airflow form sends "" for an emptied text field: read it as not given."""
     return None if isinstance(value, str) and not value.strip() else value
 
 
-def _absolute(name: str, path) -> str:
+def absolute_path(name: str, path) -> str:
     if not isinstance(path, str) or not path.strip():
-        raise _config_error(f"param {name!r} is required (an absolute path)")
+        raise config_error(f"param {name!r} is required (an absolute path)")
     if not os.path.isabs(path):
         # Tasks run in the worker's working directory, which differs between workers.
-        raise _config_error(f"param {name!r} must be an absolute path, not {path!r}")
+        raise config_error(f"param {name!r} must be an absolute path, not {path!r}")
     return path
 
 
@@ -46,15 +46,15 @@ def build_config(params: dict):
 
     options = params.get("build_options") or {}
     if not isinstance(options, dict):
-        raise _config_error(f"param 'build_options' must be a JSON object, not {options!r}")
-    named = {k: _blank_to_none(params[k]) for k in BUILD_PARAMS if k in params}
+        raise config_error(f"param 'build_options' must be a JSON object, not {options!r}")
+    named = {k: blank_to_none(params[k]) for k in BUILD_PARAMS if k in params}
     named = {k: v for k, v in named.items() if v is not None}
     twice = sorted(set(options) & (set(named) | {"out"}))
     if twice:
-        raise _config_error(
+        raise config_error(
             f"build_options repeats {', '.join(twice)}; set it with the DAG param of that name"
         )
-    out = _absolute("out", params.get("out"))
+    out = absolute_path("out", params.get("out"))
     return from_dict(BuildConfig, {"out": out, **named, **options})
 
 
@@ -73,14 +73,14 @@ def write_report(dataset_dir: str) -> str:
     """`pipeline report DIR`: writes DIR/report.html and returns its path."""
     from pipeline.report import write_report as write
 
-    return str(write(_absolute("dataset_dir", dataset_dir)))
+    return str(write(absolute_path("dataset_dir", dataset_dir)))
 
 
 def options_argv(options: dict, name: str) -> list[str]:
     """A JSON object of options as command-line flags: {"log_every": 5, "compile": false,
     "probe_train": ["a", "b"]} -> --log-every 5 --no-compile --probe-train a --probe-train b."""
     if not isinstance(options, dict):
-        raise _config_error(f"param {name!r} must be a JSON object, not {options!r}")
+        raise config_error(f"param {name!r} must be a JSON object, not {options!r}")
     argv = []
     for key, value in options.items():
         flag = "--" + str(key).replace("_", "-")
@@ -107,13 +107,13 @@ def _run_cli(argv: list[str]) -> None:
 def train_argv(params: dict) -> list[str]:
     """`trainer run` arguments of a `clip_train` run. --resume makes the task idempotent: a
     rerun continues from RUN_DIR/latest.pt, or reports the finished run."""
-    argv = ["run", "--data", _absolute("data", params.get("data"))]
-    argv += ["--out", _absolute("run_dir", params.get("run_dir")), "--resume"]
+    argv = ["run", "--data", absolute_path("data", params.get("data"))]
+    argv += ["--out", absolute_path("run_dir", params.get("run_dir")), "--resume"]
     for key in ("subset", "model", "samples", "batch_size"):
-        value = _blank_to_none(params.get(key))
+        value = blank_to_none(params.get(key))
         if value is not None:
             argv += ["--" + key.replace("_", "-"), str(value)]
-    if _blank_to_none(params.get("ray_address")) is not None:
+    if blank_to_none(params.get("ray_address")) is not None:
         argv += ["--ray-address", params["ray_address"]]
         argv += options_argv({"num_workers": params.get("num_workers"),
                               "use_gpu": params.get("use_gpu") or None}, "ray")  # fmt: skip
@@ -131,13 +131,13 @@ def run_training(params: dict) -> str:
 
 
 def eval_argv(params: dict, checkpoint: str) -> tuple[list[str], str]:
-    out = _blank_to_none(params.get("eval_out")) or os.path.join(params["run_dir"], "eval.json")
+    out = blank_to_none(params.get("eval_out")) or os.path.join(params["run_dir"], "eval.json")
     argv = ["eval", "--checkpoint", checkpoint, "--data", params["data"], "--out", out]
     sets = params.get("eval_sets") or []
     if not isinstance(sets, list):
-        raise _config_error(f"param 'eval_sets' must be a list of folders, not {sets!r}")
+        raise config_error(f"param 'eval_sets' must be a list of folders, not {sets!r}")
     for path in sets:
-        argv += ["--eval-set", _absolute("eval_sets[]", path)]
+        argv += ["--eval-set", absolute_path("eval_sets[]", path)]
     return argv + options_argv(params.get("eval_options") or {}, "eval_options"), out
 
 
