@@ -6,18 +6,22 @@ the same number of cores. Each run is a fresh Python process timed from spawn to
 figures include interpreter start, imports, Ray start-up and shutdown, as a user's command would.
 
     .venv/bin/python bench/bench_images.py [--count 2000] [--sizes 64,512] [--cores 1]
-        [--executor ray|local] [--repeats 2] [--threads 32] [--profile]
+        [--executor auto|ray|local] [--repeats 2] [--threads 32] [--profile]
 
 - The server (aiohttp, files held in memory, no robots.txt: 404 means allow all) runs in its own
   process. Where the machine has more CPUs than --cores, the tools are pinned to the first
   --cores CPUs and the server to the others (os.sched_setaffinity), so it does not share them.
-- Ray gets exactly --cores CPUs (ray.init(num_cpus=...)); img2dataset gets processes_count=--cores.
-  Both split the list into parts of --part-size rows (img2dataset: number_sample_per_shard).
+- Ours runs as `pipeline build` would by default (--executor auto): in-process when it may use
+  one CPU (the tools are pinned to --cores CPUs), else Ray with that many CPUs. --executor ray
+  forces Ray with exactly --cores CPUs (ray.init(num_cpus=...)). img2dataset gets
+  processes_count=--cores. Both split the list into parts of --part-size rows (img2dataset:
+  number_sample_per_shard).
 - Repeats alternate which tool goes first; the table shows each tool's fastest run and the load
   average. "cpu s" is user+sys CPU of every process the run started (Ray's daemons and workers
   included; less load-dependent than wall time); "srv cpu s" is the server's.
 - --profile adds one cProfile run of ours per size on the local executor (not in the table) and
-  prints where its time goes.
+  prints where its time goes: the main thread (event loop, stages) and, apart, the resize
+  threads (check, resize, hash of each fetched body).
 """
 
 from __future__ import annotations
@@ -167,16 +171,40 @@ def _child(spec: dict) -> None:
     if spec["tool"] == "img2dataset":
         _run_img2dataset(spec)
     elif spec.get("profile"):
-        import cProfile
-        import pstats
-
-        prof = cProfile.Profile()
-        prof.runcall(_run_ours, spec)
-        prof.dump_stats(spec["profile"])
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(35)
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        _profile_ours(spec)
     else:
         _run_ours(spec)
+
+
+def _profile_ours(spec: dict) -> None:
+    """cProfile of the main thread, and one per resize thread (a profiler sees only the thread
+    that enabled it) around pipeline.stages.images._outcome, merged."""
+    import cProfile
+    import pstats
+    import threading
+
+    from pipeline.stages import images
+
+    outcome, local, workers = images._outcome, threading.local(), []
+
+    def profiled_outcome(*args):
+        if not hasattr(local, "prof"):
+            local.prof = cProfile.Profile()
+            workers.append(local.prof)
+        return local.prof.runcall(outcome, *args)
+
+    images._outcome = profiled_outcome
+    prof = cProfile.Profile()
+    prof.runcall(_run_ours, spec)
+    prof.dump_stats(spec["profile"])
+    print("=== main thread ===")
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+    if workers:
+        print(f"=== resize threads ({len(workers)}), merged ===")
+        stats = pstats.Stats(*workers)
+        stats.sort_stats("cumulative").print_stats(25)
+        stats.sort_stats("tottime").print_stats(15)
 
 
 def _run_ours(spec: dict) -> None:
@@ -196,6 +224,7 @@ def _run_ours(spec: dict) -> None:
         import ray
 
         # Our own init, to give Ray exactly --cores CPUs; the executor reuses a running runtime.
+        # (auto starts Ray itself, with the CPUs this process may use: --cores, when pinned.)
         ray.init(num_cpus=spec["cores"], include_dashboard=False, logging_level=logging.WARNING)
     try:
         run_build(config)
@@ -377,7 +406,7 @@ def profile_run(base: dict, work: Path) -> None:
             "profile": str(work / f"ours-{size}.prof")}  # fmt: skip
     run = timed_run(spec, work / f"profile-{size}.txt")
     print(f"\n--- cProfile of ours, {size} px, local executor ({run['wall']:.2f} s wall) ---")
-    print((work / f"profile-{size}.txt").read_text()[-12_000:])
+    print((work / f"profile-{size}.txt").read_text()[-20_000:])
     print("stage seconds (wall, summed over parts):", ours_stage_seconds(Path(spec["out"])))
     shutil.rmtree(spec["out"], ignore_errors=True)
 
@@ -437,7 +466,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=2000, help="distinct JPEGs per size")
     p.add_argument("--sizes", default="64,512", help="comma-separated source sides in px")
     p.add_argument("--cores", type=int, default=1, help="processes / Ray CPUs for each tool")
-    p.add_argument("--executor", choices=["ray", "local"], default="ray", help="ours")
+    p.add_argument("--executor", choices=["auto", "ray", "local"], default="auto", help="ours")
     p.add_argument("--repeats", type=int, default=2, help="runs per tool and size; best kept")
     p.add_argument("--threads", type=int, default=32, help="img2dataset thread_count")
     p.add_argument("--per-host-concurrency", type=int, default=8, help="ours (its default: 8)")
@@ -468,8 +497,12 @@ def main(argv=None) -> None:
         return
     become_subreaper()
     tool_cpus, server_cpus = cpu_split(args.cores)
+    executor = args.executor
+    if executor == "auto":  # what pipeline.executor.AutoExecutor picks for the tool's CPUs
+        n = len(tool_cpus or os.sched_getaffinity(0))
+        executor += " (in-process: 1 CPU)" if n < 2 else f" (Ray on {n} CPUs)"
     print(f"bench_images: {args.count} JPEGs per size, sizes {args.sizes}, {args.cores} core(s) "
-          f"per tool, ours on {args.executor}; machine CPUs {os.cpu_count()}, tools pinned to "
+          f"per tool, ours on {executor}; machine CPUs {os.cpu_count()}, tools pinned to "
           f"{tool_cpus or 'all'}, server on {server_cpus or 'all (shared)'}")  # fmt: skip
     print("command:", " ".join([os.path.relpath(sys.executable)] + sys.argv))
     print(f"load average at start (1/5/15 min): {os.getloadavg()}", flush=True)

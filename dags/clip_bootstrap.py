@@ -95,7 +95,7 @@ with DAG(
         "warc": Param([], **_STRINGS, description="WARC/WAT files or globs"),
         "url_list": Param(None, type=["null", "string"], description="URL list file"),
         "allow_network": Param([], **_STRINGS, description="extra allowed CIDRs"),
-        "executor": Param("ray", enum=["ray", "local"]),
+        "executor": Param("auto", enum=["auto", "ray", "local"]),
         "ray_address": Param(None, type=["null", "string"], description="Ray cluster address"),
         "build_options": Param({}, type="object", description="other BuildConfig fields"),
         "min_clip_score": Param(None, type=_NUMBER, description="drop pairs scoring below"),

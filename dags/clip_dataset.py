@@ -18,7 +18,7 @@ Params (trigger with a JSON conf, or the form in the UI):
     query_list     UTF-8 file, one query a line; null: no matching or balancing
     seeds | warc | url_list   exactly one source: URLs to crawl, WARC/WAT globs, a URL list file
     allow_network  extra CIDRs the fetcher may reach (default: public addresses only)
-    executor       ray | local
+    executor       auto (in-process on 1 CPU or for a 1-part stage, else Ray) | ray | local
     ray_address    e.g. "auto" or "ray://head:10001"; null: a local Ray runtime per task
     build_options  any other BuildConfig field, e.g. {"max_pages": 100, "languages": ["en"]}
 """
@@ -63,7 +63,7 @@ with DAG(
         "warc": Param([], **_STRINGS, description="WARC/WAT files or globs"),
         "url_list": Param(None, type=["null", "string"], description="URL list file"),
         "allow_network": Param([], **_STRINGS, description="extra allowed CIDRs"),
-        "executor": Param("ray", enum=["ray", "local"]),
+        "executor": Param("auto", enum=["auto", "ray", "local"]),
         "ray_address": Param(None, type=["null", "string"], description="Ray cluster address"),
         "build_options": Param({}, type="object", description="other BuildConfig fields"),
     },

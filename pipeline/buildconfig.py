@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 
 from pipeline.config import ConfigError
+from pipeline.executor import EXECUTOR_KINDS
 
 
 @dataclass
@@ -66,8 +67,10 @@ class BuildConfig:
     semdedup_eps: float | None = None
     clip_batch_size: int = 256
     device: str = "auto"  # the scoring model's device: auto (cuda when present) | cpu | cuda
-    # Execution: Ray tasks on a local runtime by default, a cluster with ray_address.
-    executor: str = "ray"
+    # Execution (pipeline.executor): 'auto' runs in-process where this process may use one CPU
+    # (or a stage has one part) and Ray tasks on a local runtime otherwise; 'ray' always Ray (a
+    # cluster with ray_address); 'local' always in-process.
+    executor: str = "auto"
     ray_address: str | None = None
 
     def __post_init__(self):
@@ -87,8 +90,9 @@ class BuildConfig:
                 raise ConfigError(
                     f"{name.replace('_', '-')} must be positive, not {getattr(self, name)}"
                 )
-        if self.executor not in ("ray", "local"):
-            raise ConfigError(f"executor must be 'ray' or 'local', not {self.executor!r}")
+        if self.executor not in EXECUTOR_KINDS:
+            kinds = ", ".join(EXECUTOR_KINDS)
+            raise ConfigError(f"executor must be one of {kinds}, not {self.executor!r}")
         for folder in self.eval_set:
             if not os.path.isdir(folder):
                 raise ConfigError(

@@ -206,9 +206,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--executor",
-        choices=["ray", "local"],
-        default="ray",
-        help="ray (default: a local ray.init(), or --ray-address) or local (in-process)",
+        choices=["auto", "ray", "local"],
+        default="auto",
+        help="auto (default: in-process when this process may use 1 CPU or a stage has 1 part, "
+        "else Ray), ray (a local ray.init(), or --ray-address) or local (in-process)",
     )
     run.add_argument("--ray-address", metavar="ADDR", help="e.g. auto, or ray://head:10001")
     run.add_argument("--rows-per-part", type=int, default=10_000, help="URL-list rows per task")
@@ -257,7 +258,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="build a dataset from the embedded sample web on loopback")
     demo.add_argument("--out", default="demo-output", metavar="DIR")
-    demo.add_argument("--executor", choices=["ray", "local"], default="ray")
+    demo.add_argument("--executor", choices=["auto", "ray", "local"], default="auto")
     demo.add_argument(
         "--train-samples",
         type=int,

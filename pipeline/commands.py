@@ -198,10 +198,12 @@ def cmd_search(args) -> int:
         from rich.table import Table
 
         table = Table(title=f"{args.text or args.image}", title_justify="left")
-        for col in ("rank", "score", "caption", "url"):
-            table.add_column(col, overflow="fold", justify="right" if col != "caption" else "left")
+        for col in ("rank", "score", "pair score", "caption", "url"):
+            table.add_column(col, overflow="fold", justify="left" if col == "caption" else "right")
         for r in rows:
-            table.add_row(str(r["rank"]), f"{r['score']:.3f}", r["caption"] or "", r["url"] or "")
+            pair = "" if r["clip_score"] is None else f"{r['clip_score']:.3f}"
+            table.add_row(str(r["rank"]), f"{r['score']:.3f}", pair, r["caption"] or "",
+                          r["url"] or "")  # fmt: skip
         Console().print(table)
     else:
         _print_rows(rows, args.format)

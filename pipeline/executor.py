@@ -1,4 +1,5 @@
-"""Interchangeable executors for per-part work: in-process (`local`) or Ray tasks (`ray`).
+"""Interchangeable executors for per-part work: in-process (`local`), Ray tasks (`ray`), or
+`auto`: in-process where Ray could not run two tasks at once, Ray otherwise.
 
 A task gets small arguments (paths, configs) and returns small results (counts); data moves
 through files, so a task's output survives the driver and a rerun can skip it."""
@@ -10,16 +11,21 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
+EXECUTOR_KINDS = ("ray", "local", "auto")
+
 
 @dataclass
 class ExecutorConfig:
-    kind: str = "ray"  # 'ray' (a local ray.init() unless ray_address is set) or 'local'
+    # 'ray' (a local ray.init() unless ray_address is set), 'local' (in-process) or 'auto'
+    # (in-process when this process may use one CPU or a stage has one part, else Ray)
+    kind: str = "ray"
     ray_address: str | None = None  # e.g. 'auto' or 'ray://head:10001'
     max_in_flight: int = 0  # Ray tasks submitted at once; 0 = twice the cluster's CPUs
 
     def __post_init__(self):
-        if self.kind not in ("ray", "local"):
-            raise ValueError(f"executor must be 'ray' or 'local', not {self.kind!r}")
+        if self.kind not in EXECUTOR_KINDS:
+            kinds = ", ".join(repr(k) for k in EXECUTOR_KINDS)
+            raise ValueError(f"executor must be one of {kinds}, not {self.kind!r}")
 
 
 class LocalExecutor:
@@ -32,7 +38,9 @@ class LocalExecutor:
 
 
 class RayExecutor:
-    def __init__(self, config: ExecutorConfig):
+    def __init__(self, config: ExecutorConfig, num_cpus: int | None = None):
+        """num_cpus: CPUs of a runtime started here (None: Ray counts them); ignored when Ray
+        is running already or ray_address names a cluster."""
         import ray
 
         self._ray = ray
@@ -40,13 +48,15 @@ class RayExecutor:
         if self._owns_runtime:
             # The driver's environment (PYTHONPATH, venv) carries over to local workers; on a
             # cluster the package must be installed on every node (see docs/scaling.md).
+            local = config.ray_address is None
             ray.init(
                 address=config.ray_address,
+                num_cpus=num_cpus if local else None,
                 include_dashboard=False,
                 log_to_driver=True,
                 logging_level=logging.WARNING,
                 runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}}
-                if config.ray_address is None
+                if local
                 else None,
             )
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -71,7 +81,62 @@ class RayExecutor:
             self._ray.shutdown()
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under taskset or a CPU set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity call on this platform
+        return os.cpu_count() or 1
+
+
+def _ray_running() -> bool:
+    import sys
+
+    ray = sys.modules.get("ray")  # not imported: not running, and no import to pay for
+    return ray is not None and ray.is_initialized()
+
+
+class AutoExecutor:
+    """Ray where it can run tasks side by side, in-process where it cannot.
+
+    A Ray runtime costs seconds to start and stop and a worker import per task; it pays off
+    when tasks run in parallel. So: a cluster address, or a runtime someone started already,
+    means Ray for every stage; otherwise a process allowed one CPU runs every stage in-process,
+    and one with more starts Ray (with that many CPUs) at the first stage that has two or more
+    parts, and keeps it for the later stages. A stage with a single part runs in-process."""
+
+    def __init__(self, config: ExecutorConfig):
+        self.config = config
+        self.cpus = usable_cpus()
+        self._local = LocalExecutor()
+        self._ray: RayExecutor | None = None
+        self._always_ray = config.ray_address is not None or _ray_running()
+        if self._always_ray:
+            self._ray = RayExecutor(config)
+        elif self.cpus < 2:
+            log.info("executor auto: in-process (this process may use %d CPU)", self.cpus)
+
+    @property
+    def uses_ray(self) -> bool:
+        return self._ray is not None
+
+    def map(self, fn: Callable, items: Iterable) -> Iterator:
+        items = list(items)  # small task descriptions: their count picks the executor
+        if self._ray is None and self.cpus >= 2 and len(items) >= 2:
+            log.info("executor auto: starting Ray with %d CPUs", self.cpus)
+            self._ray = RayExecutor(self.config, num_cpus=self.cpus)
+        if self._ray is not None and (self._always_ray or len(items) >= 2):
+            return self._ray.map(fn, items)
+        return self._local.map(fn, items)
+
+    def shutdown(self) -> None:
+        if self._ray is not None:
+            self._ray.shutdown()
+
+
 def make_executor(config: ExecutorConfig):
     if config.kind == "local":
         return LocalExecutor()
+    if config.kind == "auto":
+        return AutoExecutor(config)
     return RayExecutor(config)

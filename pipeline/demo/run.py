@@ -90,7 +90,7 @@ def evaluate(checkpoint: Path, eval_set: Path, dataset: Path, out: Path) -> dict
     return json.loads(out.read_text())[eval_set.name]
 
 
-def run_demo(out: str, executor: str = "ray", train_samples: int = 20_000) -> int:
+def run_demo(out: str, executor: str = "auto", train_samples: int = 20_000) -> int:
     from pipeline.commands import print_summary
 
     out_dir = Path(out).resolve()

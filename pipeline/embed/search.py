@@ -26,6 +26,7 @@ class Hit:
     url: str | None
     shard: str
     shard_row: int
+    clip_score: float | None  # the pair's own image-caption cosine: low for a wrong caption
 
 
 def _query_vector(loaded, text: str | None, image: str | None):
@@ -82,13 +83,16 @@ def search(dataset_dir, text: str | None = None, image: str | None = None, k: in
     index, info = faiss_index.load_index(folder)
     scores, ids = faiss_index.search(index, info, query, min(k, info.n))
     rows = store.read_ids(folder)
-    uids, shards, shard_rows = (rows[c].to_pylist() for c in ("uid", "shard", "shard_row"))
+    uids, shards, shard_rows, pair_scores = (
+        rows[c].to_pylist() for c in ("uid", "shard", "shard_row", "clip_score")
+    )
     found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
     text_of = _captions(dataset_dir, [uids[i] for _, i in found])
     hits = []
     for rank, (score, i) in enumerate(found, start=1):
         caption, url = text_of.get(uids[i], (None, None))
-        hits.append(Hit(rank, score, uids[i], caption, url, shards[i], shard_rows[i]))
+        pair = pair_scores[i] if pair_scores[i] == pair_scores[i] else None  # NaN: unscored
+        hits.append(Hit(rank, score, uids[i], caption, url, shards[i], shard_rows[i], pair))
     return hits
 
 
@@ -124,7 +128,7 @@ def write_html(dataset_dir, hits: list[Hit], query: str, out, px: int = 192) -> 
         picture = f'<img src="{image}" alt="">' if image else '<div class="missing">no image</div>'
         cards.append(
             f'<figure>{picture}<figcaption><b>#{hit.rank}</b> <span class="score">'
-            f"{hit.score:.3f}</span><br>{html.escape(hit.caption or '')}"
+            f"{hit.score:.3f}</span>{_pair(hit)}<br>{html.escape(hit.caption or '')}"
             f'<br><a href="{html.escape(hit.url or "", quote=True)}">'
             f"{html.escape(_short(hit.url or ''))}</a></figcaption></figure>"
         )
@@ -141,16 +145,24 @@ figure img, .missing {{ width: {px}px; height: {px}px; object-fit: contain; back
                         display: block; }}
 .missing {{ display: flex; align-items: center; justify-content: center; color: #999; }}
 figcaption {{ margin-top: 6px; word-break: break-word; }} .score {{ color: #0a6; }}
+.pair {{ color: #888; font-size: 12px; }}
 a {{ color: #36c; font-size: 12px; }}
 </style></head><body>
 <h1>{html.escape(query)}</h1>
-<p class="sub">{len(hits)} results from {html.escape(str(dataset_dir))}, best first;
-score = cosine similarity of the query and the image embeddings.</p>
+<p class="sub">{len(hits)} results from {html.escape(str(dataset_dir))}, best first.
+Green: cosine of the query and the image embeddings; grey: the pair's own clip_score (image vs
+its caption; low for a caption that does not describe the image).</p>
 <div class="grid">
 {body}
 </div></body></html>
 """
     return write_bytes_atomic(page.encode("utf-8"), Path(out))
+
+
+def _pair(hit: Hit) -> str:
+    if hit.clip_score is None:
+        return ""
+    return f' <span class="pair" title="clip_score of the pair">pair {hit.clip_score:.3f}</span>'
 
 
 def _short(url: str, limit: int = 60) -> str:

@@ -146,8 +146,49 @@ def _img2dataset_resizer():
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
+        module.A = CachedTransforms(module.A)
         sys.modules[name] = module  # only once it is complete
         return module
+
+
+# albumentations transforms the Resizer builds per image. Each is deterministic at p=1 (a resize
+# to a size, a pad, a centre crop: no random draw), so one built with the same arguments gives
+# the same pixels; building one costs ~0.5 ms of argument validation (pydantic, inspect).
+_REUSABLE_TRANSFORMS = frozenset({"LongestMaxSize", "SmallestMaxSize", "PadIfNeeded", "CenterCrop"})
+
+
+def _freeze(value):
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    return value
+
+
+class CachedTransforms:
+    """Stands in for the `albumentations` module (`A`) inside our copy of img2dataset's resizer:
+    `A.LongestMaxSize(max_size=256, ...)` returns a transform built once per thread and argument
+    set (a transform keeps its last call's params, so threads do not share one), and everything
+    else is albumentations' own. The Resizer's code and output stay img2dataset's."""
+
+    def __init__(self, albumentations):
+        self._albumentations = albumentations
+        self._local = threading.local()
+
+    def __getattr__(self, name: str):
+        factory = getattr(self._albumentations, name)
+        if name not in _REUSABLE_TRANSFORMS:
+            return factory
+
+        def build(*args, **kwargs):
+            cache = self._local.__dict__.setdefault("cache", {})
+            key = (name, _freeze(args), _freeze(kwargs))
+            transform = cache.get(key)
+            if transform is None:
+                transform = cache[key] = factory(*args, **kwargs)
+            return transform
+
+        return build
 
 
 class ImageResizer:

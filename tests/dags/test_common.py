@@ -39,7 +39,7 @@ def test_build_config_takes_the_named_params_and_build_options(tmp_path):
         ({"out": "relative/ds"}, "must be an absolute path"),
         ({"out": ""}, "'out' is required"),
         ({"url_list": "/tmp/urls.csv"}, "exactly one source"),
-        ({"executor": "dask"}, "executor must be 'ray' or 'local'"),
+        ({"executor": "dask"}, "executor must be one of ray, local, auto"),
     ],
 )
 def test_bad_params_are_config_errors(tmp_path, overrides, message):

@@ -6,9 +6,12 @@ import pytest
 from PIL import Image, ImageOps
 
 from pipeline.dedup.hashes import (
+    bits_to_hex,
+    gray_hashes,
     hex_to_codes,
     image_hashes,
     image_hashes_from_bytes,
+    phash_bits,
     to_gray,
     trim_borders,
 )
@@ -60,6 +63,16 @@ def test_trim_keeps_stripes_and_flat_blobs():
     assert trim_borders(flag).size == (90, 60)
     square = ImageOps.expand(Image.new("L", (40, 40), 90), border=12, fill=255)
     assert trim_borders(square).size == square.size  # a flat blob would hash like noise
+
+
+def test_trim_hash_is_the_hash_of_the_trimmed_image():
+    gray = to_gray(scene(5))
+    for image in (gray, ImageOps.expand(gray, border=20, fill=40)):  # untrimmed, then trimmed
+        hashes = gray_hashes(image)
+        assert hashes["phash256_trim"] == bits_to_hex(phash_bits(trim_borders(image), 16))
+    assert gray_hashes(gray)["phash256_trim"] == gray_hashes(gray)["phash256"]
+    padded = gray_hashes(ImageOps.expand(gray, border=20, fill=40))
+    assert padded["phash256_trim"] != padded["phash256"]
 
 
 def test_hashes_from_bytes_match_decoded_image():

@@ -85,3 +85,43 @@ def test_resizer_errors_become_drop_reasons():
     assert big.reason == "too_large"
     broken = ImageResizer(ImageConfig())(JPEG_400x300[:1000])
     assert broken.reason == "decode_failed" and broken.image is None
+
+
+def _pristine_img2dataset_resizer():
+    """img2dataset/resizer.py loaded as it ships (albumentations transforms built per call)."""
+    import importlib.util
+    from pathlib import Path
+
+    folder = importlib.util.find_spec("img2dataset").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("_pristine_resizer", Path(folder) / "resizer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("mode", ["border", "center_crop", "keep_ratio", "keep_ratio_largest"])
+def test_reused_transforms_give_img2dataset_bytes(mode):
+    # Our copy of the Resizer reuses its albumentations transforms; the bytes must be the ones
+    # img2dataset's own Resizer writes, for upscales and downscales, call after call.
+    pristine = _pristine_img2dataset_resizer()
+    theirs = pristine.Resizer(image_size=96, resize_mode=pristine.ResizeMode[mode],
+                              resize_only_if_bigger=False)  # fmt: skip
+    ours = ImageResizer(ImageConfig(image_size=96, resize_mode=mode))
+    sources = [encode(noise(w, h, seed=w), "JPEG") for w, h in [(400, 300), (50, 70), (90, 96)]]
+    for data in sources * 2:
+        expected = theirs(io.BytesIO(data))
+        got = ours(data)
+        assert (got.image, got.width, got.height) == expected[:3]
+
+
+def test_reused_transforms_are_per_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.images.resize import CachedTransforms
+
+    transforms = CachedTransforms(_pristine_img2dataset_resizer().A)
+    build = lambda: transforms.PadIfNeeded(min_height=8, min_width=8, value=[255, 255, 255])  # noqa: E731
+    assert build() is build()  # same thread, same arguments: built once
+    assert transforms.PadIfNeeded(min_height=9, min_width=8) is not build()
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(build).result() is not build()  # a transform keeps per-call state

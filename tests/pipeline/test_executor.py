@@ -1,0 +1,86 @@
+"""pipeline.executor: `auto` runs in-process where Ray could not run tasks side by side."""
+
+import contextlib
+import os
+
+import pytest
+
+from pipeline.executor import (
+    AutoExecutor,
+    ExecutorConfig,
+    LocalExecutor,
+    RayExecutor,
+    make_executor,
+    usable_cpus,
+)
+
+# A lambda, so that Ray pickles it by value (test modules are not importable in its workers).
+where = lambda item: (item, os.getpid())  # noqa: E731
+
+many_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+
+
+@contextlib.contextmanager
+def affinity(cpus: set[int]):
+    """This thread may run on `cpus` only (as under taskset), restored afterwards."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@pytest.fixture
+def no_ray_running():
+    import ray
+
+    if ray.is_initialized():  # auto would join it: what these tests check would not happen
+        pytest.skip("a Ray runtime is running already")
+
+
+def test_kinds():
+    assert isinstance(make_executor(ExecutorConfig("local")), LocalExecutor)
+    assert isinstance(make_executor(ExecutorConfig("auto")), AutoExecutor)
+    with pytest.raises(ValueError, match="'ray', 'local', 'auto'"):
+        ExecutorConfig("threads")
+
+
+def test_auto_on_one_cpu_runs_every_stage_in_process(no_ray_running):
+    with affinity({min(os.sched_getaffinity(0))}):
+        assert usable_cpus() == 1
+        executor = make_executor(ExecutorConfig("auto"))
+        results = list(executor.map(where, range(5)))
+        executor.shutdown()
+    assert results == [(i, os.getpid()) for i in range(5)]
+    assert not executor.uses_ray
+
+
+@many_cpus
+def test_auto_runs_a_single_part_in_process(no_ray_running):
+    executor = AutoExecutor(ExecutorConfig("auto"))
+    assert list(executor.map(where, [7])) == [(7, os.getpid())]
+    assert list(executor.map(where, [])) == []
+    assert not executor.uses_ray
+    executor.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+@many_cpus
+def test_auto_starts_ray_for_parts_that_can_run_side_by_side(no_ray_running):
+    import ray
+
+    with affinity(set(sorted(os.sched_getaffinity(0))[:2])):
+        executor = AutoExecutor(ExecutorConfig("auto"))
+    try:
+        results = sorted(executor.map(where, range(4)))
+        assert executor.uses_ray and isinstance(executor._ray, RayExecutor)
+        assert [item for item, _ in results] == [0, 1, 2, 3]
+        assert all(pid != os.getpid() for _, pid in results)  # Ray workers did them
+        assert ray.cluster_resources()["CPU"] == 2  # the CPUs the process may use, not more
+        # Ray stays up for later stages; a stage with one part still runs here.
+        assert list(executor.map(where, [9])) == [(9, os.getpid())]
+    finally:
+        executor.shutdown()
+    assert not ray.is_initialized()
