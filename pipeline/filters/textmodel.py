@@ -241,9 +241,9 @@ def train_text_model(
             minn=char_ngrams[0], maxn=char_ngrams[1], bucket=bucket, minCount=1, loss="softmax",
             seed=seed, thread=threads or os.cpu_count() or 1, verbose=0,
         )  # fmt: skip
-        model = _train_supervised(fasttext, options, lr)
         partial = Path(tmp) / "model.bin"
-        model.save_model(str(partial))
+        _train_supervised(options, lr, partial)
+        model = fasttext.load_model(str(partial))
         os.replace(partial, out_path)
     scores = _positive_probs(model, [t for t, _ in test], positive)
     metrics = _metrics(scores, [lab == positive for _, lab in test])
@@ -272,12 +272,26 @@ def _trained_positive_label(model_path: str | os.PathLike) -> str | None:
         return None
 
 
-def _train_supervised(fasttext, options: dict, lr: float, attempts: int = 4):
-    """fastText's SGD sometimes diverges on a small file ("Encountered NaN"): try again with
-    half the learning rate, a few times, rather than fail the user's command."""
+def _train_and_save(options: dict, lr: float, path: str) -> None:
+    import fasttext
+
+    fasttext.train_supervised(lr=lr, **options).save_model(path)
+
+
+def _train_supervised(options: dict, lr: float, path: Path, attempts: int = 4) -> None:
+    """Train and save to `path` in a fresh process. fastText's SGD diverged ("Encountered NaN")
+    on a small file at every learning rate inside the test suite's long-lived process (after
+    torch and FAISS work in it), not when the same test ran alone; a child process also keeps a
+    fastText abort from taking the caller down. On NaN, retry at half the learning rate."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
     for attempt in range(attempts):
         try:
-            return fasttext.train_supervised(lr=lr, **options)
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                pool.submit(_train_and_save, options, lr, str(path)).result()
+            return
         except RuntimeError as exc:
             if "NaN" not in str(exc) or attempt == attempts - 1:
                 raise TextModelError(
