@@ -129,7 +129,8 @@ def _embeddings_view(con, folder: Path) -> None:
         "CREATE OR REPLACE VIEW samples AS "
         "SELECT s.* REPLACE (coalesce(s.clip_score, e.clip_score) AS clip_score) "
         "FROM _samples_manifest s LEFT JOIN "
-        "(SELECT uid, any_value(clip_score) AS clip_score FROM embeddings GROUP BY uid) e "
+        "(SELECT uid, any_value(CASE WHEN isnan(clip_score) THEN NULL ELSE clip_score END) "
+        "AS clip_score FROM embeddings GROUP BY uid) e "
         "ON s.uid = e.uid"
     )
 

@@ -159,7 +159,11 @@ def _add_embed_search(sub) -> None:
     search.add_argument("-k", type=int, default=20, help="results (default 20)")
     search.add_argument("--html", metavar="FILE", help="also write an HTML page with thumbnails")
     search.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    search.add_argument("--checkpoint", metavar="CKPT", help="default: the one `embed` used")
+    search.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="default: the one `embed` used (it must hold the same weights)",
+    )
     search.add_argument("--device", default="auto")
 
 

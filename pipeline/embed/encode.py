@@ -69,7 +69,8 @@ def embed_images(loaded, images: list[bytes], batch_size: int = 256):
     )
     if bad:
         log.warning("%d of %d images could not be decoded for embedding", len(bad), len(images))
-    out[ok] = feats.numpy()
+    if ok:
+        out[ok] = feats.numpy()
     return out
 
 

@@ -2,9 +2,10 @@
 FAISS index of the image embeddings (pipeline.embed.index picks its kind by size and measures its
 recall against flat search).
 
-Resumable: a shard whose embeddings file exists is not embedded again. Embedding with another
-checkpoint than the folder already holds is refused unless `overwrite` (the index would mix two
-models' spaces otherwise)."""
+Resumable: a shard whose embeddings file exists with as many rows is not embedded again; the
+files of shards that are gone are removed. Embedding with another checkpoint than the folder
+already holds is refused unless `overwrite` (the index would mix two models' spaces otherwise).
+Images that do not decode get no vector in the index (image.rows.npy maps index ids to rows)."""
 
 import logging
 import shutil
@@ -58,18 +59,49 @@ def _embed_shard(loaded, path: Path, out: Path, batch_size: int) -> int:
     return table.num_rows
 
 
+def _stale_parts(folder: Path, shards: list[Path]) -> None:
+    """Remove embeddings of shards that are gone, or whose row count changed (rebuilt)."""
+    import pyarrow.parquet as pq
+
+    rows = {store.part_path(folder, p.name): pq.ParquetFile(p).metadata.num_rows for p in shards}
+    for part in store.part_files(folder):
+        if part not in rows or pq.ParquetFile(part).metadata.num_rows != rows[part]:
+            log.info("embeddings %s are stale: embedding its shard again", part.name)
+            part.unlink()
+
+
+def _build_and_save_index(folder: Path, recall_target: float) -> dict:
+    import numpy as np
+
+    from pipeline.embed import index as faiss_index
+
+    _, vectors = store.read_vectors(folder, "image")
+    readable = ~np.isnan(vectors).any(axis=1)
+    rows_file = store.index_rows_path(folder)
+    rows_file.unlink(missing_ok=True)
+    if not readable.any():
+        raise ConfigError(f"{folder}: no image could be decoded for embedding")
+    if not readable.all():
+        log.warning("%d images did not decode: left out of the index", int((~readable).sum()))
+        np.save(rows_file, np.flatnonzero(readable))
+    index, info = faiss_index.build_index(vectors[readable], recall_target=recall_target)
+    faiss_index.save_index(index, info, folder)
+    return {"rows": int(vectors.shape[0]), "dim": int(vectors.shape[1]), "index": _info_dict(info)}
+
+
 def run_embed(dataset_dir, checkpoint: str, device: str = "auto", batch_size: int = 256,
               overwrite: bool = False, recall_target: float = 0.95) -> dict:  # fmt: skip
     """Embed every shard not yet embedded, then (re)build the index; returns meta.json's dict."""
     from tqdm import tqdm
 
-    from pipeline.embed import index as faiss_index
     from pipeline.embed.encode import checkpoint_digest, load_model
 
     layout = DatasetLayout(Path(dataset_dir))
     shards = _shard_files(layout)
     if batch_size < 1:
         raise ConfigError(f"batch size must be positive, not {batch_size}")
+    if not 0.0 < recall_target <= 1.0:
+        raise ConfigError(f"recall target must be in (0, 1], not {recall_target}")
     if not Path(checkpoint).is_file():
         raise ConfigError(f"checkpoint {checkpoint} does not exist")
     loaded = load_model(checkpoint, device)
@@ -83,7 +115,8 @@ def run_embed(dataset_dir, checkpoint: str, device: str = "auto", batch_size: in
     }
     _check_meta(folder, meta, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
-    store.write_meta(folder, {**(store.read_meta(folder) or {}), **meta})
+    store.write_meta(folder, meta)  # no "index" until the index matches the parts again
+    _stale_parts(folder, shards)
     todo = [p for p in shards if not store.part_path(folder, p.name).exists()]
     started = time.perf_counter()
     rows = 0
@@ -92,11 +125,8 @@ def run_embed(dataset_dir, checkpoint: str, device: str = "auto", batch_size: in
     seconds = time.perf_counter() - started
     if todo:
         log.info("embedded %d rows of %d shards in %.1f s", rows, len(todo), seconds)
-    _, vectors = store.read_vectors(folder, "image")
-    index, info = faiss_index.build_index(vectors, recall_target=recall_target)
-    faiss_index.save_index(index, info, folder)
-    meta.update(rows=int(vectors.shape[0]), dim=int(vectors.shape[1]), shards=len(shards),
-                index=_info_dict(info), embed_seconds=round(seconds, 2))  # fmt: skip
+    meta.update(_build_and_save_index(folder, recall_target), shards=len(shards),
+                embed_seconds=round(seconds, 2))  # fmt: skip
     store.write_meta(folder, meta)
     return meta
 

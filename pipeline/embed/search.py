@@ -62,8 +62,32 @@ def _captions(dataset_dir, uids: list[str]) -> dict[str, tuple[str, str]]:
     return {uid: (caption, url) for uid, caption, url in rows}
 
 
+def _check_same_model(checkpoint: str, meta: dict) -> None:
+    """The query must land in the space the embeddings are in: the very checkpoint `embed` used
+    (a run's latest.pt is rewritten as training goes on)."""
+    from pipeline.embed.encode import checkpoint_digest
+
+    if not Path(checkpoint).is_file():
+        raise ConfigError(f"checkpoint {checkpoint} does not exist")
+    if checkpoint_digest(checkpoint) != meta.get("checkpoint_sha256"):
+        raise ConfigError(
+            f"{checkpoint} is not the checkpoint the embeddings were made with (its content "
+            f"differs from {meta.get('checkpoint')} at embedding time); run "
+            "`pipeline embed DIR --checkpoint CKPT --overwrite` first"
+        )
+
+
+def _index_rows(folder: Path):
+    import numpy as np
+
+    path = store.index_rows_path(folder)
+    return np.load(path) if path.exists() else None
+
+
 def search(dataset_dir, text: str | None = None, image: str | None = None, k: int = 20,
            checkpoint: str | None = None, device: str = "auto") -> list[Hit]:  # fmt: skip
+    import numpy as np
+
     from pipeline.embed import index as faiss_index
     from pipeline.embed.encode import load_model
 
@@ -75,14 +99,21 @@ def search(dataset_dir, text: str | None = None, image: str | None = None, k: in
         raise ConfigError(f"{dataset_dir} has no embeddings; run `pipeline embed {dataset_dir} "
                           "--checkpoint CKPT` first")  # fmt: skip
     checkpoint = checkpoint or meta["checkpoint"]
+    _check_same_model(checkpoint, meta)
     loaded = load_model(checkpoint, device)
-    if loaded.name != meta.get("model"):
-        raise ConfigError(f"{checkpoint} is a {loaded.name}, but the embeddings are "
-                          f"{meta.get('model')}'s; search with the checkpoint `embed` used")  # fmt: skip
     query = _query_vector(loaded, text, image)
-    index, info = faiss_index.load_index(folder)
-    scores, ids = faiss_index.search(index, info, query, min(k, info.n))
+    try:
+        index, info = faiss_index.load_index(folder)
+    except faiss_index.IndexFileError as exc:
+        raise ConfigError(f"{exc}; run `pipeline embed` again") from None
     rows = store.read_ids(folder)
+    row_of = _index_rows(folder)
+    if info.n != (rows.num_rows if row_of is None else len(row_of)):
+        raise ConfigError(f"{folder}: the index does not match the embeddings (an interrupted "
+                          "`pipeline embed`?); run it again")  # fmt: skip
+    scores, ids = faiss_index.search(index, info, query, min(k, info.n))
+    if row_of is not None:
+        ids = np.where(ids >= 0, row_of[np.maximum(ids, 0)], -1)
     uids, shards, shard_rows, pair_scores = (
         rows[c].to_pylist() for c in ("uid", "shard", "shard_row", "clip_score")
     )

@@ -5,7 +5,8 @@ DIR/embeddings/meta.json              checkpoint (path, sha256, model, step), di
 DIR/embeddings/<shard>.parquet        one row per shard row: uid, shard, shard_row, clip_score,
                                       image and text (fixed-size lists of float16, L2-normalised)
 DIR/embeddings/image.faiss            FAISS index of the image embeddings (pipeline.embed.index);
-DIR/embeddings/image.index.json       row i of the index = row i of the parts in file-name order
+DIR/embeddings/image.index.json       row i of the index = row i of the parts in file-name order,
+DIR/embeddings/image.rows.npy         or row rows[i] when some images did not decode (no vector)
 ```
 float16 halves the size and keeps cosines to ~1e-3, plenty for ranking and filtering.
 """
@@ -40,7 +41,9 @@ def vector_array(vectors):
 
 
 def write_part(path: Path, uids: list[str], shard: str, emb) -> None:
-    """One shard's embeddings (`emb`: pipeline.embed.encode.PairEmbeddings), written atomically."""
+    """One shard's embeddings (`emb`: pipeline.embed.encode.PairEmbeddings), written atomically.
+    The score of an image that did not decode is null (its vectors stay NaN)."""
+    import numpy as np
     import pyarrow as pa
 
     table = pa.table(
@@ -48,7 +51,7 @@ def write_part(path: Path, uids: list[str], shard: str, emb) -> None:
             "uid": pa.array(uids, pa.string()),
             "shard": pa.array([shard] * len(uids), pa.string()),
             "shard_row": pa.array(range(len(uids)), pa.int64()),
-            "clip_score": pa.array(emb.score, pa.float32()),
+            "clip_score": pa.array(emb.score, pa.float32(), mask=np.isnan(emb.score)),
             "image": vector_array(emb.image),
             "text": vector_array(emb.text),
         }
@@ -99,3 +102,7 @@ def read_meta(folder: Path) -> dict | None:
 
 def write_meta(folder: Path, meta: dict) -> None:
     write_json_atomic(meta, folder / "meta.json")
+
+
+def index_rows_path(folder: Path) -> Path:
+    return folder / "image.rows.npy"

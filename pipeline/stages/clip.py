@@ -77,17 +77,23 @@ def _score_all(config, layout: DatasetLayout, parts: list[str], previous: str, r
         _score_part(loaded, layout, part, previous, config.clip_batch_size)
 
 
-def _read_scores(run: StageRun, parts: list[str]):
-    """uids (list), scores np.float32 [N], image embeddings np.float32 [N, D], in part order."""
+def _read_scores(run: StageRun, parts: list[str], vectors: bool):
+    """uids (list), scores np.float32 [N], and (only if `vectors`: SemDeDup needs them, and they
+    are N x D floats) image embeddings np.float32 [N, D], in part order."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.concat_tables([pq.read_table(run.dir / f"{p}.scores.parquet") for p in parts])
+    columns = ["uid", "clip_score"] + (["image"] if vectors else [])
+    table = pa.concat_tables(
+        [pq.read_table(run.dir / f"{p}.scores.parquet", columns=columns) for p in parts]
+    )
+    if not vectors:
+        return table["uid"].to_pylist(), table["clip_score"].to_numpy(zero_copy_only=False), None
     image = table["image"].combine_chunks()
     flat = image.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     vectors = flat.reshape(len(table), image.type.list_size) if len(table) else flat.reshape(0, 0)
-    return table["uid"].to_pylist(), table["clip_score"].to_numpy(), vectors
+    return table["uid"].to_pylist(), table["clip_score"].to_numpy(zero_copy_only=False), vectors
 
 
 def decide(uids, scores, vectors, min_score=None, top_fraction=None, semdedup_eps=None,
@@ -128,14 +134,16 @@ def run_clip(config, layout: DatasetLayout, parts: list[str], previous: str) -> 
     import pyarrow as pa
 
     run = StageRun(layout, STAGE)
+    decisions = run.dir / "decisions.json"  # the run-wide figures, kept for stats/clip.json
     if all(run.is_done(p) for p in parts):
-        run.finish(parts)
+        run.finish(parts, extra=json.loads(decisions.read_text()) if decisions.exists() else None)
         return
     started = time.perf_counter()
     _score_all(config, layout, parts, previous, run)
-    uids, scores, vectors = _read_scores(run, parts)
+    uids, scores, vectors = _read_scores(run, parts, vectors=config.semdedup_eps is not None)
     updates, extra = decide(uids, scores, vectors, config.min_clip_score,
                             config.clip_top_fraction, config.semdedup_eps, config.seed)  # fmt: skip
+    write_json_atomic(extra, decisions)
     score_of = dict(zip(uids, scores.tolist(), strict=True))
     seconds = (time.perf_counter() - started) / max(1, len(parts))
     for part in parts:

@@ -2,6 +2,8 @@
 captions; SemDeDup; the options' errors."""
 
 import csv
+import json
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +60,11 @@ def test_clip_filter_drops_mismatched_captions(tmp_path, shapes_model):
         assert kept == round(0.7 * len(rows))
         stats = con.execute("SELECT rows_in, rows_out FROM stats WHERE stage = 'clip'").fetchone()
         assert stats == (len(rows), kept)
+        # a rerun of the finished build changes nothing, the run-wide figures included
+        before = json.loads((Path(out) / "stats" / "clip.json").read_text())["extra"]
+        assert before["scored"] == len(rows) and "threshold" in before
+        _build(tmp_path, rows, "top", clip_model=str(shapes_model), clip_top_fraction=0.7)
+        assert json.loads((Path(out) / "stats" / "clip.json").read_text())["extra"] == before
         # the same pairs under a fixed threshold, then SemDeDup among the rows kept
         out = _build(tmp_path, rows, "min", clip_model=str(shapes_model), min_clip_score=0.2,
                      semdedup_eps=0.02)  # fmt: skip

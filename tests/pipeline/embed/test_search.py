@@ -2,8 +2,13 @@
 
 import json
 import random
+import shutil
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import torch
 
 import manifests
 from pipeline.cli import main
@@ -111,5 +116,41 @@ def test_search_errors_are_one_line(tmp_path, embedded, capsys):
     assert main(["search", out, "--image", str(tmp_path / "none.png")]) == 2
     assert main(["search", out, "a cat", "-k", "0"]) == 2
     assert main(["embed", out, "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    not_an_image = tmp_path / "x.png"
+    not_an_image.write_text("hello")
+    assert main(["search", out, "--image", str(not_an_image)]) == 2
+    meta = json.loads((Path(out) / "embeddings" / "meta.json").read_text())
+    assert main(["embed", out, "--checkpoint", meta["checkpoint"], "--recall-target", "95"]) == 2
+    # other weights than the embeddings were made with (latest.pt rewritten by more training)
+    ckpt = torch.load(meta["checkpoint"], weights_only=True)
+    ckpt["state_dict"]["logit_scale"] += 1.0
+    torch.save(ckpt, tmp_path / "other.pt")
+    assert main(["search", out, "a cat", "--checkpoint", str(tmp_path / "other.pt")]) == 2
     err = capsys.readouterr().err
-    assert err.count("error:") == 6 and "Traceback" not in err
+    assert err.count("error:") == 9 and "Traceback" not in err
+    assert "not the checkpoint the embeddings were made with" in err
+
+
+@pytest.mark.timeout(900)
+def test_embed_follows_changed_shards_and_skips_unreadable_images(embedded, tmp_path, capsys):
+    out, truth, _ = embedded
+    copy = tmp_path / "ds"
+    shutil.copytree(out, copy)
+    meta = json.loads((copy / "embeddings" / "meta.json").read_text())
+    shards = sorted((copy / "shards").glob("*.parquet"))
+    gone = pq.read_metadata(shards[-1]).num_rows
+    shards[-1].unlink()  # a shard removed: its embeddings go
+    table = pq.read_table(shards[0])  # a shard rewritten: row 0's image no longer decodes
+    images = table["jpg"].to_pylist()
+    images[0] = b"not an image"
+    table = table.set_column(table.schema.get_field_index("jpg"), "jpg", pa.array(images))
+    pq.write_table(table.slice(0, table.num_rows - 1), shards[0])  # and one row shorter
+    assert main(["embed", str(copy), "--checkpoint", meta["checkpoint"]]) == 0
+    meta = json.loads((copy / "embeddings" / "meta.json").read_text())
+    assert meta["rows"] == len(truth) - gone - 1 and meta["index"]["n"] == meta["rows"] - 1
+    con = manifests.open(copy)
+    unscored = con.execute("SELECT count(*) FROM embeddings WHERE clip_score IS NULL").fetchone()
+    assert unscored == (1,)
+    hits = _search(capsys, copy, "a red circle", "-k", meta["rows"])
+    assert len(hits) == meta["rows"] - 1
+    assert table["uid"][0].as_py() not in {h["uid"] for h in hits}
