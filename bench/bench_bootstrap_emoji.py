@@ -35,23 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_train_emoji import read_emoji  # noqa: E402  (this folder is sys.path[0])
+
 log = logging.getLogger("bench_bootstrap")
-
-
-def read_emoji(emoji_dir: Path) -> list[dict]:
-    """One row per emoji drawn in both styles: its English CLDR label and both image paths."""
-    rows = []
-    with open(emoji_dir / "emoji.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            record = json.loads(line)
-            label = (record.get("annotations", {}).get("en") or {}).get("label")
-            google = emoji_dir / "google" / record["image"]
-            twitter = emoji_dir / "twitter" / record["image"]
-            if google.exists() and twitter.exists():
-                label = label or record["name"].lower()
-                rows.append({"label": label, "image": record["image"], "google": google,
-                             "twitter": twitter})  # fmt: skip
-    return rows
 
 
 def add_noise(rows: list[dict], mismatch: float, seed: int) -> None:

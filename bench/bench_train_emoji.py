@@ -28,6 +28,7 @@ from tests.trainer.toydata import write_dataset  # noqa: E402
 
 
 def read_emoji(emoji_dir: Path) -> list[dict]:
+    """One row per emoji drawn in both styles: its English CLDR label, file name, both paths."""
     rows = []
     with open(emoji_dir / "emoji.jsonl", encoding="utf-8") as fh:
         for line in fh:
@@ -39,7 +40,9 @@ def read_emoji(emoji_dir: Path) -> list[dict]:
                 emoji_dir / "twitter" / record["image"],
             )
             if google.exists() and twitter.exists():
-                rows.append({"label": label, "google": google, "twitter": twitter})
+                rows.append(
+                    {"label": label, "image": record["image"], "google": google, "twitter": twitter}
+                )
     return rows
 
 

@@ -33,7 +33,8 @@ import datetime
 
 from airflow.sdk import DAG, Param, task
 
-_STRINGS = {"type": "array", "items": {"type": "string"}}
+from dags._params import STRINGS, build_source_params
+
 _NUMBER = ["null", "number"]
 
 
@@ -90,14 +91,7 @@ with DAG(
     doc_md=__doc__,
     params={
         "out": Param(type="string", minLength=1, description="folder of the loop (absolute)"),
-        "query_list": Param(None, type=["null", "string"], description="query list file"),
-        "seeds": Param([], **_STRINGS, description="seed URLs to crawl"),
-        "warc": Param([], **_STRINGS, description="WARC/WAT files or globs"),
-        "url_list": Param(None, type=["null", "string"], description="URL list file"),
-        "allow_network": Param([], **_STRINGS, description="extra allowed CIDRs"),
-        "executor": Param("auto", enum=["auto", "ray", "local"]),
-        "ray_address": Param(None, type=["null", "string"], description="Ray cluster address"),
-        "build_options": Param({}, type="object", description="other BuildConfig fields"),
+        **build_source_params(),
         "min_clip_score": Param(None, type=_NUMBER, description="drop pairs scoring below"),
         "clip_top_fraction": Param(0.3, type=_NUMBER, description="keep this best fraction"),
         "semdedup_eps": Param(None, type=_NUMBER, description="SemDeDup; null: off"),
@@ -107,7 +101,7 @@ with DAG(
         "samples": Param(100_000, type="integer", minimum=1, description="per training run"),
         "batch_size": Param(256, type="integer", minimum=1),
         "train_options": Param({}, type="object", description="other `trainer run` options"),
-        "eval_sets": Param([], **_STRINGS, description="ImageFolder eval sets (absolute)"),
+        "eval_sets": Param([], **STRINGS, description="ImageFolder eval sets (absolute)"),
         "eval_options": Param({}, type="object", description="other `trainer eval` options"),
     },
 ) as dag:

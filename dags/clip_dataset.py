@@ -27,7 +27,7 @@ import datetime
 
 from airflow.sdk import DAG, Param, task
 
-_STRINGS = {"type": "array", "items": {"type": "string"}}
+from dags._params import build_source_params
 
 
 def _stage_task(task_id: str, stages: tuple[str, ...]):
@@ -58,14 +58,7 @@ with DAG(
     doc_md=__doc__,
     params={
         "out": Param(type="string", minLength=1, description="dataset folder (absolute path)"),
-        "query_list": Param(None, type=["null", "string"], description="query list file"),
-        "seeds": Param([], **_STRINGS, description="seed URLs to crawl"),
-        "warc": Param([], **_STRINGS, description="WARC/WAT files or globs"),
-        "url_list": Param(None, type=["null", "string"], description="URL list file"),
-        "allow_network": Param([], **_STRINGS, description="extra allowed CIDRs"),
-        "executor": Param("auto", enum=["auto", "ray", "local"]),
-        "ray_address": Param(None, type=["null", "string"], description="Ray cluster address"),
-        "build_options": Param({}, type="object", description="other BuildConfig fields"),
+        **build_source_params(),
     },
 ) as dag:
     previous = None

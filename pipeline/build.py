@@ -118,7 +118,8 @@ def run_build(config: BuildConfig, resolver=None, stages: list[str] | None = Non
     if config.query_list and not os.path.isfile(config.query_list):
         raise ConfigError(f"query list {config.query_list} does not exist")
     config.text_filter_config(), config.image_config()  # validate before any work
-    if config.clip_model and not config.no_fetch and (stages is None or "clip" in stages):
+    clip_pending = not (layout.stats / "clip.json").exists()  # the stage has not finished
+    if config.clip_model and clip_pending and not config.no_fetch and "clip" in (stages or STAGES):
         from pipeline.embed.encode import load_model
 
         load_model(config.clip_model, config.device)  # a bad checkpoint fails now, not hours later

@@ -7,6 +7,7 @@ files of shards that are gone are removed. Embedding with another checkpoint tha
 already holds is refused unless `overwrite` (the index would mix two models' spaces otherwise).
 Images that do not decode get no vector in the index (image.rows.npy maps index ids to rows)."""
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -86,7 +87,11 @@ def _build_and_save_index(folder: Path, recall_target: float) -> dict:
         np.save(rows_file, np.flatnonzero(readable))
     index, info = faiss_index.build_index(vectors[readable], recall_target=recall_target)
     faiss_index.save_index(index, info, folder)
-    return {"rows": int(vectors.shape[0]), "dim": int(vectors.shape[1]), "index": _info_dict(info)}
+    return {
+        "rows": int(vectors.shape[0]),
+        "dim": int(vectors.shape[1]),
+        "index": dataclasses.asdict(info),
+    }
 
 
 def run_embed(dataset_dir, checkpoint: str, device: str = "auto", batch_size: int = 256,
@@ -129,9 +134,3 @@ def run_embed(dataset_dir, checkpoint: str, device: str = "auto", batch_size: in
                 embed_seconds=round(seconds, 2))  # fmt: skip
     store.write_meta(folder, meta)
     return meta
-
-
-def _info_dict(info) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(info) if dataclasses.is_dataclass(info) else dict(info)

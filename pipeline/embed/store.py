@@ -40,6 +40,15 @@ def vector_array(vectors):
     return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
 
 
+def to_matrix(column):
+    """A fixed-size-list column (float16 vectors) → np.float32 [rows, dim]."""
+    import numpy as np
+
+    values = column.combine_chunks()
+    flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return flat.reshape(len(values), values.type.list_size)
+
+
 def write_part(path: Path, uids: list[str], shard: str, emb) -> None:
     """One shard's embeddings (`emb`: pipeline.embed.encode.PairEmbeddings), written atomically.
     The score of an image that did not decode is null (its vectors stay NaN)."""
@@ -72,10 +81,7 @@ def read_vectors(folder: Path, column: str = "image"):
     for path in files:
         table = pq.read_table(path, columns=[*META_COLUMNS, column])
         metas.append(table.select(list(META_COLUMNS)))
-        values = table.column(column).combine_chunks()
-        dim = values.type.list_size
-        flat = values.flatten().to_numpy(zero_copy_only=False)
-        vectors.append(flat.astype(np.float32).reshape(-1, dim))
+        vectors.append(to_matrix(table.column(column)))
     return pa.concat_tables(metas), np.concatenate(vectors)
 
 

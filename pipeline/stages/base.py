@@ -153,6 +153,37 @@ def read_samples_part(layout: DatasetLayout, stage: str, part: str):
     return pq.read_table(layout.stage_dir(stage) / f"{part}.parquet", schema=schema.SAMPLES)
 
 
+def write_decisions(run: StageRun, previous: str, parts: list[str], updates: dict,
+                    seconds: float, fill=None) -> None:  # fmt: skip
+    """The per-part half of a stage that decides over the whole run (dedup, clip): every row of
+    `previous` still pending gets `fill(row)` (columns the stage adds to each one), then its
+    update from `updates` (uid → a drop: status, error, ...) if any; rows, counts and a marker
+    per part. `seconds` is the stage's time per part."""
+    import pyarrow as pa
+
+    from manifests import schema
+    from manifests.layout import write_parquet_atomic
+
+    for part in parts:
+        rows = read_samples_part(run.layout, previous, part).to_pylist()
+        stats = PartStats(seconds=seconds)
+        for row in rows:
+            if row["status"] != schema.PENDING:
+                continue
+            stats.rows_in += 1
+            if fill is not None:
+                fill(row)
+            update = updates.get(row["uid"])
+            if update:
+                row.update(update)
+                stats.drop(update["status"])
+            else:
+                stats.rows_out += 1
+        table = pa.Table.from_pylist(rows, schema=schema.SAMPLES)
+        write_parquet_atomic(table, run.dir / f"{part}.parquet")
+        run.mark_done(part, stats)
+
+
 def publish_samples(layout: DatasetLayout, stage: str, parts: list[str]) -> None:
     """Make stage `stage`'s samples rows the dataset's manifests (hard links: no copy)."""
     import os

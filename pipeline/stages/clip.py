@@ -17,7 +17,7 @@ import time
 from manifests import schema
 from manifests.layout import DatasetLayout, write_json_atomic, write_parquet_atomic
 from pipeline.config import ConfigError
-from pipeline.stages.base import PartStats, StageRun, read_samples_part
+from pipeline.stages.base import StageRun, read_samples_part, write_decisions
 
 log = logging.getLogger(__name__)
 STAGE = "clip"
@@ -80,20 +80,17 @@ def _score_all(config, layout: DatasetLayout, parts: list[str], previous: str, r
 def _read_scores(run: StageRun, parts: list[str], vectors: bool):
     """uids (list), scores np.float32 [N], and (only if `vectors`: SemDeDup needs them, and they
     are N x D floats) image embeddings np.float32 [N, D], in part order."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from pipeline.embed import store
 
     columns = ["uid", "clip_score"] + (["image"] if vectors else [])
     table = pa.concat_tables(
         [pq.read_table(run.dir / f"{p}.scores.parquet", columns=columns) for p in parts]
     )
-    if not vectors:
-        return table["uid"].to_pylist(), table["clip_score"].to_numpy(zero_copy_only=False), None
-    image = table["image"].combine_chunks()
-    flat = image.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    vectors = flat.reshape(len(table), image.type.list_size) if len(table) else flat.reshape(0, 0)
-    return table["uid"].to_pylist(), table["clip_score"].to_numpy(zero_copy_only=False), vectors
+    image = store.to_matrix(table["image"]) if vectors else None
+    return table["uid"].to_pylist(), table["clip_score"].to_numpy(zero_copy_only=False), image
 
 
 def decide(uids, scores, vectors, min_score=None, top_fraction=None, semdedup_eps=None,
@@ -131,8 +128,6 @@ def decide(uids, scores, vectors, min_score=None, top_fraction=None, semdedup_ep
 
 
 def run_clip(config, layout: DatasetLayout, parts: list[str], previous: str) -> None:
-    import pyarrow as pa
-
     run = StageRun(layout, STAGE)
     decisions = run.dir / "decisions.json"  # the run-wide figures, kept for stats/clip.json
     if all(run.is_done(p) for p in parts):
@@ -145,23 +140,11 @@ def run_clip(config, layout: DatasetLayout, parts: list[str], previous: str) -> 
                             config.clip_top_fraction, config.semdedup_eps, config.seed)  # fmt: skip
     write_json_atomic(extra, decisions)
     score_of = dict(zip(uids, scores.tolist(), strict=True))
+
+    def fill(row: dict) -> None:
+        score = score_of.get(row["uid"])
+        row["clip_score"] = None if score is None or score != score else score  # NaN: unscored
+
     seconds = (time.perf_counter() - started) / max(1, len(parts))
-    for part in parts:
-        rows = read_samples_part(layout, previous, part).to_pylist()
-        stats = PartStats(seconds=seconds)
-        for row in rows:
-            if row["status"] != schema.PENDING:
-                continue
-            stats.rows_in += 1
-            score = score_of.get(row["uid"])
-            row["clip_score"] = None if score is None or score != score else score
-            update = updates.get(row["uid"])
-            if update:
-                row.update(update)
-                stats.drop(update["status"])
-            else:
-                stats.rows_out += 1
-        write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema.SAMPLES),
-                             run.dir / f"{part}.parquet")  # fmt: skip
-        run.mark_done(part, stats)
+    write_decisions(run, previous, parts, updates, seconds, fill)
     run.finish(parts, extra=extra)

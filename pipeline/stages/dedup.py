@@ -9,8 +9,8 @@ of phashes within N bits keep their largest image and the rest become `duplicate
 import time
 
 from manifests import schema
-from manifests.layout import DatasetLayout, write_parquet_atomic
-from pipeline.stages.base import PartStats, StageRun, read_samples_part
+from manifests.layout import DatasetLayout
+from pipeline.stages.base import StageRun, write_decisions
 
 STAGE = "dedup"
 
@@ -66,8 +66,6 @@ def _decisions(layout: DatasetLayout, parts, previous: str, eval_sets, radius) -
 
 def run_dedup(layout: DatasetLayout, parts: list[str], previous: str,
               eval_sets: list[str] = (), near_dup_radius: int | None = None) -> None:  # fmt: skip
-    import pyarrow as pa
-
     run = StageRun(layout, STAGE)
     if all(run.is_done(p) for p in parts):
         run.finish(parts)
@@ -75,20 +73,5 @@ def run_dedup(layout: DatasetLayout, parts: list[str], previous: str,
     started = time.perf_counter()
     updates = _decisions(layout, parts, previous, list(eval_sets), near_dup_radius)
     seconds = (time.perf_counter() - started) / max(1, len(parts))
-    for part in parts:
-        rows = read_samples_part(layout, previous, part).to_pylist()
-        stats = PartStats(seconds=seconds)
-        for row in rows:
-            if row["status"] != schema.PENDING:
-                continue
-            stats.rows_in += 1
-            update = updates.get(row["uid"])
-            if update:
-                row.update(update)
-                stats.drop(update["status"])
-            else:
-                stats.rows_out += 1
-        table = pa.Table.from_pylist(rows, schema=schema.SAMPLES)
-        write_parquet_atomic(table, run.dir / f"{part}.parquet")
-        run.mark_done(part, stats)
+    write_decisions(run, previous, parts, updates, seconds)
     run.finish(parts)
