@@ -1,21 +1,23 @@
-"""Read (image url, alt text) pairs from WARC and Common Crawl WAT files, and record crawls to WARC.
+"""Read (image url, alt text) pairs from WARC, Common Crawl WAT and ARC files; record WARCs.
 
 WARC `response` records go through the same `extract_page` a live crawl uses, so a crawl recorded
 with `WarcRecorder` replays to exactly the pairs it gave live. WAT `metadata` records (Common
-Crawl's pre-extracted link JSON) are read directly. WARC and WAT are told apart per record by
-content, so a file name never decides how a record is read.
+Crawl's pre-extracted link JSON) are read directly. ARC records (Common Crawl 2008-2012) are read
+by warcio and then go through the WARC code (`archive.py`). A file's first bytes decide WARC or ARC
+and each record's content decides WARC or WAT, so a file name never decides how a record is read.
+`read_warc_file` is the per-file entry point that never raises for what a file holds.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
 import logging
-import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from fastwarc.warc import WarcRecordType
 
 from pipeline.extract import (
     Pair,
@@ -26,28 +28,32 @@ from pipeline.extract import (
     resolve_url,
     robots_directives,
 )
+from pipeline.sources.archive import (
+    MAX_DECODED_BYTES,
+    DamagedStream,
+    NotAWarcError,
+    decode_payload,
+    open_records,
+    sniff_archive,
+    unread_tail,
+)
 from pipeline.sources.warc_recorder import WarcRecorder
 
 __all__ = [
     "NotAWarcError",
     "PageInfo",
     "PageRecord",
+    "WarcFileResult",
     "WarcRecorder",
     "WarcStats",
     "iter_warc_pages",
     "pairs_from_warc",
+    "read_warc_file",
 ]
 
 log = logging.getLogger(__name__)
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
-MAX_DECODED_BYTES = 32 << 20  # cap on a decompressed body or WAT JSON payload (bytes)
-_GZIP_MAGIC = b"\x1f\x8b"
-_OTHER_MAGICS = (b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18")  # zstd, lz4: fastwarc reads both
-
-
-class NotAWarcError(ValueError):
-    """The file is not a WARC/WAT file at all (as opposed to one bad record inside it)."""
 
 
 @dataclass(slots=True)
@@ -58,6 +64,7 @@ class PageRecord:
     body: bytes  # payload with transfer and content encodings removed
     warc_date: str | None = None
     error: str | None = None  # set when the payload could not be decoded (body is then b"")
+    truncated: bool = False  # the file ends inside this record (error says so too)
 
 
 @dataclass(slots=True)
@@ -99,6 +106,7 @@ class WarcStats:
     non_html: int = 0  # response records (or WAT entries) of another content type
     skipped: int = 0  # request-metadata, warcinfo-like, non-http and other records
     kinds: dict[str, int] = field(default_factory=dict)
+    error: str | None = None  # why the file could not be read to its end (one line)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -107,80 +115,6 @@ class WarcStats:
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
-def _check_is_warc(path: Path) -> None:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(1 << 16)
-    except OSError as exc:
-        raise NotAWarcError(f"{path}: cannot read: {exc}") from exc
-    if not head:
-        raise NotAWarcError(f"{path}: empty file, not a WARC file")
-    if head.startswith(_OTHER_MAGICS):
-        return
-    if head.startswith(_GZIP_MAGIC):
-        try:
-            head = zlib.decompressobj(wbits=31).decompress(head, 64)
-        except zlib.error as exc:
-            raise NotAWarcError(f"{path}: corrupt gzip stream: {exc}") from exc
-    if not head.lstrip(b"\r\n").startswith(b"WARC/"):
-        raise NotAWarcError(f"{path}: not a WARC file (does not start with 'WARC/')")
-
-
-def _dechunk(data: bytes) -> bytes:
-    out, pos = bytearray(), 0
-    while True:
-        end = data.index(b"\r\n", pos)
-        size = int(data[pos:end].split(b";")[0].strip(), 16)
-        if size == 0:
-            return bytes(out)
-        out += data[end + 2 : end + 2 + size]
-        if len(out) > MAX_DECODED_BYTES:
-            raise ValueError("chunked body over the size cap")
-        pos = end + 2 + size + 2
-
-
-def _inflate(data: bytes, wbits: int) -> bytes:
-    decomp = zlib.decompressobj(wbits=wbits)
-    out = decomp.decompress(data, MAX_DECODED_BYTES + 1)
-    if len(out) > MAX_DECODED_BYTES:
-        raise ValueError("decompressed body over the size cap")
-    return out
-
-
-def _decode_body(body: bytes, headers: Mapping[str, list[str]]) -> bytes:
-    """Undo Transfer-Encoding and Content-Encoding that a third-party WARC may have kept."""
-    transfer = ",".join(header_values(headers, "transfer-encoding")).lower()
-    if "chunked" in transfer:
-        body = _dechunk(body)
-    for coding in reversed(",".join(header_values(headers, "content-encoding")).lower().split(",")):
-        coding = coding.strip()
-        if coding in ("gzip", "x-gzip"):
-            body = _inflate(body, 47)  # 32 + 15: gzip or zlib header, auto-detected
-        elif coding == "deflate":
-            try:
-                body = _inflate(body, 15)
-            except zlib.error:
-                body = _inflate(body, -15)  # raw deflate, as some servers send
-        elif coding == "br":
-            from fastwarc.stream_io import BrotliReader
-
-            body = BrotliReader(io.BytesIO(body)).read(MAX_DECODED_BYTES + 1)
-            if len(body) > MAX_DECODED_BYTES:
-                raise ValueError("decompressed body over the size cap")
-        elif coding not in ("", "identity"):
-            raise ValueError(f"unsupported content encoding {coding!r}")
-    return body
-
-
-def _decoded(body: bytes, headers: Mapping[str, list[str]]) -> tuple[bytes, str | None]:
-    try:
-        return _decode_body(body, headers), None
-    except Exception as exc:  # a lying header: keep the raw body when it already looks like HTML
-        if body.lstrip()[:1] == b"<":
-            return body, None
-        return b"", f"cannot decode payload: {exc}"
-
-
 def _is_html(content_type: str | None, body_start: bytes) -> bool:
     if content_type:
         return content_type.split(";", 1)[0].strip().lower() in HTML_TYPES
@@ -210,49 +144,68 @@ def _response_page(record) -> PageRecord | None:
     raw = record.reader.read(MAX_DECODED_BYTES + 1)
     if content_type is None and not _is_html(None, raw):
         return None
-    body = b""
+    body, truncated = b"", False
     if len(raw) > MAX_DECODED_BYTES:
         error = f"payload over {MAX_DECODED_BYTES} bytes"
     elif len(raw) < record.content_length:  # the file ends inside this record
         error = f"truncated record: {len(raw)} of {record.content_length} payload bytes"
+        truncated = True
     else:
-        body, error = _decoded(raw, headers)
+        body, error = decode_payload(raw, headers)
     status = record.http_headers.status_code
     date = record.headers.get("WARC-Date")
-    return PageRecord(url, status, headers, body, date, error)
+    return PageRecord(url, status, headers, body, date, error, truncated)
 
 
 def _records(path: Path, stats: WarcStats) -> Iterator[tuple[str, object]]:
     """Tagged items: ('warc', PageRecord), ('wat', (url, WAT JSON)), ('non_html', url),
-    ('skipped', None), ('record_error', (url, message)) or, last, ('stream_error', message)."""
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
+    ('skipped', None), ('record_error', (url, message)) or, last, ('stream_error', message).
 
-    _check_is_warc(path)
-    wanted = WarcRecordType.response | WarcRecordType.metadata
-    records = iter(ArchiveIterator(str(path), record_types=wanted, parse_http=True))
+    `stats.error` is set when the file cannot be read to its end: with a 'stream_error' item, or
+    on a 'warc' page the file ends inside.
+    """
+    kind, compression = sniff_archive(path)
+    records = open_records(path, kind, compression)
+    offset = 0
     while True:
         try:
             record = next(records)
         except StopIteration:
-            return
+            break
         except (OSError, ValueError) as exc:  # the stream itself is broken: nothing after it
-            yield "stream_error", f"unreadable WARC stream after record {stats.records}: {exc}"
+            if stats.error is None:  # else this is the cut a truncated record already reported
+                reason = f"unreadable {kind.upper()} stream after record {stats.records}: {exc}"
+                stats.error = f"{path}: {reason}"
+                yield "stream_error", reason
             return
         stats.records += 1
+        offset = getattr(record, "stream_pos", 0)
         try:
             if record.record_type == WarcRecordType.response:
                 page = _response_page(record)
+                if page and page.truncated:
+                    stats.error = (
+                        f"{path}: the file ends inside record {stats.records} ({page.url})"
+                    )
                 yield ("warc", page) if page else ("non_html", _target_uri(record))
             else:
                 yield _wat_document(record)
+        except DamagedStream:
+            continue  # the file is cut inside this record: the next read reports it, once
         except Exception as exc:  # one bad record must not stop the file
             yield "record_error", (_target_uri(record), f"record {stats.records}: {exc!r}")
+    # fastwarc can stop quietly at a cut (see unread_tail); the ARC reader raises there instead.
+    whole = kind == "arc" or stats.error is not None
+    if not whole and (reason := unread_tail(path, compression, offset)):
+        reason = f"{reason}, after record {stats.records}"
+        stats.error = f"{path}: {reason}"
+        yield "stream_error", reason
 
 
 def iter_warc_pages(path: str | Path) -> Iterator[PageRecord]:
-    """Every HTML `response` record of a .warc/.warc.gz file, in file order.
+    """Every HTML `response` record of a WARC or ARC file (plain or compressed), in file order.
 
-    Raises NotAWarcError for a file that is not a WARC at all, and for a stream that breaks
+    Raises NotAWarcError for a file that is not a WARC or ARC at all, and for a stream that breaks
     mid-file; a record whose payload cannot be decoded comes with `error` set, and one that
     cannot be parsed at all is logged and skipped (`pairs_from_warc` reports both).
     """
@@ -360,17 +313,9 @@ def _warc_page(page: PageRecord, source: str) -> tuple[PageInfo, list[Pair]]:
     return info, extract.pairs
 
 
-def pairs_from_warc(
-    path: str | Path, stats: WarcStats | None = None
-) -> Iterator[tuple[PageInfo, list[Pair]]]:
-    """(page info, pairs) for every HTML page of a WARC or WAT file (plain, gzip, zstd or lz4).
-
-    Only 2xx pages give pairs; other statuses, opt-outs and unreadable records are reported in
-    PageInfo (status / error) and never raise. `stats`, when given, is filled as the file is read.
-    Raises NotAWarcError on the first next() when the file is not a WARC at all.
-    """
-    path = Path(path)
-    stats = stats if stats is not None else WarcStats()
+def _pages(path: Path, stats: WarcStats, stream_row: bool) -> Iterator[tuple[PageInfo, list[Pair]]]:
+    """What `pairs_from_warc` yields; without `stream_row` a broken stream gives no row, only
+    `stats.error`."""
     source = path.name
     for kind, item in _records(path, stats):
         result = None
@@ -386,7 +331,7 @@ def pairs_from_warc(
             stats.non_html += 1
         elif kind == "skipped":
             stats.skipped += 1
-        elif kind in ("record_error", "stream_error"):
+        elif kind == "record_error" or (kind == "stream_error" and stream_row):
             url, message = item if kind == "record_error" else ("", item)
             result = PageInfo(url, None, "record_error", False, 0, message, source, "error"), []
         if result is None:
@@ -398,3 +343,54 @@ def pairs_from_warc(
         stats.errors += info.status == "record_error"
         stats.kinds[info.kind] = stats.kinds.get(info.kind, 0) + 1
         yield info, pairs
+
+
+def pairs_from_warc(
+    path: str | Path, stats: WarcStats | None = None
+) -> Iterator[tuple[PageInfo, list[Pair]]]:
+    """(page info, pairs) for every HTML page of a WARC, WAT or ARC file (plain, gzip, zstd, lz4).
+
+    Only 2xx pages give pairs; other statuses, opt-outs and unreadable records are reported in
+    PageInfo (status / error) and never raise, nor does a stream that breaks or ends mid-record
+    (the last row says why). `stats`, when given, is filled as the file is read.
+    Raises NotAWarcError on the first next() when the file is not a WARC, WAT or ARC at all.
+    """
+    yield from _pages(Path(path), stats if stats is not None else WarcStats(), stream_row=True)
+
+
+@dataclass(slots=True)
+class WarcFileResult:
+    """What one WARC, WAT or ARC file gave, as `read_warc_file` returns it."""
+
+    path: str
+    pages: list[PageInfo] = field(default_factory=list)  # file order, record errors included
+    pairs: list[Pair] = field(default_factory=list)  # all pages' pairs, in page order
+    error: str | None = None  # one line naming the file: why it was not read to its end
+    stats: WarcStats = field(default_factory=WarcStats)
+
+
+def read_warc_file(path: str | Path) -> WarcFileResult:
+    """Every page and pair of one file, and why reading stopped early if it did.
+
+    Never raises for what the file holds: a file that is no WARC, WAT or ARC at all (text, HTML,
+    random bytes, empty, a gzip cut before any data) gives no pages and `error`; one damaged
+    part-way gives the pages before the damage and `error`. A page's pairs are the `info.pairs`
+    pairs that follow the previous pages' in `pairs`. Only OSError for a path that cannot be
+    opened (missing, a directory, no permission) passes: that is the caller's bad path.
+    """
+    path = Path(path)
+    result = WarcFileResult(str(path))
+    try:
+        for info, pairs in _pages(path, result.stats, stream_row=False):
+            result.pages.append(info)
+            result.pairs.extend(pairs)
+        result.error = result.stats.error
+    except NotAWarcError as exc:
+        result.error = str(exc)
+    except OSError:
+        raise
+    except Exception as exc:  # defensive: a reader bug must not fail the build either
+        result.error = f"{path}: reading failed after {len(result.pages)} pages: {exc!r}"
+    if result.error:
+        result.error = " ".join(result.error.split())[:500]  # one line, whatever a library said
+    return result

@@ -1,6 +1,8 @@
+import dataclasses
 import gzip
 import io
 import json
+import random
 import zlib
 
 import pytest
@@ -16,6 +18,7 @@ from pipeline.sources.warc import (
     WarcStats,
     iter_warc_pages,
     pairs_from_warc,
+    read_warc_file,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,7 +44,7 @@ LIVE = [
                 ("X-Robots-Tag", "googlebot: nofollow"),
                 ("X-Robots-Tag", "noai"),
             ]
-        ),  # fmt: skip
+        ),
         RICH,
     ),
     ("http://site.test/gz", 200, {"Content-Type": "text/html", "Content-Encoding": "gzip"}, RICH),
@@ -120,8 +123,12 @@ def test_recorder_modes(tmp_path, recorded):
     with pytest.raises(FileExistsError, match="mode='a'"):
         WarcRecorder(recorded).open()
     with WarcRecorder(recorded, mode="a") as recorder:
-        recorder.write_response("http://site.test/extra", 200, {"Content-Type": "text/html"},
-                                b"<img src=e.jpg alt=extra>")  # fmt: skip
+        recorder.write_response(
+            "http://site.test/extra",
+            200,
+            {"Content-Type": "text/html"},
+            b"<img src=e.jpg alt=extra>",
+        )
     urls = [info.url for info, _ in pairs_from_warc(recorded)]
     assert urls[-1] == "http://site.test/extra" and len(urls) == 7
     with pytest.raises(ValueError, match="mode"):
@@ -139,7 +146,7 @@ def _write_plain_warc(path, records, gzip_it=False):
             writer.write_record(
                 writer.create_warc_record(
                     url, "response", payload=io.BytesIO(payload), http_headers=http
-                )  # fmt: skip
+                )
             )
 
 
@@ -148,23 +155,20 @@ def test_third_party_warc_with_encoded_payloads(tmp_path):
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(html), html)
     deflated = zlib.compress(html)
     path = tmp_path / "plain.warc"  # uncompressed WARC
+    ct, gz = ("Content-Type", "text/html"), ("Content-Encoding", "gzip")
+    chunked_te, deflate = ("Transfer-Encoding", "chunked"), ("Content-Encoding", "deflate")
     _write_plain_warc(
         path,
         [
-            ("http://t.test/gz", "200 OK", [("Content-Type", "text/html"),
-                                            ("Content-Encoding", "gzip")], gzip.compress(html)),
-            ("http://t.test/chunked", "200 OK", [("Content-Type", "text/html"),
-                                                 ("Transfer-Encoding", "chunked")], chunked),
-            ("http://t.test/deflate", "200 OK", [("Content-Type", "text/html"),
-                                                 ("Content-Encoding", "deflate")], deflated),
-            ("http://t.test/liar", "200 OK", [("Content-Type", "text/html"),
-                                              ("Content-Encoding", "gzip")], html),
-            ("http://t.test/broken", "200 OK", [("Content-Type", "text/html"),
-                                                ("Content-Encoding", "gzip")], b"\x00\x01junk"),
+            ("http://t.test/gz", "200 OK", [ct, gz], gzip.compress(html)),
+            ("http://t.test/chunked", "200 OK", [ct, chunked_te], chunked),
+            ("http://t.test/deflate", "200 OK", [ct, deflate], deflated),
+            ("http://t.test/liar", "200 OK", [ct, gz], html),
+            ("http://t.test/broken", "200 OK", [ct, gz], b"\x00\x01junk"),
             ("http://t.test/sniffed", "200 OK", [], b"<!DOCTYPE html>" + html),
             ("dns:t.test", "200 OK", [], b"1.2.3.4"),
         ],
-    )  # fmt: skip
+    )
     results = {info.url: (info, pairs) for info, pairs in pairs_from_warc(path)}
     for name in ("gz", "chunked", "deflate", "liar", "sniffed"):
         info, pairs = results[f"http://t.test/{name}"]
@@ -208,7 +212,7 @@ def _write_wat(path, docs):
             writer.write_record(
                 writer.create_warc_record(
                     url, "metadata", payload=io.BytesIO(data), warc_content_type="application/json"
-                )  # fmt: skip
+                )
             )
 
 
@@ -219,22 +223,46 @@ def test_wat_pairs_with_base_resolution_and_opt_outs(tmp_path):
     path = tmp_path / "segment.warc.gz"  # a WAT under a WARC-like name: content decides
     a_link = {"path": "A@/href", "url": "/next", "text": "next"}
     docs = [
-        ("http://w.test/p/", _wat_doc("http://w.test/p/", links=[IMG, a_link, IMG,
-            {"path": "IMG@/src", "url": "data:image/png;base64,AA", "alt": "inline"},
-            {"path": "IMG@/src", "url": "/noalt.jpg"},
-            {"path": "IMG@/src", "url": "//cdn.test/b.jpg", "alt": "protocol relative"}])),
+        (
+            "http://w.test/p/",
+            _wat_doc(
+                "http://w.test/p/",
+                links=[
+                    IMG,
+                    a_link,
+                    IMG,
+                    {"path": "IMG@/src", "url": "data:image/png;base64,AA", "alt": "inline"},
+                    {"path": "IMG@/src", "url": "/noalt.jpg"},
+                    {"path": "IMG@/src", "url": "//cdn.test/b.jpg", "alt": "protocol relative"},
+                ],
+            ),
+        ),
         ("http://w.test/based", _wat_doc("http://w.test/based", base="/root/", links=[IMG])),
-        ("http://w.test/hdr", _wat_doc("http://w.test/hdr", links=[IMG],
-            headers={"Content-Type": "text/html", "X-Robots-Tag": "noimageai"})),
-        ("http://w.test/meta", _wat_doc("http://w.test/meta", links=[IMG],
-            metas=[{"name": "Robots", "content": "index, NoAI"}])),
+        (
+            "http://w.test/hdr",
+            _wat_doc(
+                "http://w.test/hdr",
+                links=[IMG],
+                headers={"Content-Type": "text/html", "X-Robots-Tag": "noimageai"},
+            ),
+        ),
+        (
+            "http://w.test/meta",
+            _wat_doc(
+                "http://w.test/meta",
+                links=[IMG],
+                metas=[{"name": "Robots", "content": "index, NoAI"}],
+            ),
+        ),
         ("http://w.test/gone", _wat_doc("http://w.test/gone", status="410", links=[IMG])),
-        ("http://w.test/pdf", _wat_doc("http://w.test/pdf",
-            headers={"Content-Type": "application/pdf"})),
+        (
+            "http://w.test/pdf",
+            _wat_doc("http://w.test/pdf", headers={"Content-Type": "application/pdf"}),
+        ),
         ("http://w.test/req", _wat_doc("http://w.test/req", warc_type="request")),
         ("http://w.test/bad", b'{"Envelope": {"WARC-Header-Metadata": '),  # truncated JSON
         ("http://w.test/last", _wat_doc("http://w.test/last", links=[IMG])),
-    ]  # fmt: skip
+    ]
     _write_wat(path, docs)
     stats = WarcStats()
     results = {info.url: (info, pairs) for info, pairs in pairs_from_warc(path, stats)}
@@ -279,7 +307,7 @@ def test_mixed_file_reads_both_record_kinds(tmp_path):
                 payload=io.BytesIO(json.dumps(_wat_doc("http://m.test/wat", links=[IMG])).encode()),
             )
         )
-    # fmt: skip
+
     kinds = {info.url: (info.kind, info.pairs) for info, _ in pairs_from_warc(path)}
     assert kinds == {"http://m.test/warc": ("warc", 1), "http://m.test/wat": ("wat", 1)}
 
@@ -308,6 +336,9 @@ def test_garbage_after_valid_records_is_reported_not_raised(recorded):
     assert results[-1][0].status == "record_error" and results[-1][0].error
     with pytest.raises(NotAWarcError):
         list(iter_warc_pages(recorded))
+    result = read_warc_file(recorded)  # the same, with the break as the file's error, not a row
+    assert result.pages == [info for info, _ in results[:-1]] and len(result.pairs) == 9
+    assert result.error.startswith(f"{recorded}: unreadable WARC stream after record 7: ")
 
 
 def test_page_info_to_row_has_pages_columns(recorded):
@@ -346,3 +377,246 @@ def test_recorder_shared_by_threads(tmp_path):
     assert recorder.records_written == 40
     found = {info.url: pairs[0].caption for info, pairs in pairs_from_warc(path)}
     assert found == {f"http://t.test/{i}": f"image {i}" for i in range(40)}
+
+
+def test_read_warc_file_is_pairs_from_warc_flattened(recorded):
+    result = read_warc_file(recorded)
+    expected = list(pairs_from_warc(recorded))
+    assert result.error is None and result.path == str(recorded)
+    assert result.pages == [info for info, _ in expected]
+    assert result.pairs == [pair for _, pairs in expected for pair in pairs]
+    assert (result.stats.pages, result.stats.pairs, result.stats.error) == (6, 9, None)
+
+
+def test_one_gzip_member_for_the_whole_warc_is_read_whole(tmp_path, recorded):
+    path = tmp_path / "one-member.warc.gz"  # not member-per-record, as some tools write
+    path.write_bytes(gzip.compress(gzip.decompress(recorded.read_bytes())))
+    result = read_warc_file(path)
+    assert result.error is None and result.pairs == read_warc_file(recorded).pairs
+
+
+# --- ARC ----------------------------------------------------------------------------------------
+
+# (URL, HTTP response as the server sent it): an ARC record holds exactly these bytes.
+ARC_PAGES = [
+    (
+        "http://old.test/index.html",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n"
+        b'<html><body><img src="/img/cat.jpg" alt="A grey cat">'
+        b"<img src=dog.png alt='Dog &amp; ball'></body></html>",
+    ),
+    (
+        "http://old.test/dir/page.htm",
+        b"HTTP/1.0 200 OK\r\nServer: Apache/1.3.27\r\n"
+        b"Content-Type: text/html; charset=iso-8859-1\r\n\r\n"
+        b'<IMG SRC="../pics/caf\xe9.gif" ALT="Caf\xe9 au lait">',
+    ),
+    ("http://old.test/logo.gif", b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\n\r\nGIF89a\x01"),
+]
+ARC_PAIRS = [
+    Pair("http://old.test/img/cat.jpg", "A grey cat", "http://old.test/index.html"),
+    Pair("http://old.test/dog.png", "Dog & ball", "http://old.test/index.html"),
+    Pair("http://old.test/pics/caf\xe9.gif", "Caf\xe9 au lait", "http://old.test/dir/page.htm"),
+]
+
+
+def _arc_parts(name="old.arc"):
+    """An ARC version-1 file as its pieces: the filedesc:// block, then one piece per record,
+    each its `URL IP-address Archive-date Content-type Archive-length` line, the HTTP response
+    and a newline."""
+    block = b"1 0 Alexa Internet\nURL IP-address Archive-date Content-type Archive-length\n"
+    desc = f"filedesc://{name} 0.0.0.0 20080517093000 text/plain {len(block)}\n"
+    parts = [desc.encode() + block + b"\n"]
+    for url, http in ARC_PAGES:
+        kind = "image/gif" if url.endswith(".gif") else "text/html"
+        parts.append(f"{url} 192.0.2.7 20080517093000 {kind} {len(http)}\n".encode() + http + b"\n")
+    return parts
+
+
+def _write_arc(tmp_path, variant):
+    parts = _arc_parts()
+    if variant == "plain":
+        data = b"".join(parts)
+    elif variant == "gzip-per-record":  # how crawlers wrote .arc.gz: one gzip member a record
+        data = b"".join(gzip.compress(part) for part in parts)
+    else:
+        data = gzip.compress(b"".join(parts))
+    path = tmp_path / ("old.arc" if variant == "plain" else "old.arc.gz")
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("variant", ["plain", "gzip-per-record", "gzip-one-member"])
+def test_arc_file_gives_the_pairs_of_its_html_pages(tmp_path, variant):
+    path = _write_arc(tmp_path, variant)
+    result = read_warc_file(path)
+    assert result.error is None
+    assert [(p.url, p.status, p.kind, p.http_status, p.pairs) for p in result.pages] == [
+        ("http://old.test/index.html", "ok", "warc", 200, 2),
+        ("http://old.test/dir/page.htm", "ok", "warc", 200, 1),
+    ]
+    assert result.pairs == ARC_PAIRS
+    assert (result.stats.records, result.stats.non_html) == (3, 1)  # the GIF; filedesc is none
+    pages = list(iter_warc_pages(path))
+    assert [p.warc_date for p in pages] == ["2008-05-17T09:30:00Z"] * 2
+    assert pages[1].headers["Server"] == ["Apache/1.3.27"]
+
+
+def test_arc_and_warc_holding_the_same_responses_give_the_same_pages(tmp_path):
+    warc = tmp_path / "same.warc.gz"
+    with open(warc, "wb") as handle:
+        writer = WARCWriter(handle, gzip=True)
+        for url, http in ARC_PAGES:  # warcio parses the HTTP head out of the same bytes
+            writer.write_record(writer.create_warc_record(url, "response", io.BytesIO(http)))
+    arc = _write_arc(tmp_path, "gzip-per-record")
+    as_warc = [(dataclasses.replace(i, source=arc.name), p) for i, p in pairs_from_warc(warc)]
+    assert list(pairs_from_warc(arc)) == as_warc
+    same = [(p.url, p.http_status, p.headers, p.body, p.error) for p in iter_warc_pages(warc)]
+    assert [
+        (p.url, p.http_status, p.headers, p.body, p.error) for p in iter_warc_pages(arc)
+    ] == same
+
+
+def test_arc_part_without_filedesc_is_read_and_arc_v2_is_refused(tmp_path):
+    part = tmp_path / "part-00001.arc"  # records split off a larger file: no filedesc block
+    part.write_bytes(b"".join(_arc_parts()[1:]))
+    assert read_warc_file(part).pairs == ARC_PAIRS
+    # Version 2 record lines have ten fields; read as version 1 they would give wrong URLs.
+    v2 = tmp_path / "v2.arc"
+    v2.write_bytes(b"filedesc://v2.arc 0.0.0.0 20080517093000 text/plain 12\n2 0 Alexa\n\n")
+    result = read_warc_file(v2)
+    assert (
+        result.pages == [] and result.error == f"{v2}: ARC version 2 file, only version 1 is read"
+    )
+
+
+def test_arc_cut_part_way_keeps_the_pages_before_the_cut(tmp_path):
+    parts = _arc_parts()
+    members = [gzip.compress(part) for part in parts]
+    gz = tmp_path / "cut.arc.gz"
+    gz.write_bytes(b"".join(members[:2]) + members[2][: len(members[2]) // 2])  # in page 2
+    result = read_warc_file(gz)
+    assert [p.url for p in result.pages] == ["http://old.test/index.html"]
+    assert result.pairs == ARC_PAIRS[:2]
+    assert result.error == (
+        f"{gz}: unreadable ARC stream after record 1: "
+        "truncated gzip stream: the file ends inside a gzip member"
+    )
+    plain = tmp_path / "cut.arc"
+    plain.write_bytes(b"".join(parts[:2]) + parts[2][:-12])  # inside page 2's HTML
+    result = read_warc_file(plain)
+    assert [(p.url, p.status) for p in result.pages] == [
+        ("http://old.test/index.html", "ok"),
+        ("http://old.test/dir/page.htm", "record_error"),
+    ]
+    assert "truncated record" in result.pages[1].error and result.pairs == ARC_PAIRS[:2]
+    assert result.error == f"{plain}: the file ends inside record 2 (http://old.test/dir/page.htm)"
+    plain.write_bytes(b"".join(parts)[:-4])  # inside the GIF, which is never read as a page
+    result = read_warc_file(plain)
+    assert result.pairs == ARC_PAIRS and len(result.pages) == 2
+    assert result.error == (
+        f"{plain}: unreadable ARC stream after record 3: the last record is cut short by 3 bytes"
+    )
+
+
+# --- read_warc_file never raises for bad content ------------------------------------------------
+
+
+def _cut_warc_gz() -> bytes:
+    """The first bytes of a real .warc.gz: its gzip header and a byte or two of deflate data."""
+    buffer = io.BytesIO()
+    writer = WARCWriter(buffer, gzip=True)
+    writer.write_record(writer.create_warcinfo_record("x.warc.gz", {"software": "test"}))
+    return buffer.getvalue()[:12]
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("notes.txt", b"hello, this is text\n" * 50, "(starts with b'hello, this is text\\nhell')"),
+        ("page.warc", b"<html><body>not an archive</body></html>", "(starts with b'<html><body>"),
+        ("noise.arc", random.Random(7).randbytes(4096), '(starts with b"8\\xb4\\xe6R'),
+        ("page.warc.gz", gzip.compress(b"<html>hi</html>"), "(gzip data starts with b'<html>hi"),
+        ("empty.warc.gz", b"", "empty file, not a WARC, WAT or ARC file"),
+        ("cut.warc.gz", _cut_warc_gz(), "truncated gzip stream: it ends before any data"),
+        ("bad.arc.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\xff" * 64, "corrupt gzip"),
+    ],
+)
+def test_a_file_that_is_no_archive_gives_an_error_and_no_pages(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = read_warc_file(path)
+    assert (result.pages, result.pairs) == ([], [])
+    assert result.error.startswith(f"{path}: ") and reason in result.error
+    assert "\n" not in result.error
+    if "starts with" in reason:
+        assert "not a WARC, WAT or ARC file (" in result.error
+
+
+def _gzip_member_starts(data: bytes) -> list[int]:
+    starts, pos = [], 0
+    while pos < len(data):
+        starts.append(pos)
+        inflate = zlib.decompressobj(wbits=31)
+        inflate.decompress(data[pos:])
+        pos = len(data) - len(inflate.unused_data)
+    return starts
+
+
+@pytest.fixture
+def six_pages(tmp_path):
+    path = tmp_path / "six.warc.gz"
+    with WarcRecorder(path) as recorder:
+        for i in range(6):
+            body = f"<p>page {i}</p><img src=/{i}.jpg alt='picture {i}'>".encode() * 10
+            recorder.write_response(
+                f"http://cut.test/{i}", 200, {"Content-Type": "text/html"}, body
+            )
+    return path
+
+
+def test_warc_gz_cut_half_way_keeps_the_pages_before_the_cut(tmp_path, six_pages):
+    whole = read_warc_file(six_pages)
+    data = six_pages.read_bytes()
+    starts = _gzip_member_starts(data)  # warcinfo, then one member a page
+    assert whole.error is None and len(whole.pages) == 6 and len(starts) == 7
+    path = tmp_path / "cut.warc.gz"
+    path.write_bytes(data[: (starts[4] + starts[5]) // 2])  # inside page 3's member
+    result = read_warc_file(path)
+    assert result.pages == [dataclasses.replace(p, source=path.name) for p in whole.pages[:3]]
+    assert result.pairs == [
+        Pair(f"http://cut.test/{i}.jpg", f"picture {i}", f"http://cut.test/{i}") for i in range(3)
+    ]
+    assert result.error == (
+        f"{path}: truncated gzip stream: the file ends inside a gzip member, after record 4"
+    )
+    path.write_bytes(data[:-4])  # only the last member's size trailer is missing: all pages read
+    result = read_warc_file(path)
+    assert len(result.pairs) == 6 and "truncated gzip stream" in result.error
+
+
+def test_plain_warc_cut_half_way_keeps_the_pages_before_the_cut(tmp_path, six_pages):
+    data = gzip.decompress(six_pages.read_bytes())
+    path = tmp_path / "cut.warc"
+    path.write_bytes(data[: data.index(b"alt='picture 3'") + 5])  # inside page 3's HTML
+    result = read_warc_file(path)
+    assert [(p.url, p.status) for p in result.pages] == [
+        *((f"http://cut.test/{i}", "ok") for i in range(3)),
+        ("http://cut.test/3", "record_error"),
+    ]
+    assert [p.caption for p in result.pairs] == ["picture 0", "picture 1", "picture 2"]
+    assert result.error == f"{path}: the file ends inside record 4 (http://cut.test/3)"
+    page_4 = data.rindex(b"WARC/1.0", 0, data.index(b"http://cut.test/4"))  # warcio writes 1.0
+    path.write_bytes(data[: data.index(b"\r\n", page_4 + 40)])  # inside page 4's WARC headers
+    result = read_warc_file(path)
+    assert len(result.pages) == 4 and len(result.pairs) == 4
+    assert result.error == (
+        f"{path}: the file ends inside a record (no closing blank line), after record 4"
+    )
+
+
+def test_read_warc_file_raises_only_for_a_path_that_cannot_be_opened(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_warc_file(tmp_path / "missing.warc.gz")
+    with pytest.raises(IsADirectoryError):
+        read_warc_file(tmp_path)
