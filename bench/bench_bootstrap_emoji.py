@@ -29,13 +29,10 @@ import json
 import logging
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench_train_emoji import read_emoji  # noqa: E402  (this folder is sys.path[0])
+from bench_train_emoji import read_emoji  # this folder is sys.path[0]
 
 log = logging.getLogger("bench_bootstrap")
 
@@ -56,11 +53,11 @@ def add_noise(rows: list[dict], mismatch: float, seed: int) -> None:
 
 def serve(rows: list[dict]):
     """A loopback server of the Google-style PNGs; sets each row's url."""
-    from tests.testsite import Server
+    from pipeline.loopback import LoopbackServer
 
-    routes = {f"/emoji/{r['image']}": (200, {"Content-Type": "image/png"}, r["google"].read_bytes())
-              for r in rows}  # fmt: skip
-    server = Server("127.0.0.1", routes=routes)
+    png = {"Content-Type": "image/png"}
+    routes = {f"/emoji/{r['image']}": (200, png, r["google"].read_bytes()) for r in rows}
+    server = LoopbackServer("127.0.0.1", routes=routes).start()
     for row in rows:
         row["url"] = f"{server.base}emoji/{row['image']}"
     return server

@@ -17,30 +17,12 @@ Twitter-style images (another artist: never seen in training) as ImageFolder eva
 """
 
 import argparse
-import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def read_emoji(emoji_dir: Path) -> list[dict]:
-    rows = []
-    with open(emoji_dir / "emoji.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            record = json.loads(line)
-            label = (record.get("annotations", {}).get("en") or {}).get("label")
-            rows.append(
-                {
-                    "image": record["image"],
-                    "name": label or record["name"].lower(),
-                    "subcategory": record["subcategory"],
-                }
-            )
-    return rows
+from bench_train_emoji import read_emoji  # bench/ is sys.path[0] when a bench runs
 
 
 def folder_name(text: str) -> str:

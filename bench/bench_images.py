@@ -213,11 +213,11 @@ def _run_ours(spec: dict) -> None:
     from pipeline.build import run_build
     from pipeline.buildconfig import BuildConfig
 
-    config = BuildConfig(
+    config = BuildConfig.of(
         out=spec["out"], url_list=spec["url_list"], allow_network=["127.0.0.1/32"],
         executor=spec["executor"], image_size=256, resize_mode="border", encode_format="jpg",
         encode_quality=95, rows_per_part=spec["part_size"], shard_size=spec["part_size"],
-        per_host_concurrency=spec["per_host_concurrency"], timeout_s=10.0,
+        per_host_concurrency=spec["per_host_concurrency"], timeout=10.0,
     )  # fmt: skip
     ray = None
     if spec["executor"] == "ray":

@@ -22,15 +22,11 @@ Vectors (float32, seeded):
 
 import argparse
 import logging
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.embed import index as faiss_index  # noqa: E402
+from pipeline.embed import index as faiss_index
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:

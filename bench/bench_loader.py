@@ -19,7 +19,6 @@ import argparse
 import io
 import random
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,9 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.trainer.toydata import write_dataset  # noqa: E402
+from pipeline.testing.toydata import write_dataset
 
 WORDS = ["a", "photo", "of", "the", "red", "blue", "small", "big", "dog", "cat", "car", "tree"]
 

@@ -13,15 +13,11 @@ import argparse
 import logging
 import os
 import resource
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.dedup.neardup import cluster_labels, cluster_near_duplicates  # noqa: E402
+from pipeline.dedup.neardup import cluster_labels, cluster_near_duplicates
 
 
 def planted(n: int, radius: int, dup_share: float, seed: int):

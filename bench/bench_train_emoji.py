@@ -15,20 +15,18 @@ import argparse
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.trainer.toydata import write_dataset  # noqa: E402
+from pipeline.testing.toydata import write_dataset
 
 
 def read_emoji(emoji_dir: Path) -> list[dict]:
-    """One row per emoji drawn in both styles: its English CLDR label, file name, both paths."""
+    """One row per emoji drawn in both styles: its English CLDR label (also as `name`), Unicode
+    subcategory, file name, both paths."""
     rows = []
     with open(emoji_dir / "emoji.jsonl", encoding="utf-8") as fh:
         for line in fh:
@@ -40,9 +38,8 @@ def read_emoji(emoji_dir: Path) -> list[dict]:
                 emoji_dir / "twitter" / record["image"],
             )
             if google.exists() and twitter.exists():
-                rows.append(
-                    {"label": label, "image": record["image"], "google": google, "twitter": twitter}
-                )
+                rows.append({"label": label, "name": label, "subcategory": record["subcategory"],
+                             "image": record["image"], "google": google, "twitter": twitter})  # fmt: skip
     return rows
 
 

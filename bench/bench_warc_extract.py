@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.extract import extract_page  # noqa: E402
-from pipeline.sources.warc import WarcRecorder, iter_warc_pages, pairs_from_warc  # noqa: E402
+from pipeline.extract import extract_page
+from pipeline.sources.warc import WarcRecorder, iter_warc_pages, pairs_from_warc
 
 WORDS = (  # noqa: SIM905 (a word list reads better as one string)
     "the a of and to in photo image view red blue green old new house garden city river mountain "

@@ -22,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.dedup.evalsets import hash_eval_sets  # noqa: E402
-from pipeline.dedup.hashes import BACKGROUND, hex_to_codes, image_hashes  # noqa: E402
-from pipeline.dedup.leaks import LEAK_RADIUS, EvalIndex, LeakConfig  # noqa: E402
+from pipeline.dedup.evalsets import hash_eval_sets
+from pipeline.dedup.hashes import BACKGROUND, hex_to_codes, image_hashes
+from pipeline.dedup.leaks import LEAK_RADIUS, EvalIndex, LeakConfig
 
 TRANSFORMS = ("resize", "jpeg", "jitter", "crop", "mirror", "pad", "gray")
 EVAL_SET = "emoji_google"

@@ -1,12 +1,13 @@
-"""`clip_dataset`: build a CLIP dataset with `pipeline build`, one Airflow task per stage.
+"""`clip_dataset`: build a CLIP dataset with `pipeline build`, one Airflow task per stage of
+the registry (pipeline.stages.registry), in its order, then the report:
 
-    crawl >> match_and_balance >> filter_captions >> fetch_images >> dedup_and_leaks
-          >> clip_filter >> shard >> report
+    sources >> match >> balance >> text >> images >> dedup >> clip >> shards >> publish >> report
 
-`clip_filter` scores pairs with `build_options.clip_model` (and drops by min_clip_score or
-clip_top_fraction, SemDeDup with semdedup_eps); without a clip model it does nothing.
+`clip` scores pairs with `build_options.clip_model` (and drops by min_clip_score or
+clip_top_fraction, SemDeDup with semdedup_eps); without a clip model it does nothing, as the
+image stages do with `no_fetch`.
 
-Each task runs `pipeline.build.run_build(config, stages=[...])` (what `pipeline build --stage
+Each task runs `pipeline.build.run_build(config, stages=[NAME])` (what `pipeline build --stage
 NAME` runs) on the dataset folder `out` and returns that folder's path; the data never passes
 through Airflow. A stage resumes from its markers, so a task that is cleared and rerun (or a
 whole run triggered again with the same params) skips finished work. With `executor: ray` the
@@ -28,14 +29,15 @@ import datetime
 from airflow.sdk import DAG, Param, task
 
 from dags._params import build_source_params
+from pipeline.stages.registry import STAGE_NAMES
 
 
-def _stage_task(task_id: str, stages: tuple[str, ...]):
-    @task(task_id=task_id, doc_md=f"`pipeline build --stage {' --stage '.join(stages)}`")
+def _stage_task(stage: str):
+    @task(task_id=stage, doc_md=f"`pipeline build --stage {stage}`")
     def run_stage(params=None) -> str:
         from dags._common import run_stages
 
-        return run_stages(dict(params), stages)
+        return run_stages(dict(params), [stage])
 
     return run_stage
 
@@ -62,16 +64,8 @@ with DAG(
     },
 ) as dag:
     previous = None
-    for task_id, stages in (
-        ("crawl", ("sources",)),
-        ("match_and_balance", ("match", "balance")),
-        ("filter_captions", ("text",)),
-        ("fetch_images", ("images",)),
-        ("dedup_and_leaks", ("dedup",)),
-        ("clip_filter", ("clip",)),  # a no-op without build_options.clip_model
-        ("shard", ("shards",)),
-    ):
-        current = _stage_task(task_id, stages)()
+    for stage in STAGE_NAMES:
+        current = _stage_task(stage)()
         if previous is not None:
             previous >> current
         previous = current

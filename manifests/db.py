@@ -7,12 +7,17 @@ import json
 from pathlib import Path
 
 from manifests import schema
+from manifests.config import ConfigError
 from manifests.layout import DatasetLayout
 
 PACKAGE_SUBSETS = Path(__file__).parent / "subsets"
 
 
-class NotADatasetError(ValueError):
+class NotADatasetError(ConfigError):
+    pass
+
+
+class UnknownSubsetError(ConfigError):
     pass
 
 
@@ -176,5 +181,5 @@ def subset_sql(name: str, dataset_dir=None) -> str:
     subsets = list_subsets(dataset_dir)
     if name not in subsets:
         known = ", ".join(subsets) or "none"
-        raise KeyError(f"unknown subset {name!r}; known subsets: {known}")
+        raise UnknownSubsetError(f"unknown subset {name!r}; known subsets: {known}")
     return builtins.open(subsets[name], encoding="utf-8").read().strip().rstrip(";")

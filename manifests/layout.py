@@ -10,12 +10,14 @@ DIR/subsets/*.sql                named subsets local to this dataset (beside man
 DIR/work/<stage>/                intermediate parts and completion markers
 DIR/report.html
 ```
-Every file is written under a temporary name and renamed, so a crash never leaves half a file
-where a reader or a rerun would take it for a finished one.
+Every file is written through `atomic_path` (under a temporary name, then renamed), so a crash
+never leaves half a file where a reader or a rerun would take it for a finished one.
 """
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,41 +80,34 @@ class DatasetLayout:
         return self
 
 
-def part_name(index: int) -> str:
-    return f"part-{index:05d}"
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """The one commit point of every file the project writes: yields a temporary path beside
+    `path` (its parent created); on a clean exit the file becomes `path` in one rename, on an
+    error it is removed. So no reader ever sees half a file, and a crash leaves only hidden
+    `.NAME.tmp-PID` leftovers, which no reader lists."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_parquet_atomic(table: pa.Table, path: Path, row_group_size: int | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+    return Path(path)
 
 
 def write_bytes_atomic(data: bytes, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def write_json_atomic(obj, path: Path) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
     return write_bytes_atomic(text.encode("utf-8"), path)
-
-
-def read_parquet_dir(directory: Path, schema: pa.Schema) -> pa.Table:
-    """All `*.parquet` files of a folder in name order, as one table of `schema`."""
-    files = sorted(Path(directory).glob("*.parquet"))
-    if not files:
-        return schema.empty_table()
-    return pa.concat_tables([pq.read_table(f, schema=schema) for f in files])

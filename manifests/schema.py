@@ -1,6 +1,7 @@
 """pyarrow schemas of the dataset tables: the columns other parts of the project rely on."""
 
 import hashlib
+from enum import StrEnum
 
 import pyarrow as pa
 
@@ -8,28 +9,60 @@ import pyarrow as pa
 # passed matching and balancing and waits for the image stages.
 KEPT = "kept"
 PENDING = "pending"
-DROP_REASONS = (
-    "robots_disallowed",
-    "opted_out",
-    "blocked_address",
-    "fetch_failed",
-    "not_an_image",
-    "too_large",
-    "too_small",
-    "bad_aspect_ratio",
-    "decode_failed",
-    "language",
-    "caption_length",
-    "boilerplate_caption",
-    "low_text_score",
-    "over_query_cap",
-    "no_query_match",
-    "duplicate",
-    "near_duplicate",
-    "semantic_duplicate",
-    "eval_leak",
-    "low_clip_score",
-)
+
+
+class DropReason(StrEnum):
+    """Every stable reason a row is dropped for: the one list. A stage's part is checked against
+    it when it is written (pipeline.stages.base), so a typo never becomes a new status."""
+
+    # statuses of `samples` rows (and, some of them, of `pages` rows)
+    ROBOTS_DISALLOWED = "robots_disallowed"
+    OPTED_OUT = "opted_out"
+    BLOCKED_ADDRESS = "blocked_address"
+    BAD_URL = "bad_url"
+    FETCH_FAILED = "fetch_failed"
+    NOT_AN_IMAGE = "not_an_image"
+    TOO_LARGE = "too_large"
+    TOO_SMALL = "too_small"
+    BAD_ASPECT_RATIO = "bad_aspect_ratio"
+    DECODE_FAILED = "decode_failed"
+    LANGUAGE = "language"
+    CAPTION_LENGTH = "caption_length"
+    BOILERPLATE_CAPTION = "boilerplate_caption"
+    LOW_TEXT_SCORE = "low_text_score"
+    OVER_QUERY_CAP = "over_query_cap"
+    NO_QUERY_MATCH = "no_query_match"
+    DUPLICATE = "duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+    SEMANTIC_DUPLICATE = "semantic_duplicate"
+    EVAL_LEAK = "eval_leak"
+    LOW_CLIP_SCORE = "low_clip_score"
+    # statuses only `pages` rows have
+    NOT_HTML = "not_html"
+    RECORD_ERROR = "record_error"  # a WARC/WAT record that cannot be read
+    UNREADABLE_FILE = "unreadable_file"  # a --warc file that is no WARC, WAT or ARC, or is damaged
+    # rows removed before they become samples (counted in stats, not in the manifests)
+    REPEATED_PAIR = "repeated_pair"  # the same (url, caption) seen before, in source order
+    EMPTY_URL = "empty_url"
+    MALFORMED_ROW = "malformed_row"
+
+
+DROP_REASONS = tuple(reason.value for reason in DropReason)
+SAMPLE_STATUSES = frozenset({KEPT, PENDING, *DROP_REASONS})
+PAGE_STATUSES = frozenset({"ok", *DROP_REASONS})
+
+
+def check_statuses(values, allowed=SAMPLE_STATUSES, where: str = "") -> None:
+    """Raise ValueError (a bug, not bad input) on a status outside the enum."""
+    unknown = sorted({v for v in values if v not in allowed}, key=str)
+    if unknown:
+        raise ValueError(f"{where}: statuses outside schema.DropReason: {unknown}")
+
+
+def is_drop_counter(name: str) -> bool:
+    """A stats drop counter: a DropReason, or `page_<page status>` for a dropped page."""
+    return name in DROP_REASONS or (name.startswith("page_") and name[5:] in PAGE_STATUSES)
+
 
 # One row per unique (image url, caption) candidate ever seen, kept or not.
 SAMPLES = pa.schema(
@@ -105,10 +138,6 @@ def sample_uid(url: str, caption: str) -> str:
     digest.update(b"\x00")
     digest.update(caption.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
-
-
-def empty_table(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -18,9 +18,6 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-NO_QUERY_MATCH = "no_query_match"
-OVER_QUERY_CAP = "over_query_cap"
-
 _U64 = np.uint64
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
 
@@ -134,7 +131,7 @@ def balance(
 
     `matched`: per pair, its matched queries (lists, or a pyarrow list<string> array). `counts`:
     global per-query counts over all shards after de-duplication by uid. Pairs with no match are
-    not kept; `drop_reasons` tells them apart from pairs over the cap.
+    not kept (the balance stage names them `no_query_match`).
     """
     if isinstance(cap, bool) or not isinstance(cap, int | np.integer) or cap < 1:
         raise ValueError(f"cap must be an int >= 1, not {cap!r}")
@@ -167,12 +164,3 @@ def _uid_str(uid) -> str:
     if not isinstance(uid, str):
         raise TypeError(f"a uid must be a str, not {type(uid).__name__}: {uid!r}")
     return uid
-
-
-def drop_reasons(matched, keep: np.ndarray) -> list[str | None]:
-    """Per pair: None when kept, 'no_query_match' without a match, else 'over_query_cap'."""
-    keep = np.asarray(keep, dtype=bool)
-    rows, _, _ = _flatten(matched, len(keep))
-    has_match = np.bincount(rows, minlength=len(keep)) > 0
-    reasons = np.where(keep, None, np.where(has_match, OVER_QUERY_CAP, NO_QUERY_MATCH))
-    return reasons.tolist()

@@ -2,71 +2,23 @@
 
 import logging
 import sys
-from pathlib import Path
 
-import duckdb
-
-from manifests.db import NotADatasetError
-from pipeline.config import ConfigError
+from manifests.cli import given
+from manifests.config import ConfigError
 
 log = logging.getLogger("pipeline")
-USER_ERRORS = (
-    ConfigError,
-    NotADatasetError,
-    FileNotFoundError,
-    FileExistsError,
-    KeyError,
-    duckdb.Error,
-)
-
-_BUILD_KEYS = (
-    "query_list", "seeds", "warc", "url_list", "url_col", "caption_col", "input_format",
-    "rows_per_part", "max_pages", "max_depth", "warc_out", "allow_network",
-    "per_host_concurrency", "per_host_rps", "timeout_s", "contact_url", "per_query_cap", "seed",
-    "eval_set", "executor", "ray_address", "languages", "min_words", "max_words", "text_model",
-    "min_text_score", "image_size", "resize_mode", "encode_format", "encode_quality", "min_size",
-    "max_aspect_ratio", "max_image_bytes", "max_image_pixels", "shard_size", "webdataset", "no_fetch", "near_dup_radius",
-    "clip_model", "min_clip_score", "clip_top_fraction", "semdedup_eps", "clip_batch_size", "device",
-)  # fmt: skip
 
 
-def build_config_from_args(args):
+def build_config_from_args(args, **overrides):
+    """The BuildConfig of the options given on the command line (the rest: its defaults)."""
     from pipeline.buildconfig import BuildConfig
-    from pipeline.config import from_dict
 
-    values = {k: getattr(args, k) for k in _BUILD_KEYS if hasattr(args, k)}
-    return from_dict(BuildConfig, {"out": args.out, **values})
-
-
-def print_summary(layout) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    import manifests
-
-    con = manifests.open(layout.root)
-    console = Console()
-    stages = Table(title="stages", title_justify="left")
-    for col in ("stage", "rows in", "rows out", "drops", "seconds"):
-        stages.add_column(col, justify="left" if col in ("stage", "drops") else "right")
-    for stage, rows_in, rows_out, drops, seconds in con.execute(
-        "SELECT stage, rows_in, rows_out, drops, seconds FROM stats"
-    ).fetchall():
-        stages.add_row(stage, f"{rows_in:,}", f"{rows_out:,}", drops, f"{seconds:.2f}")
-    statuses = Table(title="samples by status", title_justify="left")
-    statuses.add_column("status")
-    statuses.add_column("rows", justify="right")
-    for status, count in con.execute(
-        "SELECT status, count(*) FROM samples GROUP BY 1 ORDER BY 2 DESC, 1"
-    ).fetchall():
-        statuses.add_row(status, f"{count:,}")
-    console.print(stages)
-    console.print(statuses)
-    console.print(f'dataset: {layout.root}  (try: pipeline query {layout.root} "SELECT ...")')
+    return BuildConfig.from_options({**given(args, BuildConfig), **overrides})
 
 
 def cmd_build(args) -> int:
     from pipeline.build import run_build
+    from pipeline.summary import print_summary
 
     layout = run_build(build_config_from_args(args), stages=args.stages)
     if args.stages:
@@ -77,17 +29,13 @@ def cmd_build(args) -> int:
 
 
 def cmd_crawl(args) -> int:
-    from pipeline.build import run_build
-    from pipeline.buildconfig import BuildConfig
-    from pipeline.config import from_dict
-
-    values = {k: getattr(args, k) for k in _BUILD_KEYS if hasattr(args, k)}
-    # The crawl's level markers live next to the WARC, so a killed crawl resumes.
-    work = Path(str(args.warc_out) + ".work")
-    config = from_dict(BuildConfig, {**values, "out": str(work), "executor": "local"})
-    layout = run_build(config)
     import manifests
+    from pipeline.build import run_build
 
+    # The crawl's level markers live next to the WARC, so a killed crawl resumes.
+    work = str(args.warc_out) + ".work"
+    config = build_config_from_args(args, out=work, warc_out=args.warc_out, executor="local")
+    layout = run_build(config)
     con = manifests.open(layout.root)
     pages, pairs = con.execute("SELECT count(*), coalesce(sum(pairs), 0) FROM pages").fetchone()
     print(f"crawled {pages} pages ({pairs} image pairs) into {args.warc_out}")
@@ -136,7 +84,7 @@ def cmd_query(args) -> int:
     return 0
 
 
-def cmd_queries(args) -> int:
+def cmd_queries_build(args) -> int:
     from pipeline.queries import build_query_list, write_query_list
 
     queries = build_query_list(
@@ -156,10 +104,20 @@ def cmd_demo(args) -> int:
     return run_demo(args.out, executor=args.executor, train_samples=args.train_samples)
 
 
-def cmd_textmodel(args) -> int:
+def cmd_textmodel_train(args) -> int:
     from pipeline.filters.textmodel import cmd_textmodel_train
 
     return cmd_textmodel_train(args)
+
+
+def cmd_completion(args) -> int:
+    """A bash completion script for both CLIs, made from their parsers (no extra package)."""
+    from manifests.completion import bash_completion
+    from pipeline.cli import build_parser
+    from trainer.cli import build_parser as trainer_parser
+
+    print(bash_completion({"pipeline": build_parser(), "trainer": trainer_parser()}))
+    return 0
 
 
 def cmd_report(args) -> int:

@@ -9,27 +9,35 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from manifests.config import ConfigError, check_fields, option
+
 log = logging.getLogger(__name__)
 
-EXECUTOR_KINDS = ("ray", "local", "auto")
+EXECUTOR_KINDS = ("auto", "ray", "local")
 
 
 @dataclass
 class ExecutorConfig:
-    # 'ray' (a local ray.init() unless ray_address is set), 'local' (in-process) or 'auto'
-    # (in-process when this process may use one CPU or a stage has one part, else Ray)
-    kind: str = "ray"
-    ray_address: str | None = None  # e.g. 'auto' or 'ray://head:10001'
-    max_in_flight: int = 0  # Ray tasks submitted at once; 0 = twice the cluster's CPUs
+    kind: str = option(
+        "auto", flag="executor", choices=EXECUTOR_KINDS, runtime=True,
+        help="auto: in-process when this process may use 1 CPU or a stage has 1 part, else Ray; "
+        "ray: Ray tasks (a local ray.init(), or --ray-address); local: in-process",
+    )  # fmt: skip
+    ray_address: str | None = option(
+        None, metavar="ADDR", runtime=True, help="a Ray cluster, e.g. auto or ray://head:10001"
+    )
+    max_tasks_in_flight: int = option(
+        0, runtime=True, help="Ray tasks submitted at once; 0: twice the cluster's CPUs"
+    )
 
     def __post_init__(self):
-        if self.kind not in EXECUTOR_KINDS:
-            kinds = ", ".join(repr(k) for k in EXECUTOR_KINDS)
-            raise ValueError(f"executor must be one of {kinds}, not {self.kind!r}")
+        check_fields(self)
+        if self.max_tasks_in_flight < 0:
+            raise ConfigError("--max-tasks-in-flight must not be negative")
 
 
 class LocalExecutor:
-    def map(self, fn: Callable, items: Iterable) -> Iterator:
+    def map(self, fn: Callable, items: Iterable, name: Callable | None = None) -> Iterator:
         for item in items:
             yield fn(item)
 
@@ -60,10 +68,11 @@ class RayExecutor:
                 else None,
             )
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.max_in_flight = config.max_in_flight or max(2, 2 * cpus)
+        self.max_in_flight = config.max_tasks_in_flight or max(2, 2 * cpus)
 
-    def map(self, fn: Callable, items: Iterable) -> Iterator:
-        """Yield fn(item) for every item, as tasks finish (not in input order)."""
+    def map(self, fn: Callable, items: Iterable, name: Callable | None = None) -> Iterator:
+        """Yield fn(item) for every item, as tasks finish (not in input order). `name(item)`:
+        the task's name on the cluster's dashboard (default: the function's)."""
         ray = self._ray
         remote = ray.remote(num_cpus=1, max_retries=2)(fn)
         pending = []
@@ -71,7 +80,8 @@ class RayExecutor:
             if len(pending) >= self.max_in_flight:
                 done, pending = ray.wait(pending, num_returns=1)
                 yield ray.get(done[0])
-            pending.append(remote.remote(item))
+            task = remote.options(name=name(item)) if name else remote
+            pending.append(task.remote(item))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
@@ -120,13 +130,13 @@ class AutoExecutor:
     def uses_ray(self) -> bool:
         return self._ray is not None
 
-    def map(self, fn: Callable, items: Iterable) -> Iterator:
+    def map(self, fn: Callable, items: Iterable, name: Callable | None = None) -> Iterator:
         items = list(items)  # small task descriptions: their count picks the executor
         if self._ray is None and self.cpus >= 2 and len(items) >= 2:
             log.info("executor auto: starting Ray with %d CPUs", self.cpus)
             self._ray = RayExecutor(self.config, num_cpus=self.cpus)
         if self._ray is not None and (self._always_ray or len(items) >= 2):
-            return self._ray.map(fn, items)
+            return self._ray.map(fn, items, name)
         return self._local.map(fn, items)
 
     def shutdown(self) -> None:

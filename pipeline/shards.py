@@ -16,12 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from collections import Counter
 from pathlib import Path
 
-from manifests.layout import write_json_atomic
+from manifests.layout import atomic_path, write_json_atomic
 from manifests.schema import shard_schema
 from pipeline.images.process import ProcessedImage
 
@@ -40,10 +39,6 @@ def compute_key(
     oom_sample_per_shard = math.ceil(math.log10(samples_per_shard))
     true_key = (10**oom_sample_per_shard) * shard_index + row
     return f"{true_key:0{oom_sample_per_shard + oom_shard_count}d}"
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 class ShardWriter:
@@ -90,11 +85,15 @@ class ShardWriter:
         self._failed = dict.fromkeys(FAILURE_STAGES, 0)
         self._closed = False
         self._final_stats: dict | None = None
+        # The data files are written under temporary names that become final in close() (the
+        # layout's one commit point, entered here and left there; the tar is committed first).
+        self._commit = contextlib.ExitStack()
+        parquet_tmp = self._commit.enter_context(atomic_path(self.parquet_path))
         # Images are already compressed: compressing their column again only costs CPU.
         compression = {name: "zstd" for name in self.schema.names}
         compression[encode_format] = "none"
         self._parquet = pq.ParquetWriter(
-            _tmp(self.parquet_path),
+            parquet_tmp,
             self.schema,
             compression=compression,
             write_statistics=[n for n in self.schema.names if n != encode_format],
@@ -103,7 +102,8 @@ class ShardWriter:
         if self.tar_path is not None:
             import webdataset as wds
 
-            self._tar_file = open(_tmp(self.tar_path), "wb")  # noqa: SIM115 (closed in close/abort)
+            tar_tmp = self._commit.enter_context(atomic_path(self.tar_path))
+            self._tar_file = open(tar_tmp, "wb")  # noqa: SIM115 (closed in close/abort)
             # A fixed mtime makes reruns write byte-identical tars.
             self._tar = wds.TarWriter(self._tar_file, mtime=0.0)
 
@@ -204,8 +204,7 @@ class ShardWriter:
         if self._tar is not None:
             self._tar.close()
             self._tar_file.close()
-            os.replace(_tmp(self.tar_path), self.tar_path)
-        os.replace(_tmp(self.parquet_path), self.parquet_path)
+        self._commit.close()
         stats = self.stats()
         write_json_atomic(stats, self.stats_path)
         self._closed = True
@@ -224,9 +223,8 @@ class ShardWriter:
             # Already failing: a close error must not hide the first one; files go below anyway.
             with contextlib.suppress(Exception):
                 closer()
-        for path in (self.parquet_path, self.tar_path):
-            if path is not None:
-                _tmp(path).unlink(missing_ok=True)
+        aborted = RuntimeError(f"shard {self.name} aborted")
+        self._commit.__exit__(RuntimeError, aborted, None)  # removes the temporary files
 
     def __enter__(self) -> ShardWriter:
         return self

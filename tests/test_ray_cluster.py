@@ -28,7 +28,7 @@ import pytest
 
 import manifests
 from manifests.layout import DatasetLayout
-from tests.testsite import IMAGE_CASES, expected_pairs
+from pipeline.testing.site import IMAGE_CASES, expected_pairs
 
 VENV_BIN = str(Path(sys.executable).parent)
 # Ray 2.60 clusters require a token (token auth is on by default); this cluster's own, handed
@@ -199,7 +199,10 @@ def test_pipeline_build_runs_on_a_ray_cluster(ray_head, test_site, tmp_path):
     check_dataset(direct, urls)
 
     # Both drivers ran their per-part work as tasks of this cluster.
-    jobs = [names for names in cluster_task_names(ray_head).values()
-            if "fetch_images_part" in names]  # fmt: skip
+    def stages(names: set[str]) -> set[str]:  # tasks are named "<stage>:<part>"
+        return {n.split(":")[0] for n in names}
+
+    jobs = [stages(names) for names in cluster_task_names(ray_head).values()
+            if "images" in stages(names)]  # fmt: skip
     assert len(jobs) == 2
-    assert all({"match_part", "filter_part", "write_shard_task"} <= names for names in jobs)
+    assert all({"match", "text", "images", "shards", "publish"} <= names for names in jobs)

@@ -14,6 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+from manifests.layout import atomic_path
+
 log = logging.getLogger(__name__)
 
 
@@ -28,24 +30,20 @@ def latest_path(run_dir) -> Path:
 def _atomic_save(obj, path: Path) -> None:
     import torch
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _link_latest(source: Path, latest: Path) -> None:
-    tmp = latest.with_name(f".{latest.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:  # no hard links here (some network filesystems): copy instead
-        import shutil
+    with atomic_path(latest) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (some network filesystems): copy instead
+            import shutil
 
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, latest)
+            shutil.copyfile(source, tmp)
 
 
 def save(run_dir, payload: dict, keep: int) -> Path:

@@ -6,16 +6,15 @@ resume rebuilds exactly the same run. Unknown or ill-typed options are `ConfigEr
 
 import dataclasses
 import math
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from manifests.config import ConfigError, check_device, check_fields, from_dict, option
+
+__all__ = ["ConfigError", "TrainConfig", "merge_for_resume"]
 
 
-class ConfigError(ValueError):
-    pass
-
-
-def opt(default, help: str):  # noqa: A002 - mirrors argparse's keyword
-    return field(default=default, metadata={"help": help})
+def opt(default=dataclasses.MISSING, help: str = "", **kwargs):  # noqa: A002 - argparse's word
+    return option(default, help=help, **kwargs)
 
 
 @dataclass
@@ -29,7 +28,8 @@ class TrainConfig:
     shuffle_buffer: int = opt(2000, "samples each loader worker holds to shuffle across row groups")
     # --- model and loss -------------------------------------------------------------------------
     model: str = opt("clip-tiny", "open_clip architecture (ViT-B-32, RN50, ...) or clip-tiny")
-    loss: str = opt("clip", "clip: softmax InfoNCE; siglip: pairwise sigmoid loss")
+    loss: str = opt("clip", "clip: softmax InfoNCE; siglip: pairwise sigmoid loss",
+                    choices=("clip", "siglip"))  # fmt: skip
     grad_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
     compile: bool = opt(False, "torch.compile the model (slow start, faster steps on GPU)")
     # --- how much, how big ----------------------------------------------------------------------
@@ -46,8 +46,9 @@ class TrainConfig:
     eps: float = opt(1e-6, "AdamW epsilon")
     grad_clip: float = opt(1.0, "clip the gradient norm to this; 0 turns clipping off")
     # --- hardware -------------------------------------------------------------------------------
-    precision: str = opt("auto", "auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32")
-    device: str = opt("auto", "auto | cpu | cuda")
+    precision: str = opt("auto", "auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32",
+                         choices=("auto", "bf16", "fp32"))  # fmt: skip
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N (a rank's GPU under DDP)")
     threads: int = opt(0, "CPU threads per process for torch; 0 keeps torch's default")
     seed: int = opt(0, "seeds model init, data order and augmentation")
     # --- output ---------------------------------------------------------------------------------
@@ -60,7 +61,10 @@ class TrainConfig:
     )
     resume: bool = opt(False, "continue from OUT/latest.pt (start fresh if there is none)")
     # --- periodic evaluation (trainer.evaluation), rank 0 only, logged beside the losses --------
-    eval_set: str = opt("", "ImageFolder eval sets for zero-shot during training (repeatable)")
+    eval_set: list[str] = opt(
+        help="ImageFolder eval sets for zero-shot during training (repeatable)",
+        default_factory=list, metavar="DIR",
+    )  # fmt: skip
     eval_every: int = opt(0, "zero-shot evaluation every this many steps; 0: only at the end")
     eval_templates: str = opt("imagenet80", "prompt templates: imagenet80, generic, plain, FILE")
 
@@ -68,9 +72,10 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        _choice("loss", self.loss, ("clip", "siglip"))
-        _choice("precision", self.precision, ("auto", "bf16", "fp32"))
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        if isinstance(self.eval_set, str):  # runs stored before eval_set became a list
+            self.eval_set = [s for s in self.eval_set.split(",") if s]
+        check_fields(self)
+        check_device(self.device)
         for name in ("samples", "batch_size", "accum_steps", "save_every", "keep", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be at least 1, not {getattr(self, name)}")
@@ -87,11 +92,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        hints = typing.get_type_hints(cls)
-        unknown = sorted(set(values) - set(hints))
-        if unknown:
-            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
-        return cls(**{k: _typed(k, v, hints[k]) for k, v in values.items()})
+        return from_dict(cls, values)
 
     # derived values
     def steps(self, world_size: int) -> int:
@@ -104,19 +105,6 @@ class TrainConfig:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
-
-
-def _choice(name: str, value: str, choices: tuple) -> None:
-    if value not in choices:
-        raise ConfigError(f"--{_flag(name)} must be one of {', '.join(choices)}, not {value!r}")
-
-
-def _typed(name: str, value, tp):
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
-        raise ConfigError(f"--{_flag(name)} must be {tp.__name__}, not {value!r}")
-    return value
 
 
 # Options that may change when a run is resumed: they do not change what is computed, only how

@@ -24,10 +24,14 @@ class DistContext:
 def _pick_device(requested: str, local_rank: int) -> str:
     import torch
 
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is visible to this process")
+    from manifests.config import ConfigError
+
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {requested}: no CUDA device is visible to this process")
     if requested == "cpu" or not torch.cuda.is_available():
         return "cpu"
+    if requested.startswith("cuda:"):  # one named GPU: the whole (one-process) run uses it
+        return requested
     return f"cuda:{local_rank % torch.cuda.device_count()}"
 
 

@@ -258,7 +258,7 @@ def _evaluator(cfg: TrainConfig):
         return None
     from trainer.evaluation.zeroshot import ZeroShotEvaluator
 
-    return ZeroShotEvaluator(cfg.eval_set.split(","), cfg.model, cfg.eval_templates)
+    return ZeroShotEvaluator(list(cfg.eval_set), cfg.model, cfg.eval_templates)
 
 
 def _sum_across_ranks(count: int, ctx) -> int:

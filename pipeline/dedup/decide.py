@@ -10,7 +10,10 @@ representative (never at a row that is itself dropped)."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+
+from manifests.config import ConfigError, check_fields, option
 
 log = logging.getLogger(__name__)
 
@@ -18,29 +21,41 @@ DUPLICATE = "duplicate"
 EVAL_LEAK = "eval_leak"
 
 
+# pipeline.dedup.neardup's METHODS and MAX_RADIUS, written out so the build's flags (generated
+# from this config) do not import numpy; a test checks they agree.
+NEAR_DUP_METHODS = ("auto", "flat", "multihash", "sortjoin")
+NEAR_DUP_MAX_RADIUS = 16
+
+
 @dataclass
 class DedupConfig:
-    near_dup_radius: int | None = None  # bits of the 64-bit phash; None: no near-dup clusters
-    near_dup_method: str = "auto"  # neardup.METHODS
-    leak_radius: int | None = None  # bits of 256; None: leaks.LEAK_RADIUS
-    leak_index: str = "auto"  # leaks.INDEXES
-    status: str = DUPLICATE  # status given to near-duplicates: 'duplicate' or 'near_duplicate'
+    eval_set: list[str] = option(
+        default_factory=list, metavar="DIR",
+        help="ImageFolder eval sets (DIR/<class>/<image>) whose copies become eval_leak",
+    )  # fmt: skip
+    near_dup_radius: int | None = option(
+        None, metavar="BITS",
+        help="cluster images whose 64-bit phashes differ in at most BITS bits and keep the "
+        "largest of each cluster (default: exact duplicates only)",
+    )  # fmt: skip
+    near_dup_method: str = option("auto", choices=NEAR_DUP_METHODS, help="near-dup search")
+    leak_radius: int | None = option(None, metavar="BITS", help="leak radius in bits of 256")
+    leak_index: str = option("auto", choices=("auto", "flat", "ivf"), help="leak search index")
+    near_dup_status: str = option(
+        DUPLICATE, choices=(DUPLICATE, "near_duplicate"), help="status of near-duplicates"
+    )
 
     def __post_init__(self):
-        from pipeline.dedup.neardup import MAX_RADIUS, METHODS
-
+        check_fields(self)
+        for folder in self.eval_set:
+            if not os.path.isdir(folder):
+                raise ConfigError(
+                    f"--eval-set {folder} is not a folder (ImageFolder: DIR/<class>/<image>)"
+                )
         r = self.near_dup_radius
-        if r is not None and (
-            not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= MAX_RADIUS
-        ):
-            raise ValueError(f"near-dup radius must be an integer 0..{MAX_RADIUS}, not {r!r}")
-        if self.near_dup_method not in METHODS:
-            raise ValueError(
-                f"near-dup method must be one of {METHODS}, not {self.near_dup_method!r}"
-            )
-        if self.status not in (DUPLICATE, "near_duplicate"):
-            raise ValueError(
-                f"near-duplicate status must be 'duplicate' or 'near_duplicate', not {self.status!r}"
+        if r is not None and not 0 <= r <= NEAR_DUP_MAX_RADIUS:
+            raise ConfigError(
+                f"near-dup radius (--near-dup-radius) must be 0..{NEAR_DUP_MAX_RADIUS} bits, not {r}"
             )
 
 
@@ -50,7 +65,7 @@ def decide(rows, eval_table=None, config: DedupConfig | None = None, exact_dup_o
     `rows`: a pyarrow table (or dict of lists) with uid, width, height, phash, phash256,
     phash256_trim. `exact_dup_of`: uid → uid kept, for rows with the same bytes as an earlier
     row (stages/dedup.py's exact_duplicates). An update holds `status` ('eval_leak', or
-    'duplicate' / config.status), `leak_of` or `dup_of`, and `error` (a readable reason).
+    'duplicate' / config.near_dup_status), `leak_of` or `dup_of`, and `error` (a readable reason).
     Rows without an update stay as they are."""
     from pipeline.dedup.leaks import LEAK_RADIUS, LeakConfig, find_leaks
 
@@ -105,7 +120,7 @@ def _near_duplicates(col, uids, excluded: set, config: DedupConfig) -> dict[str,
     )  # fmt: skip
     reason = f"near-duplicate of dup_of (phash within {config.near_dup_radius} bits)"
     return {
-        uids[i]: {"status": config.status, "dup_of": rep, "error": reason}
+        uids[i]: {"status": config.near_dup_status, "dup_of": rep, "error": reason}
         for i, rep in zip(idx.tolist(), dup_of, strict=True)
         if rep is not None
     }

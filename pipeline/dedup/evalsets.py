@@ -1,4 +1,8 @@
-"""Eval sets (torchvision ImageFolder layout, `DIR/<class name>/<image file>`) and their hashes.
+"""The hashes of eval sets (torchvision ImageFolder layout, `DIR/<class name>/<image file>`).
+
+Which files are an eval set's images, and the `eval_id` "<eval set>/<class folder>/<file>" of
+each, is manifests.evalsets' reading of the layout, the one the evaluation's Clean/Overlap split
+keys on too (an eval set may have a single class here: the leak check classifies nothing).
 
 The eval side is small (thousands to a few hundred thousand images) and the pool is large, so
 every robustness trick that costs a hash is paid here, once per eval image: besides the hashes a
@@ -13,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from manifests.evalsets import EvalSet, load_eval_sets
 from pipeline.dedup.hashes import bits_to_hex, phash_bits, to_gray, trim_borders
 
 log = logging.getLogger(__name__)
 
-# torchvision.datasets.folder.IMG_EXTENSIONS
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CROP_FRACTION = 0.06  # of each side, for the crop variants (copies are cropped up to 10%)
 MIN_VARIANT_STD = 8.0  # gray levels: a crop that leaves a flat blob is replaced by the whole image
 
@@ -50,27 +53,6 @@ def eval_table_schema():
             ("phash256_trim_variants", pa.list_(pa.string())),
         ]
     )
-
-
-def list_eval_images(directory) -> list[tuple[str, str, str, Path]]:
-    """(eval set, class, file, path) of every image of an ImageFolder directory, sorted.
-    The eval set name is the folder's base name. Raises ValueError when the folder is missing
-    or holds no class folder with images."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise ValueError(f"eval set {directory} is not a directory")
-    name = root.resolve().name
-    found = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(class_dir.rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-                rel = path.relative_to(class_dir).as_posix()
-                found.append((name, class_dir.name, rel, path))
-    if not found:
-        raise ValueError(
-            f"eval set {directory} has no images in ImageFolder layout (DIR/<class>/<image>)"
-        )
-    return found
 
 
 def _crops(gray) -> list:
@@ -127,12 +109,12 @@ def eval_hashes(image) -> dict:
     }
 
 
-def hash_eval_image(eval_set: str, class_name: str, file: str, path: Path) -> dict:
+def hash_eval_image(eval_id: str, eval_set: str, class_name: str, file: str, path: Path) -> dict:
     """One eval-table row; an unreadable image gets `error` and null hashes (never raises)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     row = {
-        "eval_id": f"{eval_set}/{class_name}/{file}",
+        "eval_id": eval_id,
         "eval_set": eval_set,
         "class": class_name,
         "file": file,
@@ -143,11 +125,28 @@ def hash_eval_image(eval_set: str, class_name: str, file: str, path: Path) -> di
         with Image.open(path) as image:
             image.load()
             row.update(eval_hashes(image))
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-            ValueError) as exc:  # fmt: skip
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # OSError covers UnidentifiedImageError and truncated files; SyntaxError and ValueError
+        # are what some broken PNG/TIFF headers raise
         log.warning("eval image %s cannot be read: %s", path, exc)
         row["error"] = f"cannot decode image: {exc}"
     return row
+
+
+def _load(dirs) -> list[EvalSet]:
+    """The eval sets of `dirs` (one class is enough); a ConfigError for a missing folder, one
+    without images, or two with the same name (`leak_of` names an image by it)."""
+    return load_eval_sets(dirs, min_classes=1)
+
+
+def _images(sets: list[EvalSet]) -> list[tuple[str, str, str, str, Path]]:
+    """(eval_id, eval set, class folder, file, path) of every image: hash_eval_image's
+    arguments; the eval_id is EvalSet.item_id, the evaluation's name of the image."""
+    return [
+        (s.item_id(i), s.name, s.classes[item.target], item.file, item.path)
+        for s in sets
+        for i, item in enumerate(s.items)
+    ]
 
 
 def hash_eval_sets(dirs, executor_map=map):
@@ -156,22 +155,17 @@ def hash_eval_sets(dirs, executor_map=map):
     `executor_map` maps `hash_eval_image` over the images (e.g. a process pool's `map` with
     chunksize); plain `map` by default. Two eval sets with the same base name are an error,
     since `leak_of` names an image by that name."""
+    return _hash_sets(_load(dirs), executor_map)
+
+
+def _hash_sets(sets: list[EvalSet], executor_map=map):
     import pyarrow as pa
 
-    images = []
-    names: dict[str, str] = {}
-    for directory in dirs:
-        found = list_eval_images(directory)
-        name = found[0][0]
-        if name in names:
-            raise ValueError(f"eval sets {names[name]} and {directory} have the same name {name!r}")
-        names[name] = str(directory)
-        images += found
-    rows = list(executor_map(_hash_one, images))
+    rows = list(executor_map(_hash_one, _images(sets)))
     table = pa.Table.from_pylist(rows, schema=eval_table_schema())
     failed = sum(r["error"] is not None for r in rows)
     log.info(
-        "hashed %d eval images from %d eval sets (%d unreadable)", len(rows), len(dirs), failed
+        "hashed %d eval images from %d eval sets (%d unreadable)", len(rows), len(sets), failed
     )
     return table
 
@@ -180,18 +174,17 @@ def _hash_one(item) -> dict:
     return hash_eval_image(*item)
 
 
-def _fingerprint(dirs) -> str:
-    """Digest of every eval image's path, size and mtime, and of the hashing code's settings."""
+def _fingerprint(sets: list[EvalSet]) -> str:
+    """Digest of every eval image's id, path, size and mtime, and of the hashing settings."""
     import hashlib
     import json
 
     from pipeline.dedup import hashes
 
     items = []
-    for directory in dirs:
-        for name, cls, file, path in list_eval_images(directory):
-            stat = path.stat()
-            items.append([name, cls, file, str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    for eval_id, *_, path in _images(sets):
+        stat = path.stat()
+        items.append([eval_id, str(path.resolve()), stat.st_size, stat.st_mtime_ns])
     settings = [hashes.WORK_SIDE, hashes.TRIM_REL_TOL, hashes.TRIM_ROW_FRACTION, CROP_FRACTION]
     text = json.dumps([items, settings])
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
@@ -205,12 +198,13 @@ def hash_eval_sets_cached(dirs, cache_path, executor_map=map):
     from manifests.layout import write_parquet_atomic
 
     cache_path = Path(cache_path)
-    fingerprint = _fingerprint(dirs)
+    sets = _load(dirs)
+    fingerprint = _fingerprint(sets)
     if cache_path.exists():
         cached = pq.read_table(cache_path)
         meta = cached.schema.metadata or {}
         if meta.get(b"fingerprint", b"").decode() == fingerprint:
             return cached.replace_schema_metadata(None)
-    table = hash_eval_sets(dirs, executor_map)
+    table = _hash_sets(sets, executor_map)
     write_parquet_atomic(table.replace_schema_metadata({"fingerprint": fingerprint}), cache_path)
     return table

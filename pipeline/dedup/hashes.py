@@ -30,8 +30,6 @@ import io
 
 import numpy as np
 
-# Hash columns added to `samples` rows, with their sizes in bits.
-HASH_BITS = {"phash": 64, "phash256": 256, "phash256_trim": 256}
 WORK_SIDE = 128  # px: images are box-reduced to at most this (hashes look at 64x64 at most)
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto this colour
 

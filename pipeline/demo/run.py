@@ -44,11 +44,11 @@ def build(out_dir: Path, executor: str):
     queries.write_text("\n".join(web.queries()) + "\n", encoding="utf-8")
     eval_set = write_eval_set(web, out_dir / "evalsets" / "emoji-twitter")
     with web.serve() as site:
-        log.info("sample web of %d pages at %s", len(web.pages), site.url)
-        config = BuildConfig(
+        log.info("sample web of %d pages at %s", len(web.pages), site.base)
+        config = BuildConfig.of(
             out=str(out_dir / "dataset"),
             query_list=str(queries),
-            seeds=[site.url],
+            seeds=[site.base],
             allow_network=["127.0.0.1/32"],  # the sample web is on loopback
             per_query_cap=10,  # small, so balancing visibly drops pairs of common words
             warc_out=str(out_dir / "crawl.warc.gz"),
@@ -63,35 +63,28 @@ def build(out_dir: Path, executor: str):
 
 
 def train(dataset: Path, run_dir: Path, samples: int) -> Path:
-    from trainer.cli import main as trainer_main
+    from trainer.launch import launch, resolve_config
+    from trainer.plot import plot_run
 
-    argv = [
-        "run", "--data", str(dataset), "--subset", "kept", "--model", "clip-tiny",
-        "--out", str(run_dir), "--samples", str(samples), "--batch-size", "64", "--lr", "1e-3",
-        "--workers", "1", "--save-every", "100", "--log-every", "5",
-    ]  # fmt: skip
-    if trainer_main(argv) != 0:
-        raise RuntimeError("training failed; see the log above")
-    trainer_main(["plot", str(run_dir)])
+    cfg = resolve_config(dict(data=str(dataset), subset="kept", model="clip-tiny",
+                              out=str(run_dir), samples=samples, batch_size=64, lr=1e-3,
+                              workers=1, save_every=100, log_every=5))  # fmt: skip
+    launch(cfg)
+    plot_run(run_dir)
     return run_dir / "latest.pt"
 
 
 def evaluate(checkpoint: Path, eval_set: Path, dataset: Path, out: Path) -> dict:
-    import json
+    from trainer.evaluation.cli import EvalOptions, evaluate_and_write
 
-    from trainer.cli import main as trainer_main
-
-    argv = [
-        "eval", "--checkpoint", str(checkpoint), "--eval-set", str(eval_set), "--data", str(dataset),
-        "--out", str(out), "--templates", "plain", "--no-probe", "--no-retrieval",
-    ]  # fmt: skip
-    if trainer_main(argv) != 0:
-        raise RuntimeError("evaluation failed; see the log above")
-    return json.loads(out.read_text())[eval_set.name]
+    opts = EvalOptions(checkpoint=str(checkpoint), eval_set=[str(eval_set)], data=str(dataset),
+                       out=str(out), templates="plain", probe=False, retrieval=False)  # fmt: skip
+    results, _ = evaluate_and_write(opts)
+    return results[eval_set.name]
 
 
 def run_demo(out: str, executor: str = "auto", train_samples: int = 20_000) -> int:
-    from pipeline.commands import print_summary
+    from pipeline.summary import print_summary
 
     out_dir = Path(out).resolve()
     _fresh_out(out_dir)

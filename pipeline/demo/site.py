@@ -1,15 +1,17 @@
 """The embedded sample web: pages of emoji whose <img alt> texts are their names in five
 languages, with a robots.txt, a private folder robots forbids and an opted-out page.
-Served on loopback by a threaded HTTP server that logs every path it is asked for."""
+Served by pipeline.loopback's server, which logs every path it is asked for."""
 
 import html
 import json
 import re
-import threading
 from collections import defaultdict
 from functools import cached_property
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.loopback import LoopbackServer
 
 DATA = Path(__file__).parent / "data"
 ROBOTS = "User-agent: *\nDisallow: /private/\n"
@@ -88,58 +90,19 @@ class SampleWeb:
         )
         return pages
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> "RunningSite":
-        return RunningSite(self, host, port)
+    def routes(self) -> dict:
+        """path -> (status, headers, body): robots.txt, the pages and both styles' images."""
+        html_type = {"Content-Type": "text/html; charset=utf-8"}
+        routes = {"/robots.txt": (200, {"Content-Type": "text/plain"}, ROBOTS.encode())}
+        routes.update((path, (200, html_type, body)) for path, body in self.pages.items())
+        for style in ("google", "twitter"):
+            for image in sorted((self.data_dir / style).glob("*.png")):
+                body = image.read_bytes()
+                routes[f"/img/{style}/{image.name}"] = (200, {"Content-Type": "image/png"}, body)
+        return routes
 
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> "LoopbackServer":
+        """The sample web on a loopback server; `with` starts and stops it."""
+        from pipeline.loopback import LoopbackServer
 
-class RunningSite:
-    """The sample web on a loopback port, in a background thread. Use as a context manager."""
-
-    def __init__(self, web: SampleWeb, host: str, port: int):
-        self.web, self.hits = web, []
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                site.hits.append(self.path)
-                path = self.path.split("?")[0]
-                if path == "/robots.txt":
-                    return self._send(200, "text/plain", ROBOTS.encode())
-                if path in site.web.pages:
-                    return self._send(200, "text/html; charset=utf-8", site.web.pages[path])
-                match = re.fullmatch(r"/img/(google|twitter)/([0-9a-f-]+\.png)", path)
-                if match and (site.web.data_dir / match[1] / match[2]).is_file():
-                    return self._send(
-                        200, "image/png", (site.web.data_dir / match[1] / match[2]).read_bytes()
-                    )
-                return self._send(404, "text/plain", b"not found")
-
-            def _send(self, code: int, ctype: str, body: bytes):
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> "RunningSite":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        return LoopbackServer(host, self.routes(), port)

@@ -1,15 +1,13 @@
 """Image and caption embeddings of (image bytes, caption) pairs with a trainer checkpoint.
 
-The model, its tokenizer and its eval transform come from `trainer.evaluation.features` (the
-checkpoint format is open_clip's, so any checkpoint the trainer wrote works). Embeddings are
-L2-normalised float32 on CPU; the CLIP score of a pair is the cosine of its two embeddings, the
-number LAION thresholded (ViT-B/32 >= 0.28) and DataComp ranked by.
+The model, its tokenizer and its eval transform come from `trainer.inference`, the trainer's one
+inference API (the checkpoint format is open_clip's, so any checkpoint the trainer wrote works).
+Embeddings are L2-normalised float32 on CPU; the CLIP score of a pair is the cosine of its two
+embeddings, the number LAION thresholded (ViT-B/32 >= 0.28) and DataComp ranked by.
 """
 
 import logging
 from dataclasses import dataclass
-
-from pipeline.config import ConfigError
 
 log = logging.getLogger(__name__)
 CHUNK = 4096  # pairs embedded per progress-bar step (bounded memory: one chunk of decoded images)
@@ -23,14 +21,11 @@ class PairEmbeddings:
 
 
 def load_model(checkpoint: str, device: str = "auto"):
-    """The checkpoint's model (trainer.evaluation.features.LoadedModel), errors as ConfigError."""
-    from trainer.evaluation.errors import EvalError
-    from trainer.evaluation.features import load_checkpoint, pick_device
+    """The checkpoint's model (trainer.inference.LoadedModel); a bad checkpoint or device is a
+    ConfigError (manifests.config: trainer.inference raises the project's one user error)."""
+    from trainer import inference
 
-    try:
-        return load_checkpoint(checkpoint, device=pick_device(device))
-    except EvalError as exc:
-        raise ConfigError(str(exc)) from None
+    return inference.load(checkpoint, device)
 
 
 def checkpoint_digest(path: str) -> str:
@@ -48,25 +43,23 @@ def embed_texts(loaded, texts: list[str], batch_size: int = 256):
     """np.float32 [len(texts), D], L2-normalised."""
     import numpy as np
 
-    from trainer.evaluation.features import encode_texts
+    from trainer.inference import encode_texts
 
     if not texts:
         return np.zeros((0, _dim(loaded)), dtype=np.float32)
-    return encode_texts(loaded.model, loaded.tokenizer, texts, loaded.device, batch_size).numpy()
+    return encode_texts(loaded, texts, batch_size).numpy()
 
 
 def embed_images(loaded, images: list[bytes], batch_size: int = 256):
     """np.float32 [len(images), D], L2-normalised; NaN rows for images that do not decode."""
     import numpy as np
 
-    from trainer.evaluation.features import encode_images
+    from trainer.inference import encode_images
 
     out = np.full((len(images), _dim(loaded)), np.nan, dtype=np.float32)
     if not images:
         return out
-    feats, ok, bad = encode_images(
-        loaded.model, loaded.preprocess, images, loaded.device, batch_size=batch_size
-    )
+    feats, ok, bad = encode_images(loaded, images, batch_size=batch_size)
     if bad:
         log.warning("%d of %d images could not be decoded for embedding", len(bad), len(images))
     if ok:
@@ -74,8 +67,13 @@ def embed_images(loaded, images: list[bytes], batch_size: int = 256):
     return out
 
 
-def embed_pairs(loaded, images: list[bytes], captions: list[str], batch_size: int = 256,
-                desc: str | None = None) -> PairEmbeddings:  # fmt: skip
+def embed_pairs(
+    loaded,
+    images: list[bytes],
+    captions: list[str],
+    batch_size: int = 256,
+    desc: str | None = None,
+) -> PairEmbeddings:
     """Both embeddings and the CLIP score of every pair, in chunks with a progress bar."""
     import numpy as np
     from tqdm import tqdm

@@ -396,19 +396,18 @@ def _paths(folder: Path, name: str) -> tuple[Path, Path]:
 
 
 def save_index(index, info: IndexInfo, folder: Path, name: str = "image") -> None:
-    """folder/{name}.faiss and folder/{name}.index.json, each written to a temp file and renamed."""
+    """folder/{name}.faiss and folder/{name}.index.json, each committed whole (atomic_path)."""
     import faiss
+
+    from manifests.layout import atomic_path, write_bytes_atomic
 
     index_path, info_path = _paths(folder, name)
     index_path.parent.mkdir(parents=True, exist_ok=True)
     if _is_gpu(index):
         index = faiss.index_gpu_to_cpu(index)
-    tmp = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, index_path)
-    tmp = info_path.with_name(f".{info_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(info), indent=2) + "\n")
-    os.replace(tmp, info_path)
+    with atomic_path(index_path) as tmp:
+        faiss.write_index(index, str(tmp))
+    write_bytes_atomic((json.dumps(dataclasses.asdict(info), indent=2) + "\n").encode(), info_path)
 
 
 def load_index(folder: Path, name: str = "image", gpu: bool | None = None):

@@ -13,8 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
+from manifests.config import ConfigError
 from manifests.layout import DatasetLayout
-from pipeline.config import ConfigError
 from pipeline.embed import store
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,14 @@ def _build_and_save_index(folder: Path, recall_target: float) -> dict:
     }
 
 
-def run_embed(dataset_dir, checkpoint: str, device: str = "auto", batch_size: int = 256,
-              overwrite: bool = False, recall_target: float = 0.95) -> dict:  # fmt: skip
+def run_embed(
+    dataset_dir,
+    checkpoint: str,
+    device: str = "auto",
+    batch_size: int = 256,
+    overwrite: bool = False,
+    recall_target: float = 0.95,
+) -> dict:
     """Embed every shard not yet embedded, then (re)build the index; returns meta.json's dict."""
     from tqdm import tqdm
 
@@ -130,7 +136,10 @@ def run_embed(dataset_dir, checkpoint: str, device: str = "auto", batch_size: in
     seconds = time.perf_counter() - started
     if todo:
         log.info("embedded %d rows of %d shards in %.1f s", rows, len(todo), seconds)
-    meta.update(_build_and_save_index(folder, recall_target), shards=len(shards),
-                embed_seconds=round(seconds, 2))  # fmt: skip
+    meta.update(
+        _build_and_save_index(folder, recall_target),
+        shards=len(shards),
+        embed_seconds=round(seconds, 2),
+    )
     store.write_meta(folder, meta)
     return meta

@@ -10,8 +10,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from manifests.config import ConfigError
 from manifests.layout import DatasetLayout, write_bytes_atomic
-from pipeline.config import ConfigError
 from pipeline.embed import store
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,14 @@ def _index_rows(folder: Path):
     return np.load(path) if path.exists() else None
 
 
-def search(dataset_dir, text: str | None = None, image: str | None = None, k: int = 20,
-           checkpoint: str | None = None, device: str = "auto") -> list[Hit]:  # fmt: skip
+def search(
+    dataset_dir,
+    text: str | None = None,
+    image: str | None = None,
+    k: int = 20,
+    checkpoint: str | None = None,
+    device: str = "auto",
+) -> list[Hit]:
     import numpy as np
 
     from pipeline.embed import index as faiss_index
@@ -96,8 +102,10 @@ def search(dataset_dir, text: str | None = None, image: str | None = None, k: in
     folder = store.embeddings_dir(dataset_dir)
     meta = store.read_meta(folder)
     if meta is None or "index" not in meta:
-        raise ConfigError(f"{dataset_dir} has no embeddings; run `pipeline embed {dataset_dir} "
-                          "--checkpoint CKPT` first")  # fmt: skip
+        raise ConfigError(
+            f"{dataset_dir} has no embeddings; run `pipeline embed {dataset_dir} "
+            "--checkpoint CKPT` first"
+        )
     checkpoint = checkpoint or meta["checkpoint"]
     _check_same_model(checkpoint, meta)
     loaded = load_model(checkpoint, device)
@@ -109,8 +117,10 @@ def search(dataset_dir, text: str | None = None, image: str | None = None, k: in
     rows = store.read_ids(folder)
     row_of = _index_rows(folder)
     if info.n != (rows.num_rows if row_of is None else len(row_of)):
-        raise ConfigError(f"{folder}: the index does not match the embeddings (an interrupted "
-                          "`pipeline embed`?); run it again")  # fmt: skip
+        raise ConfigError(
+            f"{folder}: the index does not match the embeddings (an interrupted "
+            "`pipeline embed`?); run it again"
+        )
     scores, ids = faiss_index.search(index, info, query, min(k, info.n))
     if row_of is not None:
         ids = np.where(ids >= 0, row_of[np.maximum(ids, 0)], -1)

@@ -14,8 +14,8 @@ float16 halves the size and keeps cosines to ~1e-3, plenty for ranking and filte
 import json
 from pathlib import Path
 
+from manifests.config import ConfigError
 from manifests.layout import DatasetLayout, write_json_atomic, write_parquet_atomic
-from pipeline.config import ConfigError
 
 META_COLUMNS = ("uid", "shard", "shard_row", "clip_score")
 

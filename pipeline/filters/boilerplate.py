@@ -37,12 +37,13 @@ FILLER_WORDS = frozenset(
     version copy final edited featured hover active default""".split()  # noqa: SIM905
 )
 
-IMAGE_EXTENSIONS = frozenset(
+# Extensions of file names that alt texts are set to ("IMG_1234.jpg", "index.php").
+FILE_NAME_EXTENSIONS = frozenset(
     """jpg jpeg jpe jfif pjpeg pjp png apng gif webp bmp dib tif tiff svg svgz ico cur heic heif
     avif jxl psd raw cr2 nef dng arw html htm php asp aspx jsp""".split()  # noqa: SIM905
 )
 
-_EXT = "|".join(sorted(IMAGE_EXTENSIONS, key=len, reverse=True))
+_EXT = "|".join(sorted(FILE_NAME_EXTENSIONS, key=len, reverse=True))
 # A single token ending in a known extension: "IMG_1234.jpg", "spacer.gif", "my-photo.PNG".
 _FILE_NAME = re.compile(rf"^\S+\.(?:{_EXT})(?:[?#]\S*)?$", re.IGNORECASE)
 # Camera, phone and screenshot names: "DSC01234", "IMG_20230101_123456", "PXL_2023...",

@@ -13,12 +13,12 @@ run in this order and the first failing one names the drop reason:
 
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import regex
 
-from pipeline.config import ConfigError, from_dict
+from manifests.config import ConfigError, check_fields, from_dict, option
 from pipeline.filters.boilerplate import BOILERPLATE
 from pipeline.filters.langid import LID_LANGUAGES, detect_languages
 
@@ -72,30 +72,37 @@ class TextFilterConfig:
       decision boundary) are dropped.
     """
 
-    languages: list[str] = field(default_factory=list)
-    min_lang_score: float = 0.0
-    lang_lexicon: bool = True
-    min_words: int = 1
-    max_words: int | None = 200
-    min_chars: int = 1
-    max_chars: int | None = 1000
-    boilerplate: bool = True
-    extra_boilerplate: list[str] = field(default_factory=list)
-    text_model: str | None = None
-    min_text_score: float = 0.5
-    text_positive_label: str | None = None
+    languages: list[str] = option(
+        default_factory=list, sep=",", metavar="LANG",
+        help="keep only these fastText lid.176 languages, e.g. en,fr (default: all)",
+    )  # fmt: skip
+    min_lang_score: float = option(0.0, help="drop captions whose language scores below this")
+    lang_lexicon: bool = option(True, help="re-rank unsure language answers with word lists")
+    min_words: int = option(1, help="fewest words a caption may have")
+    max_words: int | None = option(200, help="most words a caption may have")
+    min_chars: int = option(1, help="fewest characters a caption may have")
+    max_chars: int | None = option(1000, help="most characters a caption may have")
+    boilerplate: bool = option(True, help="drop file names, 'logo', 'click here' and the like")
+    extra_boilerplate: list[str] = option(
+        default_factory=list, metavar="TEXT", help="more boilerplate words or whole captions"
+    )
+    text_model: str | None = option(
+        None, metavar="FILE", help="fastText caption classifier from `pipeline textmodel train`"
+    )
+    min_text_score: float = option(0.5, help="drop captions the text model scores below this")
+    text_positive_label: str | None = option(None, help="the text model's label for good text")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TextFilterConfig":
         return from_dict(cls, values)
 
     def __post_init__(self) -> None:
-        self._check_types()
+        check_fields(self)
         self.languages = [lang.strip().lower() for lang in self.languages if lang.strip()]
         unknown = [lang for lang in self.languages if lang not in LID_LANGUAGES]
         if unknown:
             raise ConfigError(
-                f"languages: unknown code(s) {', '.join(unknown)}; use ISO codes as lid.176 "
+                f"--languages: unknown code(s) {', '.join(unknown)}; use ISO codes as lid.176 "
                 "names them, e.g. en, fr, de, zh, ja"
             )
         for name in ("min_lang_score", "min_text_score"):
@@ -106,34 +113,7 @@ class TextFilterConfig:
             if lo < 0 or (hi is not None and hi < lo):
                 raise ConfigError(f"need 0 <= {low} <= {high}, got {lo} and {hi}")
         if self.text_model is not None and not os.path.isfile(self.text_model):
-            raise ConfigError(f"text_model: no such file {self.text_model}")
-
-    def _check_types(self) -> None:
-        expected = {
-            "languages": list,
-            "min_lang_score": (int, float),
-            "lang_lexicon": bool,
-            "min_words": int,
-            "max_words": (int, type(None)),
-            "min_chars": int,
-            "max_chars": (int, type(None)),
-            "boilerplate": bool,
-            "extra_boilerplate": list,
-            "text_model": (str, os.PathLike, type(None)),
-            "min_text_score": (int, float),
-            "text_positive_label": (str, type(None)),
-        }
-        for f in fields(self):
-            value = getattr(self, f.name)
-            ok = isinstance(value, expected[f.name])
-            if isinstance(value, bool) and expected[f.name] is not bool:
-                ok = False
-            if ok and isinstance(value, list):
-                ok = all(isinstance(v, str) for v in value)
-            if not ok:
-                raise ConfigError(f"{f.name}: ill-typed value {value!r} for TextFilterConfig")
-        if self.text_model is not None:
-            self.text_model = os.fspath(self.text_model)
+            raise ConfigError(f"--text-model: no such file {self.text_model}")
 
 
 @dataclass(frozen=True)

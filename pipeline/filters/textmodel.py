@@ -17,10 +17,12 @@ import json
 import logging
 import os
 import random
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+
+from manifests.config import ConfigError
+from manifests.layout import atomic_path, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ FORMATS = ("fasttext", "csv", "tsv")
 _PREFIX = "__label__"
 
 
-class TextModelError(ValueError):
+class TextModelError(ConfigError):
     """A labelled file or model that cannot be used; the message says why."""
 
 
@@ -233,7 +235,7 @@ def train_text_model(
     train, test = _split(rows, test_fraction, seed)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp, atomic_path(out_path) as model_path:
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("".join(f"{_PREFIX}{lab} {txt}\n" for txt, lab in train), "utf-8")
         options = dict(
@@ -241,10 +243,8 @@ def train_text_model(
             minn=char_ngrams[0], maxn=char_ngrams[1], bucket=bucket, minCount=1, loss="softmax",
             seed=seed, thread=threads or os.cpu_count() or 1, verbose=0,
         )  # fmt: skip
-        partial = Path(tmp) / "model.bin"
-        _train_supervised(options, lr, partial)
-        model = fasttext.load_model(str(partial))
-        os.replace(partial, out_path)
+        _train_supervised(options, lr, model_path)
+        model = fasttext.load_model(str(model_path))
     scores = _positive_probs(model, [t for t, _ in test], positive)
     metrics = _metrics(scores, [lab == positive for _, lab in test])
     metrics.update(
@@ -254,9 +254,7 @@ def train_text_model(
         n_test=len(test),
         model=str(out_path),
     )
-    sidecar = _sidecar(out_path)
-    sidecar.with_suffix(".tmp").write_text(json.dumps(metrics, indent=1), "utf-8")
-    os.replace(sidecar.with_suffix(".tmp"), sidecar)
+    write_bytes_atomic(json.dumps(metrics, indent=1).encode("utf-8"), _sidecar(out_path))
     log.info("text model %s: %s", out_path, metrics)
     return metrics
 
@@ -368,15 +366,12 @@ def add_textmodel_train_arguments(parser) -> None:
 
 
 def cmd_textmodel_train(args) -> int:
-    """Train from parsed arguments; print the held-out metrics as JSON. Exit code 2 on bad input."""
-    try:
-        metrics = train_text_model(
-            args.input, args.out, epochs=args.epochs, lr=args.lr, word_ngrams=args.word_ngrams,
-            dim=args.dim, positive_label=args.positive_label, test_fraction=args.test_fraction,
-            seed=args.seed, threads=args.threads, fmt=args.format,
-        )  # fmt: skip
-    except (TextModelError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """Train from parsed arguments; print the held-out metrics as JSON (bad input: a
+    TextModelError, which the CLI prints as one line with exit status 2)."""
+    metrics = train_text_model(
+        args.input, args.out, epochs=args.epochs, lr=args.lr, word_ngrams=args.word_ngrams,
+        dim=args.dim, positive_label=args.positive_label, test_fraction=args.test_fraction,
+        seed=args.seed, threads=args.threads, fmt=args.format,
+    )  # fmt: skip
     print(json.dumps(metrics, indent=1))
     return 0

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import ConfigError, from_dict
+from manifests.config import ConfigError, check_fields, from_dict, option
 
 RESIZE_MODES = ("border", "keep_ratio", "keep_ratio_largest", "center_crop", "no")
 ENCODE_FORMATS = ("jpg", "webp", "png")
@@ -55,24 +55,26 @@ class ImageConfig:
     extract_exif: fill the shard's `exif` column as img2dataset does (JSON of EXIF tags).
     """
 
-    image_size: int = 256
-    resize_mode: str = "border"
-    resize_only_if_bigger: bool = False
-    encode_format: str = "jpg"
-    encode_quality: int | None = None
-    min_size: int = 0
-    max_aspect_ratio: float | None = None
-    max_pixels: int = 50_000_000
-    max_bytes: int = 20 * 1024 * 1024
-    upscale_interpolation: str = "lanczos"
-    downscale_interpolation: str = "area"
-    extract_exif: bool = True
+    image_size: int = option(256, help="output side in pixels")
+    resize_mode: str = option("border", choices=RESIZE_MODES, help="img2dataset's resize mode")
+    resize_only_if_bigger: bool = option(False, help="never upscale")
+    encode_format: str = option("jpg", choices=ENCODE_FORMATS, help="image format in the shards")
+    encode_quality: int | None = option(None, help="0-100 for jpg/webp, 0-9 for png; default 95/6")
+    min_size: int = option(0, help="drop images whose shorter side is less (too_small)")
+    max_aspect_ratio: float | None = option(
+        None, help="drop images more elongated than this (bad_aspect_ratio)"
+    )
+    max_pixels: int = option(
+        50_000_000, flag="max-image-pixels",
+        help="declared pixels above this are refused (decompression bombs)",
+    )  # fmt: skip
+    max_bytes: int = option(20 * 1024 * 1024, flag="max-image-bytes", help="image body cap (bytes)")
+    upscale_interpolation: str = option("lanczos", choices=INTERPOLATIONS, help="when upscaling")
+    downscale_interpolation: str = option("area", choices=INTERPOLATIONS, help="when downscaling")
+    extract_exif: bool = option(True, help="fill the shards' exif column as img2dataset does")
 
     def __post_init__(self):
-        _check_choice("resize_mode", self.resize_mode, RESIZE_MODES)
-        _check_choice("encode_format", self.encode_format, ENCODE_FORMATS)
-        _check_choice("upscale_interpolation", self.upscale_interpolation, INTERPOLATIONS)
-        _check_choice("downscale_interpolation", self.downscale_interpolation, INTERPOLATIONS)
+        check_fields(self)
         _check_int("image_size", self.image_size, 1, 16384)
         _check_int("min_size", self.min_size, 0, 1 << 20)
         _check_int("max_pixels", self.max_pixels, 1, MAX_PIXELS_CEILING)
@@ -83,7 +85,7 @@ class ImageConfig:
         _check_int(f"encode_quality (for {self.encode_format})", self.encode_quality, 0, high)
         ratio = self.max_aspect_ratio
         if ratio is not None:
-            if isinstance(ratio, bool) or not isinstance(ratio, int | float) or math.isnan(ratio):
+            if math.isnan(ratio):
                 raise ConfigError(f"max_aspect_ratio must be a number >= 1 or None, not {ratio!r}")
             if ratio < 1:
                 raise ConfigError(
@@ -98,13 +100,8 @@ class ImageConfig:
         return from_dict(cls, values)
 
 
-def _check_choice(name: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-
-
-def _check_int(name: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+def _check_int(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
         raise ConfigError(f"{name} must be an integer in [{low}, {high}], not {value!r}")
 
 

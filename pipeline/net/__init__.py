@@ -6,45 +6,25 @@ Typical use:
         if result.ok and not x_robots_opt_out(result.headers, f.config.user_agent_token): ...
 """
 
-from .batch import fetch_all, iter_fetch
-from .config import FetchConfig
-from .fetch import Fetcher, parse_http_url, parse_retry_after
-from .policy import AddressPolicy, BlockedAddressError, GuardedResolver, StaticResolver
-from .ratelimit import HostLimiter
-from .result import (
-    BAD_URL,
-    BLOCKED_ADDRESS,
-    FETCH_FAILED,
-    OK,
-    ROBOTS_DISALLOWED,
-    STATUSES,
-    TOO_LARGE,
-    FetchResult,
-)
-from .robots import RobotsCache, RobotsDecision, meta_robots_opt_out, x_robots_opt_out
+import importlib
 
-__all__ = [
-    "BAD_URL",
-    "BLOCKED_ADDRESS",
-    "FETCH_FAILED",
-    "OK",
-    "ROBOTS_DISALLOWED",
-    "STATUSES",
-    "TOO_LARGE",
-    "AddressPolicy",
-    "BlockedAddressError",
-    "FetchConfig",
-    "FetchResult",
-    "Fetcher",
-    "GuardedResolver",
-    "HostLimiter",
-    "RobotsCache",
-    "RobotsDecision",
-    "StaticResolver",
-    "fetch_all",
-    "iter_fetch",
-    "meta_robots_opt_out",
-    "parse_http_url",
-    "parse_retry_after",
-    "x_robots_opt_out",
-]
+# Names exported lazily (PEP 562), so importing `pipeline.net.config` (the build's flags are
+# generated from FetchConfig) does not load aiohttp.
+_EXPORTS = {
+    "batch": ("fetch_all", "iter_fetch"),
+    "config": ("FetchConfig",),
+    "fetch": ("Fetcher", "parse_http_url", "parse_retry_after"),
+    "policy": ("AddressPolicy", "BlockedAddressError", "GuardedResolver", "StaticResolver"),
+    "ratelimit": ("HostLimiter",),
+    "result": ("BAD_URL", "BLOCKED_ADDRESS", "FETCH_FAILED", "OK", "ROBOTS_DISALLOWED",
+               "STATUSES", "TOO_LARGE", "FetchResult"),
+    "robots": ("RobotsCache", "RobotsDecision", "meta_robots_opt_out", "x_robots_opt_out"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .policy import AddressPolicy
+from manifests.config import ConfigError, check_fields, from_dict, option
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -29,90 +28,71 @@ def clipengine_version() -> str:
 
 @dataclass
 class FetchConfig:
-    """Fetch settings. Units are in the names: seconds (_s), bytes, requests per second (_rps)."""
+    """Fetch settings. Units are in the names: seconds (_s), bytes, requests per second (_rps).
+    The build offers each as a flag (its `net` section); `max_bytes` is the cap for pages (the
+    image stage uses --max-image-bytes instead)."""
 
-    user_agent_token: str = "clipengine-bot"  # what robots.txt groups and X-Robots-Tag match
-    contact_url: str = "https://github.com/clipengine/clipengine"  # shown in the User-Agent
-    allow_networks: list[str] = field(default_factory=list)  # CIDRs allowed beyond public IPs
-    total_timeout_s: float = 20.0  # per response attempt: connect + headers + body
-    connect_timeout_s: float = 10.0
-    max_bytes: int = 10 * MIB  # body cap per response (after content decoding)
-    max_redirects: int = 5
-    max_retries: int = 2  # extra attempts on 429, 5xx and connection errors
-    backoff_s: float = 0.5  # first retry delay; doubles each retry
-    max_retry_after_s: float = 30.0  # a longer Retry-After means give up (fetch_failed)
-    per_host_concurrency: int = 8
-    per_host_rps: float = 0.0  # 0 = no spacing beyond robots.txt crawl-delay
-    max_in_flight: int = 256  # requests in flight over all hosts
-    respect_robots: bool = True
-    max_crawl_delay_s: float = 60.0  # a host asking for a longer crawl-delay is skipped
-    robots_max_bytes: int = 500 * KIB  # RFC 9309: parse at least the first 500 KiB
+    user_agent_token: str = option(
+        "clipengine-bot", help="the product token robots.txt groups and X-Robots-Tag match"
+    )
+    contact_url: str = option(
+        "https://github.com/clipengine/clipengine",
+        help="named in the User-Agent so site owners can reach you",
+    )
+    allow_networks: list[str] = option(
+        default_factory=list,
+        flag="allow-network",
+        metavar="CIDR",
+        help="also allow these addresses (default: public addresses only)",
+    )
+    total_timeout_s: float = option(
+        20.0, flag="timeout", metavar="SECONDS", runtime=True,
+        help="seconds per response attempt: connect, headers and body",
+    )  # fmt: skip
+    connect_timeout_s: float = option(10.0, runtime=True, help="seconds to connect")
+    max_bytes: int = option(10 * MIB, flag="max-page-bytes", help="body cap per page (bytes)")
+    max_redirects: int = option(5, help="redirects followed per request")
+    max_retries: int = option(2, runtime=True, help="extra attempts on 429, 5xx and errors")
+    backoff_s: float = option(0.5, runtime=True, help="first retry delay; doubles each retry")
+    max_retry_after_s: float = option(
+        30.0, runtime=True, help="a longer Retry-After means give up (fetch_failed)"
+    )
+    per_host_concurrency: int = option(8, runtime=True, help="requests in flight per host")
+    per_host_rps: float = option(
+        0.0, runtime=True, help="requests/s per host; 0: no cap beyond robots.txt crawl-delay"
+    )
+    max_in_flight: int = option(256, runtime=True, help="requests in flight over all hosts")
+    respect_robots: bool = option(True, cli=False, help="obey robots.txt (tests turn it off)")
+    max_crawl_delay_s: float = option(60.0, help="a host asking for a longer crawl-delay is skipped")
+    robots_max_bytes: int = option(500 * KIB, help="robots.txt bytes parsed (RFC 9309: >= 500 KiB)")
 
     def __post_init__(self) -> None:
-        self._check_types()
-        if isinstance(self.allow_networks, tuple):
-            self.allow_networks = list(self.allow_networks)
-        AddressPolicy(self.allow_networks)  # raises a clear ValueError on a bad CIDR
+        from .policy import AddressPolicy
+
+        check_fields(self)
+        AddressPolicy(self.allow_networks)  # a clear error on a bad CIDR
         if not _TOKEN_RE.match(self.user_agent_token):
-            raise ValueError(
-                f"user_agent_token {self.user_agent_token!r}: only letters, '_' and '-' (RFC 9309)"
+            raise ConfigError(
+                f"--user-agent-token {self.user_agent_token!r}: only letters, '_' and '-' "
+                "(RFC 9309)"
             )
         if not self.contact_url or any(c.isspace() or ord(c) < 32 for c in self.contact_url):
-            raise ValueError("contact_url must be a non-empty URL without spaces or control chars")
+            raise ConfigError("--contact-url must be a non-empty URL without spaces or controls")
         positive = ("total_timeout_s", "connect_timeout_s", "max_bytes", "robots_max_bytes")
         at_least_one = ("per_host_concurrency", "max_in_flight")
-        non_negative = (
-            "max_redirects",
-            "max_retries",
-            "backoff_s",
-            "max_retry_after_s",
-            "per_host_rps",
-            "max_crawl_delay_s",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in at_least_one:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-
-    def _check_types(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            kind = f.type if isinstance(f.type, str) else f.type.__name__
-            if kind == "bool":
-                ok = isinstance(value, bool)
-            elif kind == "int":
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            elif kind == "float":
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-                if ok:
-                    setattr(self, f.name, float(value))
-            elif kind == "str":
-                ok = isinstance(value, str)
-            else:  # list[str]
-                ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
-            if not ok:
-                raise TypeError(f"FetchConfig.{f.name} must be {kind}, got {value!r}")
+        non_negative = ("max_redirects", "max_retries", "backoff_s", "max_retry_after_s",
+                        "per_host_rps", "max_crawl_delay_s")  # fmt: skip
+        for names, low, text in ((positive, 0, "> 0"), (at_least_one, 1, ">= 1"),
+                                 (non_negative, 0, ">= 0")):  # fmt: skip
+            for name in names:
+                value = getattr(self, name)
+                if value < low or (text == "> 0" and value == 0):
+                    raise ConfigError(f"{name} must be {text}, not {value!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FetchConfig:
         """Build from a plain mapping (a config file section); unknown keys are an error."""
-        if not isinstance(data, dict):
-            raise TypeError(f"fetch config must be a mapping, got {type(data).__name__}")
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"unknown fetch option(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
-            )
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return from_dict(cls, data)
 
     @property
     def user_agent(self) -> str:

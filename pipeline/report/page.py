@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+from manifests.config import ConfigError
 from manifests.layout import DatasetLayout, write_bytes_atomic
-from pipeline.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,9 @@ def render(dataset_dir, config: ReportConfig | None = None) -> str:
     kept_statuses, kept_label = data.survivors(statuses)
     source_kind = r.source_kind_and_where((run or {}).get("config") or {})[0]
     overlap = data.overlap(layout.root)
-    no_fetch = bool(((run or {}).get("config") or {}).get("no_fetch"))
+    settings = (run or {}).get("config") or {}
+    # "no_fetch": datasets built before the option became `fetch`
+    no_fetch = settings.get("fetch") is False or bool(settings.get("no_fetch"))
     sections = [
         r.header(layout.root, run, totals, statuses),
         r.funnel(data.stages(con), statuses, source_kind),

@@ -75,7 +75,7 @@ KEY_SETTINGS = (
     "query_list", "per_query_cap", "seed", "languages", "min_words", "max_words", "text_model",
     "min_text_score", "min_size", "max_aspect_ratio", "image_size", "resize_mode",
     "encode_format", "encode_quality", "shard_size", "webdataset", "max_pages", "max_depth",
-    "allow_network", "eval_set", "no_fetch",
+    "allow_network", "eval_set", "fetch",
 )  # fmt: skip
 
 

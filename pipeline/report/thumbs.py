@@ -161,7 +161,9 @@ def dropped_samples(layout: DatasetLayout, per_reason: int, px: int) -> dict[str
 def _attach_stored_images(layout: DatasetLayout, part: str, by_uid: dict, px: int) -> None:
     import pyarrow.parquet as pq
 
-    path = layout.stage_dir("images") / f"{Path(part).name}.images.parquet"
+    from pipeline.stages import registry
+
+    path = registry.get("images").file_path(layout, Path(part).name, "images")
     if not path.is_file():
         return
     try:

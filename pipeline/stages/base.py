@@ -1,30 +1,38 @@
-"""Stage bookkeeping in the manner of datatrove: a stage's work is split into parts; each finished
-part leaves a completion marker holding its counts, so a rerun skips it and the stage's totals
-(rows in, rows out, drops per reason, seconds) still add up over every part."""
+"""The one stage interface, in the manner of datatrove's PipelineStep.
+
+A stage declares its `name`, its `inputs` (the stage whose rows it transforms first, then any
+stage whose side files it reads), how it splits into parts (`tasks`, by default one per part of
+the build), its per-part work (`process(task, rows) -> PartOutput`) and, optionally, global steps
+in the driver: `plan` before the parts and `summarise` after them, which combine small per-part
+summaries. The base class does the rest for every stage alike: it reads a part's input rows,
+writes its outputs through the layout's one commit point, times it, counts rows in and out and
+drops per reason (from the status changes; a stage adds counts the statuses cannot show, such as
+rows it removed), checks every status against schema.DropReason, and writes the part's marker
+last, so a rerun skips the part and a crash before the marker redoes all of it.
+
+Layout: DIR/work/<stage>/<part>.parquet (rows), <part>.<kind>.parquet (side files),
+<part>.done (marker: the part's counts), plan.done; DIR/stats/<stage>.json (the totals).
+"""
+
+from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from manifests.layout import DatasetLayout, write_json_atomic
+from manifests import schema
+from manifests.layout import DatasetLayout, write_json_atomic, write_parquet_atomic
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from pipeline.buildconfig import BuildConfig
 
 log = logging.getLogger(__name__)
-
-# The order stages run in; it orders the `stats` view and the report's funnel.
-STAGE_ORDER = {
-    "sources": 10,
-    "match": 20,
-    "balance": 30,
-    "text": 35,
-    "images": 40,
-    "dedup": 50,
-    "clip": 55,
-    "shards": 60,
-}
 
 
 @dataclass
@@ -33,11 +41,17 @@ class PartStats:
     rows_out: int = 0
     drops: Counter = field(default_factory=Counter)
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # small per-part figures (summaries for a stage)
 
     def drop(self, reason: str, n: int = 1) -> None:
         if n:
             self.drops[reason] += n
+
+    def add(self, other: PartStats) -> None:
+        self.rows_in += other.rows_in
+        self.rows_out += other.rows_out
+        self.drops.update(other.drops)
+        self.seconds += other.seconds
 
     def to_json(self) -> dict:
         return {
@@ -49,7 +63,7 @@ class PartStats:
         }
 
     @classmethod
-    def from_json(cls, record: dict) -> "PartStats":
+    def from_json(cls, record: dict) -> PartStats:
         return cls(
             rows_in=record.get("rows_in", 0),
             rows_out=record.get("rows_out", 0),
@@ -59,15 +73,220 @@ class PartStats:
         )
 
 
-class StageRun:
-    """Markers and totals of one stage in one dataset folder."""
+@dataclass(frozen=True)
+class PartTask:
+    """What a worker needs to run one part: small, picklable, no open handles."""
 
-    def __init__(self, layout: DatasetLayout, stage: str):
-        self.layout = layout
-        self.stage = stage
-        self.dir = layout.stage_dir(stage)
-        self.dir.mkdir(parents=True, exist_ok=True)
+    stage: str
+    root: str  # the dataset folder
+    part: str
+    inputs: tuple[str, ...]  # the stage's declared inputs, resolved to stages that run
+    config: BuildConfig
+    resolver: Any = None  # fake DNS in tests; None: the system's
+
+    @property
+    def layout(self) -> DatasetLayout:
+        return DatasetLayout(Path(self.root))
+
+    @property
+    def work_dir(self) -> Path:
+        """The stage's own folder (where its plan wrote what the parts read)."""
+        return self.layout.stage_dir(self.stage)
+
+
+@dataclass
+class PartOutput:
+    rows: pa.Table | None  # the part's rows for the next stage (None: the stage writes none)
+    files: dict[str, pa.Table] = field(default_factory=dict)  # kind -> <part>.<kind>.parquet
+    stats: PartStats = field(default_factory=PartStats)  # counts beyond the status changes
+
+
+class Stage:
+    name: ClassVar[str]  # as the registry (pipeline.stages.registry) lists it
+    inputs: ClassVar[tuple[str, ...]] = ()
+    samples: ClassVar[bool] = True  # its rows are `samples` rows: drops counted from statuses
+    reads_part_rows: ClassVar[bool] = True  # the base reads the part's input rows for process()
+    in_stats: ClassVar[bool] = True  # a row in the `stats` view (DIR/stats/<stage>.json)
+
+    # --- what a stage declares ------------------------------------------------------------
+    def enabled(self, config: BuildConfig) -> bool:
+        return True
+
+    def plan(self, run: StageRun) -> None:
+        """Optional global step before the parts (in the driver): small files in run.dir."""
+
+    def tasks(self, run: StageRun) -> list[PartTask]:
+        """The parts still to do; by default one per part of the build."""
+        return [run.task(part) for part in run.parts if not run.is_done(part)]
+
+    def process(self, task: PartTask, rows: pa.Table | None) -> PartOutput:
+        raise NotImplementedError
+
+    def summarise(self, run: StageRun, parts: dict[str, PartStats]) -> dict | None:
+        """Optional global step after the parts: figures for stats/<stage>.json's `extra`."""
+        return None
+
+    def check_config(self, run: StageRun) -> None:
+        """Checks in the driver before any stage of the build runs (a bad model fails now)."""
+
+    def all_parts(self, run: StageRun) -> list[str]:
+        """Every part of the stage, done or not (what its stats add up)."""
+        return run.parts
+
+    def rows_path(self, layout: DatasetLayout, part: str) -> Path:
+        return layout.stage_dir(self.name) / f"{part}.parquet"
+
+    def file_path(self, layout: DatasetLayout, part: str, kind: str) -> Path:
+        return layout.stage_dir(self.name) / f"{part}.{kind}.parquet"
+
+    def execute(self, run: StageRun, executor) -> dict:
+        """plan (once), the parts not done (as tasks of `executor`), summarise, totals."""
+        if type(self).plan is not Stage.plan and not run.is_done("plan"):
+            started = time.perf_counter()
+            self.plan(run)
+            run.mark_done("plan", PartStats(seconds=time.perf_counter() - started))
+        self.run_tasks(self.tasks(run), executor)
+        parts = self.all_parts(run)
+        extra = self.summarise(run, {p: run.part_stats(p) for p in parts})
+        return run.finish(parts, extra)
+
+    # --- what the base class does -----------------------------------------------------------
+    def run_tasks(self, tasks: list[PartTask], executor, desc: str | None = None) -> None:
+        """Run parts as tasks of `executor` (Ray tasks named `<stage>:<part>`, or in-process),
+        with a progress bar."""
+        from tqdm import tqdm
+
+        results = executor.map(run_stage_part, tasks, name=task_name)
+        for _ in tqdm(results, total=len(tasks), desc=desc or self.name, leave=False,
+                      disable=len(tasks) < 2):  # fmt: skip
+            pass
+
+    def run_part(self, task: PartTask) -> PartStats:
+        """Read, process, write, count, check and mark one part (in a worker or in-process)."""
+        started = time.perf_counter()
+        rows = self.read_rows(task) if self.inputs and self.reads_part_rows else None
+        output = self.process(task, rows)
+        if self.samples and output.rows is not None:
+            self._count_statuses(rows, output.rows, output.stats, task)
+        run = StageRun(task.layout, self, task.inputs)
+        return self.commit(run, task.part, output, started)
+
+    def commit(self, run: StageRun, part: str, output: PartOutput, started: float) -> PartStats:
+        """Write a part's outputs: side files first, rows next, the marker last."""
+        for kind, table in output.files.items():
+            write_parquet_atomic(table, run.file_path(part, kind), row_group_size=1000)
+        if output.rows is not None:
+            write_parquet_atomic(output.rows, run.rows_path(part))
+        output.stats.seconds = time.perf_counter() - started
+        run.mark_done(part, output.stats)
+        return output.stats
+
+    def _count_statuses(self, before, after, stats: PartStats, task: PartTask) -> None:
+        """rows_in: the input rows still pending (all of them if the input has no status);
+        rows_out: those still pending (or kept) after the stage; the others count as drops
+        under their new status. Rows the stage removed it counts itself (PartOutput.stats)."""
+        statuses = after["status"].to_pylist()
+        schema.check_statuses(statuses, where=f"stage {self.name}, part {task.part}")
+        if before is None or "status" not in before.column_names:
+            pending = None  # every input row was pending
+            stats.rows_in += 0 if before is None else before.num_rows
+        else:
+            flags = [s == schema.PENDING for s in before["status"].to_pylist()]
+            pending = {u for u, p in zip(before["uid"].to_pylist(), flags, strict=True) if p}
+            stats.rows_in += len(pending)
+        for uid, status in zip(after["uid"].to_pylist(), statuses, strict=True):
+            if pending is not None and uid not in pending:
+                continue
+            if status in (schema.PENDING, schema.KEPT):
+                stats.rows_out += 1
+            else:
+                stats.drop(status)
+
+    def read_rows(self, task: PartTask, columns: list[str] | None = None):
+        """The part's rows as the stage's first input left them (samples schema if they are)."""
+        return self.read(task, self.inputs[0], columns=columns)
+
+    def read(self, task: PartTask, stage: str, kind: str | None = None, part: str | None = None,
+             columns: list[str] | None = None, filters=None):  # fmt: skip
+        """A part's rows (or `kind` side file) of input `stage`, one of this stage's inputs."""
+        import pyarrow.parquet as pq
+
+        from pipeline.stages import registry
+
+        if stage not in self.inputs:
+            raise ValueError(f"stage {self.name} reads {stage!r}, which it does not declare")
+        source = registry.get(task.inputs[self.inputs.index(stage)])
+        part = part or task.part
+        path = (source.file_path(task.layout, part, kind) if kind
+                else source.rows_path(task.layout, part))  # fmt: skip
+        table_schema = schema.SAMPLES if kind is None and source.samples else None
+        return pq.read_table(path, columns=columns, filters=filters, schema=table_schema)
+
+
+def sql_files(paths) -> str:
+    """A DuckDB list literal of file paths."""
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def task_name(task: PartTask) -> str:
+    """A part's task name on a Ray dashboard: `images:list-00003`."""
+    return f"{task.stage}:{task.part}"
+
+
+def run_stage_part(task: PartTask) -> PartStats:
+    """The function executors map over tasks (Ray remote functions cannot be bound methods)."""
+    from pipeline.stages import registry
+
+    return registry.get(task.stage).run_part(task)
+
+
+class StageRun:
+    """One stage in one dataset folder: its folder, markers, parts and totals (driver side)."""
+
+    def __init__(self, layout: DatasetLayout, stage: Stage, inputs: tuple[str, ...],
+                 config: BuildConfig | None = None, resolver=None):  # fmt: skip
+        self.layout, self.stage, self.inputs = layout, stage, inputs
+        self.config, self.resolver = config, resolver
+        self.dir = layout.stage_dir(stage.name)
         self.started = time.perf_counter()
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    @property
+    def parts(self) -> list[str]:
+        """The build's parts, in source order (the sources stage lists them in work/parts.json)."""
+        from manifests.config import ConfigError
+
+        path = self.layout.work / "parts.json"
+        if not path.exists():
+            raise ConfigError(f"{self.layout.root}: the sources stage has not finished; run it")
+        return json.loads(path.read_text())
+
+    def task(self, part: str, cls=PartTask, **extra) -> PartTask:
+        return cls(self.name, str(self.layout.root), part, self.inputs, self.config,
+                   self.resolver, **extra)  # fmt: skip
+
+    def rows_path(self, part: str) -> Path:
+        return self.stage.rows_path(self.layout, part)
+
+    def file_path(self, part: str, kind: str) -> Path:
+        return self.stage.file_path(self.layout, part, kind)
+
+    def input(self, stage: str) -> Stage:
+        """The stage that provides declared input `stage` in this build."""
+        from pipeline.stages import registry
+
+        return registry.get(self.inputs[self.stage.inputs.index(stage)])
+
+    def input_rows_paths(self, stage: str, parts: list[str] | None = None) -> list[Path]:
+        source = self.input(stage)
+        return [source.rows_path(self.layout, p) for p in parts or self.parts]
+
+    def input_file_paths(self, stage: str, kind: str, parts: list[str] | None = None):
+        source = self.input(stage)
+        return [source.file_path(self.layout, p, kind) for p in parts or self.parts]
 
     def marker(self, part: str) -> Path:
         return self.dir / f"{part}.done"
@@ -76,127 +295,65 @@ class StageRun:
         return self.marker(part).exists()
 
     def mark_done(self, part: str, stats: PartStats) -> None:
+        unknown = sorted(r for r in stats.drops if not schema.is_drop_counter(r))
+        if unknown:
+            raise ValueError(f"stage {self.name}: drop reasons outside schema.DropReason: {unknown}")
         write_json_atomic(stats.to_json(), self.marker(part))
-        _crash_point(self.stage)
 
     def part_stats(self, part: str) -> PartStats:
         return PartStats.from_json(json.loads(self.marker(part).read_text()))
 
-    def done_parts(self) -> list[str]:
-        return sorted(p.name[: -len(".done")] for p in self.dir.glob("*.done"))
+    def finish(self, parts: list[str], extra: dict | None = None) -> dict:
+        """Sum the markers of `parts` (and the plan's seconds) into DIR/stats/<stage>.json."""
+        from pipeline.stages import registry
 
-    def finish(self, parts: list[str] | None = None, extra: dict | None = None) -> dict:
-        """Sum the markers of `parts` (all done parts by default) into DIR/stats/<stage>.json."""
         total = PartStats()
-        for part in parts if parts is not None else self.done_parts():
-            stats = self.part_stats(part)
-            total.rows_in += stats.rows_in
-            total.rows_out += stats.rows_out
-            total.drops.update(stats.drops)
-            total.seconds += stats.seconds
+        for part in parts + (["plan"] if self.is_done("plan") else []):
+            total.add(self.part_stats(part))
         record = {
-            "stage": self.stage,
-            "order": STAGE_ORDER.get(self.stage, 99),
+            "stage": self.name,
+            "order": registry.order(self.name),
             **total.to_json(),
             "wall_seconds": round(time.perf_counter() - self.started, 4),
         }
         if extra:
             record["extra"] = extra
-        write_json_atomic(record, self.layout.stats / f"{self.stage}.json")
-        log.info(
-            "stage %s: %d in, %d out, drops %s",
-            self.stage,
-            total.rows_in,
-            total.rows_out,
-            dict(total.drops),
-        )
+        if self.stage.in_stats:
+            write_json_atomic(record, self.layout.stats / f"{self.name}.json")
+        log.info("stage %s: %d in, %d out, drops %s", self.name, total.rows_in, total.rows_out,
+                 dict(total.drops))  # fmt: skip
         return record
 
 
-def run_parts(layout: DatasetLayout, stage: str, parts: list[str], executor, task_fn, **shared):
-    """Run `task_fn({"root", "part", **shared})` for every part of `stage` without a marker
-    (as Ray tasks or in-process, by `executor`), with a progress bar; then total the stage."""
-    from tqdm import tqdm
-
-    run = StageRun(layout, stage)
-    todo = [
-        {"root": str(layout.root), "part": part, **shared}
-        for part in parts
-        if not run.is_done(part)
-    ]
-    for _ in tqdm(executor.map(task_fn, todo), total=len(todo), desc=stage, leave=False):
-        pass
-    run.finish(parts)
+# Columns a run-wide decision (dedup, clip) may set on a pending row.
+DECISION_COLUMNS = ("status", "error", "dup_of", "leak_of")
 
 
-_marked: Counter = Counter()
-
-
-def _crash_point(stage: str) -> None:
-    """Test hook: CLIPENGINE_CRASH_AFTER=stage:N ends the process abruptly (as a kill would)
-    after this process has finished N parts of `stage`."""
-    spec = os.environ.get("CLIPENGINE_CRASH_AFTER", "")
-    if not spec.startswith(stage + ":"):
-        return
-    _marked[stage] += 1
-    if _marked[stage] >= int(spec.split(":", 1)[1]):
-        log.warning("CLIPENGINE_CRASH_AFTER=%s: exiting now", spec)
-        os._exit(17)
-
-
-def read_samples_part(layout: DatasetLayout, stage: str, part: str):
-    """The samples rows of `part` as stage `stage` left them (schema.SAMPLES)."""
-    import pyarrow.parquet as pq
-
-    from manifests import schema
-
-    return pq.read_table(layout.stage_dir(stage) / f"{part}.parquet", schema=schema.SAMPLES)
-
-
-def write_decisions(run: StageRun, previous: str, parts: list[str], updates: dict,
-                    seconds: float, fill=None) -> None:  # fmt: skip
-    """The per-part half of a stage that decides over the whole run (dedup, clip): every row of
-    `previous` still pending gets `fill(row)` (columns the stage adds to each one), then its
-    update from `updates` (uid → a drop: status, error, ...) if any; rows, counts and a marker
-    per part. `seconds` is the stage's time per part."""
+def decisions_table(updates: dict[str, dict], part_of: dict[str, str]):
+    """uid -> update (status, error, dup_of, leak_of) as a table with each row's part, so a part
+    reads only its own decisions."""
     import pyarrow as pa
 
-    from manifests import schema
-    from manifests.layout import write_parquet_atomic
-
-    for part in parts:
-        rows = read_samples_part(run.layout, previous, part).to_pylist()
-        stats = PartStats(seconds=seconds)
-        for row in rows:
-            if row["status"] != schema.PENDING:
-                continue
-            stats.rows_in += 1
-            if fill is not None:
-                fill(row)
-            update = updates.get(row["uid"])
-            if update:
-                row.update(update)
-                stats.drop(update["status"])
-            else:
-                stats.rows_out += 1
-        table = pa.Table.from_pylist(rows, schema=schema.SAMPLES)
-        write_parquet_atomic(table, run.dir / f"{part}.parquet")
-        run.mark_done(part, stats)
+    uids = sorted(updates)
+    columns = {"part": [part_of[u] for u in uids], "uid": uids}
+    for name in DECISION_COLUMNS:
+        columns[name] = [updates[u].get(name) for u in uids]
+    return pa.table(columns, schema=pa.schema([(n, pa.string()) for n in columns]))
 
 
-def publish_samples(layout: DatasetLayout, stage: str, parts: list[str]) -> None:
-    """Make stage `stage`'s samples rows the dataset's manifests (hard links: no copy)."""
-    import os
+def apply_decisions(rows, decisions, fill=None):
+    """The samples rows of a part with every pending row's decision applied (and `fill(row)`,
+    columns a stage adds to every pending row, first)."""
+    import pyarrow as pa
 
-    for part in parts:
-        src = layout.stage_dir(stage) / f"{part}.parquet"
-        dst = layout.samples / f"{part}.parquet"
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-        except OSError:  # another filesystem: copy instead
-            import shutil
-
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+    by_uid = {d["uid"]: d for d in decisions.to_pylist()}
+    out = rows.to_pylist()
+    for row in out:
+        if row["status"] != schema.PENDING:
+            continue
+        if fill is not None:
+            fill(row)
+        decision = by_uid.get(row["uid"])
+        if decision:
+            row.update({k: decision[k] for k in DECISION_COLUMNS if decision[k] is not None})
+    return pa.Table.from_pylist(out, schema=schema.SAMPLES)

@@ -8,19 +8,19 @@ semantic duplicates. Runs after exact dedup, so a duplicate is never scored.
    --clip-top-fraction of scored rows (a global quantile, so it needs every part's scores);
    with --semdedup-eps, SemDeDup over the image embeddings of the rows still kept
    (`semantic_duplicate`, `dup_of` = the uid kept). Every scored row gets its `clip_score`.
-3. The samples rows per part and their markers, as every stage writes them."""
+3. Per part: every scored row gets its `clip_score`, every decision is applied.
+Scoring and decisions are the stage's plan, in the driver: scoring on Ray workers is next
+(docs/scaling.md)."""
 
 import json
 import logging
-import time
 
 from manifests import schema
-from manifests.layout import DatasetLayout, write_json_atomic, write_parquet_atomic
-from pipeline.config import ConfigError
-from pipeline.stages.base import StageRun, read_samples_part, write_decisions
+from manifests.config import ConfigError
+from manifests.layout import write_json_atomic, write_parquet_atomic
+from pipeline.stages.base import PartOutput, Stage, StageRun, apply_decisions, decisions_table
 
 log = logging.getLogger(__name__)
-STAGE = "clip"
 
 
 def _check_model(run: StageRun, checkpoint: str) -> str:
@@ -42,39 +42,39 @@ def _check_model(run: StageRun, checkpoint: str) -> str:
     return digest
 
 
-def _score_part(loaded, layout: DatasetLayout, part: str, previous: str, batch_size: int):
+def _score_part(loaded, run: StageRun, part: str, batch_size: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from pipeline.embed.encode import embed_pairs
     from pipeline.embed.store import vector_array
 
-    rows = read_samples_part(layout, previous, part)
+    rows = pq.read_table(run.input_rows_paths("dedup", [part])[0], schema=schema.SAMPLES)
     pending = rows.filter(pa.compute.equal(rows["status"], schema.PENDING))
     uids = pending["uid"].to_pylist()
-    stored = pq.read_table(layout.stage_dir("images") / f"{part}.images.parquet",
-                           columns=["uid", "image"])  # fmt: skip
+    images_path = run.input_file_paths("images", "images", [part])[0]
+    stored = pq.read_table(images_path, columns=["uid", "image"])
     image_of = dict(zip(stored["uid"].to_pylist(), stored["image"].to_pylist(), strict=True))
     captions = [c or "" for c in pending["caption"].to_pylist()]
     emb = embed_pairs(loaded, [image_of[u] for u in uids], captions, batch_size, desc=part)
     table = pa.table({"uid": pa.array(uids, pa.string()),
                       "clip_score": pa.array(emb.score, pa.float32()),
                       "image": vector_array(emb.image)})  # fmt: skip
-    write_parquet_atomic(table, layout.stage_dir(STAGE) / f"{part}.scores.parquet")
+    write_parquet_atomic(table, run.file_path(part, "scores"))
 
 
-def _score_all(config, layout: DatasetLayout, parts: list[str], previous: str, run: StageRun):
+def _score_all(config, run: StageRun) -> None:
     from tqdm import tqdm
 
     from pipeline.embed.encode import load_model
 
-    todo = [p for p in parts if not (run.dir / f"{p}.scores.parquet").exists()]
+    todo = [p for p in run.parts if not run.file_path(p, "scores").exists()]
     if not todo:
         return
     _check_model(run, config.clip_model)
     loaded = load_model(config.clip_model, config.device)
     for part in tqdm(todo, desc="clip scores", leave=False, disable=len(todo) < 2):
-        _score_part(loaded, layout, part, previous, config.clip_batch_size)
+        _score_part(loaded, run, part, config.batch_size)
 
 
 def _read_scores(run: StageRun, parts: list[str], vectors: bool):
@@ -87,7 +87,7 @@ def _read_scores(run: StageRun, parts: list[str], vectors: bool):
 
     columns = ["uid", "clip_score"] + (["image"] if vectors else [])
     table = pa.concat_tables(
-        [pq.read_table(run.dir / f"{p}.scores.parquet", columns=columns) for p in parts]
+        [pq.read_table(run.file_path(p, "scores"), columns=columns) for p in parts]
     )
     image = store.to_matrix(table["image"]) if vectors else None
     return table["uid"].to_pylist(), table["clip_score"].to_numpy(zero_copy_only=False), image
@@ -127,24 +127,56 @@ def decide(uids, scores, vectors, min_score=None, top_fraction=None, semdedup_ep
     return updates, extra
 
 
-def run_clip(config, layout: DatasetLayout, parts: list[str], previous: str) -> None:
-    run = StageRun(layout, STAGE)
-    decisions = run.dir / "decisions.json"  # the run-wide figures, kept for stats/clip.json
-    if all(run.is_done(p) for p in parts):
-        run.finish(parts, extra=json.loads(decisions.read_text()) if decisions.exists() else None)
-        return
-    started = time.perf_counter()
-    _score_all(config, layout, parts, previous, run)
-    uids, scores, vectors = _read_scores(run, parts, vectors=config.semdedup_eps is not None)
-    updates, extra = decide(uids, scores, vectors, config.min_clip_score,
-                            config.clip_top_fraction, config.semdedup_eps, config.seed)  # fmt: skip
-    write_json_atomic(extra, decisions)
-    score_of = dict(zip(uids, scores.tolist(), strict=True))
+class ClipStage(Stage):
+    name, inputs = "clip", ("dedup", "images")
 
-    def fill(row: dict) -> None:
-        score = score_of.get(row["uid"])
-        row["clip_score"] = None if score is None or score != score else score  # NaN: unscored
+    def enabled(self, config) -> bool:
+        return config.clip.clip_model is not None and config.fetch
 
-    seconds = (time.perf_counter() - started) / max(1, len(parts))
-    write_decisions(run, previous, parts, updates, seconds, fill)
-    run.finish(parts, extra=extra)
+    def check_config(self, run: StageRun) -> None:
+        from pipeline.embed.encode import load_model
+
+        if not (run.layout.stats / "clip.json").exists():  # not finished: it will score
+            load_model(run.config.clip.clip_model, run.config.clip.device)
+
+    def plan(self, run: StageRun) -> None:
+        config = run.config.clip
+        _score_all(config, run)
+        uids, scores, vectors = _read_scores(run, run.parts, vectors=config.semdedup_eps is not None)
+        updates, extra = decide(uids, scores, vectors, config.min_clip_score,
+                                config.clip_top_fraction, config.semdedup_eps, run.config.seed)  # fmt: skip
+        part_of = {}
+        for part in run.parts:
+            part_of.update(dict.fromkeys(_part_uids(run, part), part))
+        write_parquet_atomic(decisions_table(updates, part_of), run.dir / "decisions.parquet")
+        write_json_atomic(extra, run.dir / "decisions.json")
+
+    def process(self, task, rows) -> PartOutput:
+        import pyarrow.parquet as pq
+
+        scores = self.read_scores(task)
+        score_of = dict(zip(scores["uid"].to_pylist(), scores["clip_score"].to_pylist(),
+                            strict=True))  # fmt: skip
+
+        def fill(row: dict) -> None:
+            score = score_of.get(row["uid"])
+            row["clip_score"] = None if score is None or score != score else score  # NaN: unscored
+
+        decisions = pq.read_table(task.work_dir / "decisions.parquet",
+                                  filters=[("part", "=", task.part)])  # fmt: skip
+        return PartOutput(apply_decisions(rows, decisions, fill))
+
+    def read_scores(self, task):
+        import pyarrow.parquet as pq
+
+        path = self.file_path(task.layout, task.part, "scores")
+        return pq.read_table(path, columns=["uid", "clip_score"])
+
+    def summarise(self, run: StageRun, parts) -> dict | None:
+        return json.loads((run.dir / "decisions.json").read_text())
+
+
+def _part_uids(run: StageRun, part: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(run.file_path(part, "scores"), columns=["uid"])["uid"].to_pylist()

@@ -1,26 +1,23 @@
 """Stage `images`: fetch, check, resize and hash the image of every still-pending candidate.
 
-One Ray task per part. Inside a task the fetches are asynchronous (hundreds in flight, the
+One task per part. Inside a task the fetches are asynchronous (hundreds in flight, the
 fetcher's per-host limits, robots.txt and address policy apply as for pages) and the decode and
 resize work runs on a small thread pool beside the event loop. Output per part:
 work/images/<part>.parquet (the samples rows, updated) and work/images/<part>.images.parquet
-(uid → encoded image bytes), then the part's marker: a rerun fetches no finished part again."""
+(uid -> encoded image bytes and hashes, IMAGE_COLUMNS), then the part's marker: a rerun fetches
+no finished part again."""
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from manifests import schema
-from manifests.layout import DatasetLayout, write_parquet_atomic
-from pipeline.stages.base import PartStats, StageRun, read_samples_part, run_parts
+from pipeline.stages.base import PartOutput, Stage
 
-STAGE = "images"
-# Fetch statuses that are manifest statuses as they are; anything else is `fetch_failed`.
 # work/images/<part>.images.parquet: what later stages need of a kept image beyond its manifest row
 IMAGE_COLUMNS = {"uid": "string", "image": "binary", "exif": "string", "phash256": "string",
                  "phash256_trim": "string"}  # fmt: skip
 MAX_QUEUED = 32  # fetched image bodies waiting to be resized, per task (memory bound)
+# Fetch statuses that are manifest statuses as they are; anything else is `fetch_failed`.
 FETCH_STATUSES = {"robots_disallowed", "blocked_address", "too_large", "fetch_failed"}
 
 
@@ -78,44 +75,27 @@ async def _fetch_part(urls: list[str], fetch_config, image_config, resolver) -> 
     return outcomes
 
 
-def fetch_images_part(task: dict) -> dict:
-    import pyarrow as pa
+class ImagesStage(Stage):
+    name, inputs = "images", ("text",)
 
-    started = time.perf_counter()
-    layout = DatasetLayout(Path(task["root"]))
-    table = read_samples_part(layout, task["previous"], task["part"])
-    rows = table.to_pylist()
-    todo = [i for i, row in enumerate(rows) if row["status"] == schema.PENDING]
-    outcomes = asyncio.run(
-        _fetch_part(
-            [rows[i]["url"] for i in todo], task["fetch"], task["image"], task.get("resolver")
-        )
-    )
-    images = {name: [] for name in IMAGE_COLUMNS}
-    stats = PartStats(rows_in=len(todo))
-    for i, outcome in zip(todo, outcomes, strict=True):
-        stored = {name: outcome.pop(name, None) for name in list(IMAGE_COLUMNS)[1:]}
-        rows[i].update(outcome)
-        if stored["image"] is not None:
-            for name, value in (("uid", rows[i]["uid"]), *stored.items()):
-                images[name].append(value)
-        else:
-            stats.drop(outcome["status"])
-    stats.rows_out = len(images["uid"])
-    run = StageRun(layout, STAGE)
-    image_table = pa.table(images, schema=pa.schema([(n, IMAGE_COLUMNS[n]) for n in IMAGE_COLUMNS]))
-    # Images first, rows second, marker last: a crash in between redoes the part, never half of it.
-    write_parquet_atomic(
-        image_table, run.dir / f"{task['part']}.images.parquet", row_group_size=1000
-    )
-    write_parquet_atomic(
-        pa.Table.from_pylist(rows, schema=schema.SAMPLES), run.dir / f"{task['part']}.parquet"
-    )
-    stats.seconds = time.perf_counter() - started
-    run.mark_done(task["part"], stats)
-    return {"part": task["part"], "kept": stats.rows_out}
+    def enabled(self, config) -> bool:
+        return config.fetch
 
+    def process(self, task, rows) -> PartOutput:
+        import pyarrow as pa
 
-def run_images(layout, parts, previous: str, fetch_config, image_config, executor, resolver=None):
-    run_parts(layout, STAGE, parts, executor, fetch_images_part, previous=previous,
-              fetch=fetch_config, image=image_config, resolver=resolver)  # fmt: skip
+        rows = rows.to_pylist()
+        todo = [i for i, row in enumerate(rows) if row["status"] == schema.PENDING]
+        config = task.config
+        outcomes = asyncio.run(_fetch_part([rows[i]["url"] for i in todo], config.image_fetch(),
+                                           config.images, task.resolver))  # fmt: skip
+        images = {name: [] for name in IMAGE_COLUMNS}
+        for i, outcome in zip(todo, outcomes, strict=True):
+            stored = {name: outcome.pop(name, None) for name in list(IMAGE_COLUMNS)[1:]}
+            rows[i].update(outcome)
+            if stored["image"] is not None:
+                for name, value in (("uid", rows[i]["uid"]), *stored.items()):
+                    images[name].append(value)
+        image_schema = pa.schema([(n, IMAGE_COLUMNS[n]) for n in IMAGE_COLUMNS])
+        return PartOutput(pa.Table.from_pylist(rows, schema=schema.SAMPLES),
+                          files={"images": pa.table(images, schema=image_schema)})  # fmt: skip

@@ -1,102 +1,115 @@
-"""Stage `shards`: every row still `pending` becomes `kept` and goes into a training shard.
+"""Stage `shards`: the images of the rows still pending, in training shards.
 
 Kept rows are numbered in source order and cut into shards of `shard_size`; shard i holds rows
-[i*size, (i+1)*size), so its content does not depend on which task wrote it. One Ray task per
-shard reads the encoded images the `images` stage stored and writes the shard with img2dataset's
-columns and `_stats.json` (pipeline.shards). A shard is done when its marker exists."""
+[i*size, (i+1)*size), so its content does not depend on which task wrote it. The plan needs only
+each part's count of pending rows (the input stage's markers), not the rows: it maps every shard
+to the part ranges it holds. One task per shard reads those rows and the encoded images the
+`images` stage stored, and writes the shard with img2dataset's columns and `_stats.json`
+(pipeline.shards). The `publish` stage then gives each manifest row its shard and row."""
 
-import time
-from pathlib import Path
+from dataclasses import dataclass
 
 from manifests import schema
-from manifests.layout import DatasetLayout, write_parquet_atomic
-from pipeline.stages.base import PartStats, StageRun, read_samples_part
-
-STAGE = "shards"
+from manifests.layout import write_json_atomic
+from pipeline.stages.base import PartOutput, PartStats, PartTask, Stage, StageRun
 
 
-def _kept_rows(
-    layout: DatasetLayout, previous: str, parts: list[str]
-) -> list[tuple[str, int, str]]:
-    rows = []
-    for part in parts:
-        table = read_samples_part(layout, previous, part)
-        for index, (uid, status) in enumerate(
-            zip(table["uid"].to_pylist(), table["status"].to_pylist(), strict=True)
-        ):
-            if status == schema.PENDING:
-                rows.append((part, index, uid))
-    return rows
+@dataclass(frozen=True)
+class ShardTask(PartTask):
+    index: int = 0
+    ranges: tuple[tuple[str, int, int], ...] = ()  # (part, first, end) of its pending rows
 
 
-def write_shard_task(task: dict) -> dict:
-    import pyarrow.parquet as pq
-
-    from pipeline.images.process import ProcessedImage
-    from pipeline.shards import ShardWriter
-
-    started = time.perf_counter()
-    layout = DatasetLayout(Path(task["root"]))
-    by_part: dict[str, list[int]] = {}
-    for part, row, _ in task["rows"]:
-        by_part.setdefault(part, []).append(row)
-    samples, images = {}, {}
-    for part, indices in by_part.items():
-        table = read_samples_part(layout, task["previous"], part).take(indices)
-        for row in table.to_pylist():
-            samples[row["uid"]] = row
-        stored = pq.read_table(layout.stage_dir("images") / f"{part}.images.parquet")
-        columns = (stored[c].to_pylist() for c in ("uid", "image", "exif"))
-        for uid, data, exif in zip(*columns, strict=True):
-            if uid in samples:
-                images[uid] = (data, exif)
-    with ShardWriter(layout.shards, task["index"], task["encode_format"],
-                     webdataset=task["webdataset"], samples_per_shard=task["shard_size"]) as writer:  # fmt: skip
-        for _, _, uid in task["rows"]:
-            row, (data, exif) = samples[uid], images[uid]
-            image = ProcessedImage(
-                "kept", image=data, encode_format=task["encode_format"], width=row["width"],
-                height=row["height"], original_width=row["original_width"],
-                original_height=row["original_height"], sha256=row["sha256"], exif=exif,
-            )  # fmt: skip
-            writer.write(uid, row["url"], row["caption"], image)
-        name = writer.name
-    stats = PartStats(rows_in=len(task["rows"]), rows_out=len(task["rows"]))
-    stats.seconds = time.perf_counter() - started
-    stats.extra = {"shard": name}
-    StageRun(layout, STAGE).mark_done(f"shard-{task['index']:05d}", stats)
-    return {"shard": name}
+def shard_part(index: int) -> str:
+    return f"shard-{index:05d}"
 
 
-def run_shards(layout, parts, previous: str, shard_size: int, encode_format: str,
-               webdataset: bool, executor) -> None:  # fmt: skip
-    import pyarrow as pa
-    from tqdm import tqdm
+def read_plan(layout) -> dict:
+    """{"offsets": {part: global index of its first pending row}, "total", "shard_size"}."""
+    import json
 
+    return json.loads((layout.stage_dir(ShardsStage.name) / "plan.json").read_text())
+
+
+def placement(plan: dict, part: str, n: int) -> list[tuple[str, int]]:
+    """(shard file name, row) of the first `n` pending rows of `part`, in order."""
     from pipeline.shards import shard_basename
 
-    run = StageRun(layout, STAGE)
-    kept = _kept_rows(layout, previous, parts)
-    chunks = [kept[i : i + shard_size] for i in range(0, len(kept), shard_size)]
-    todo = [
-        {"root": str(layout.root), "previous": previous, "index": i, "rows": rows,
-         "shard_size": shard_size, "encode_format": encode_format, "webdataset": webdataset}
-        for i, rows in enumerate(chunks)
-        if not run.is_done(f"shard-{i:05d}")
-    ]  # fmt: skip
-    for _ in tqdm(
-        executor.map(write_shard_task, todo), total=len(todo), desc="shards", leave=False
-    ):
-        pass
-    placed = {}
-    for index, rows in enumerate(chunks):
-        name = f"{shard_basename(index)}.parquet"
-        placed.update({uid: (name, row) for row, (_, _, uid) in enumerate(rows)})
-    for part in parts:
-        rows = read_samples_part(layout, previous, part).to_pylist()
-        for row in rows:
-            if row["uid"] in placed and row["status"] == schema.PENDING:
-                row["status"], (row["shard"], row["shard_row"]) = schema.KEPT, placed[row["uid"]]
-        table = pa.Table.from_pylist(rows, schema=schema.SAMPLES)
-        write_parquet_atomic(table, run.dir / f"{part}.parquet")
-    run.finish([f"shard-{i:05d}" for i in range(len(chunks))])
+    size, first = plan["shard_size"], plan["offsets"][part]
+    return [(f"{shard_basename(g // size)}.parquet", g % size) for g in range(first, first + n)]
+
+
+class ShardsStage(Stage):
+    name, inputs, samples = "shards", ("clip", "images"), False
+    reads_part_rows = False  # a shard's rows come from several parts
+
+    def enabled(self, config) -> bool:
+        return config.fetch
+
+    def plan(self, run: StageRun) -> None:
+        source = StageRun(run.layout, run.input("clip"), ())
+        offsets, total = {}, 0
+        for part in run.parts:
+            offsets[part] = total
+            total += source.part_stats(part).rows_out  # its pending rows
+        size = run.config.shards.shard_size
+        write_json_atomic({"offsets": offsets, "total": total, "shard_size": size},
+                          run.dir / "plan.json")  # fmt: skip
+
+    def all_parts(self, run: StageRun) -> list[str]:
+        plan = read_plan(run.layout)
+        return [shard_part(i) for i in range(-(-plan["total"] // plan["shard_size"]))]
+
+    def tasks(self, run: StageRun) -> list[PartTask]:
+        plan = read_plan(run.layout)
+        size, parts = plan["shard_size"], run.parts
+        ends = [plan["offsets"][p] for p in parts[1:]] + [plan["total"]]
+        tasks = []
+        for index, part_name in enumerate(self.all_parts(run)):
+            if run.is_done(part_name):
+                continue
+            low, high = index * size, (index + 1) * size
+            ranges = tuple(
+                (p, max(low, plan["offsets"][p]) - plan["offsets"][p],
+                 min(high, end) - plan["offsets"][p])
+                for p, end in zip(parts, ends, strict=True)
+                if plan["offsets"][p] < high and end > low
+            )  # fmt: skip
+            tasks.append(run.task(part_name, ShardTask, index=index, ranges=ranges))
+        return tasks
+
+    def process(self, task: ShardTask, rows) -> PartOutput:
+        import pyarrow.compute as pc
+
+        from pipeline.images.process import ProcessedImage
+        from pipeline.shards import ShardWriter
+
+        config = task.config
+        with ShardWriter(task.layout.shards, task.index, config.images.encode_format,
+                         webdataset=config.shards.webdataset,
+                         samples_per_shard=config.shards.shard_size) as writer:  # fmt: skip
+            for part, first, end in task.ranges:
+                table = self.read(task, "clip", part=part)
+                table = table.filter(pc.equal(table["status"], schema.PENDING)).slice(first, end - first)
+                stored = self.read(task, "images", "images", part=part,
+                                   columns=["uid", "image", "exif"])  # fmt: skip
+                images = {u: (d, e) for u, d, e in zip(*(stored[c].to_pylist() for c in
+                          ("uid", "image", "exif")), strict=True)}  # fmt: skip
+                for row in table.to_pylist():
+                    data, exif = images[row["uid"]]
+                    image = ProcessedImage(
+                        "kept", image=data, encode_format=config.images.encode_format,
+                        width=row["width"], height=row["height"],
+                        original_width=row["original_width"],
+                        original_height=row["original_height"], sha256=row["sha256"], exif=exif,
+                    )  # fmt: skip
+                    writer.write(row["uid"], row["url"], row["caption"], image)
+            n, name = len(writer), writer.name
+        return PartOutput(None, stats=PartStats(rows_in=n, rows_out=n, extra={"shard": name}))
+
+    def summarise(self, run: StageRun, parts) -> dict | None:
+        if run.config.shards.webdataset:
+            from pipeline.shards import write_webdataset_sizes
+
+            write_webdataset_sizes(run.layout.shards)  # open_clip_train reads it
+        return None

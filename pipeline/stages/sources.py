@@ -1,22 +1,33 @@
-"""Stage `sources`: seeds, WARC/WAT files or a URL list → candidate parts.
+"""Stage `sources`: seeds, WARC/WAT/ARC files or a URL list -> candidate parts.
 
 Output per part: DIR/work/sources/<part>.parquet (url, caption, page_url) and, for page sources,
 DIR/manifests/pages/<part>.parquet. Part names sort in source order, which is the order used to
-decide which copy of a repeated (url, caption) pair is the one kept."""
+decide which copy of a repeated (url, caption) pair is the one kept. The parts a build has are
+known only here, so this stage writes them to DIR/work/parts.json for the others.
+
+How it splits into parts depends on the source: one task per WARC file (on the executor); one
+part per crawl depth level (in this process: each level needs the one before, and one fetcher
+keeps its robots.txt cache across levels); one part per `rows_per_part` rows of a URL list, read
+as a stream in this process (the list is split where it is read)."""
 
 import asyncio
 import glob
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from manifests import schema
-from manifests.layout import DatasetLayout, write_parquet_atomic
-from pipeline.buildconfig import BuildConfig
-from pipeline.stages.base import PartStats, StageRun
+from manifests.config import ConfigError
+from manifests.layout import atomic_path, write_json_atomic
+from pipeline.stages.base import PartOutput, PartStats, PartTask, Stage, StageRun
 
 log = logging.getLogger(__name__)
-STAGE = "sources"
+
+
+@dataclass(frozen=True)
+class WarcTask(PartTask):
+    path: str = ""
 
 
 def candidates_table(pairs: list[tuple[str, str, str]]):
@@ -31,106 +42,15 @@ def candidates_table(pairs: list[tuple[str, str, str]]):
     )
 
 
-def pages_table(rows: list[dict]):
+def pages_output(pairs, pages: list[dict], stats: PartStats) -> PartOutput:
     import pyarrow as pa
 
-    return pa.Table.from_pylist(rows, schema=schema.PAGES)
-
-
-def fetch_config(config: BuildConfig, **overrides):
-    from pipeline.net.fetch import FetchConfig
-
-    return FetchConfig(
-        **overrides,
-        allow_networks=list(config.allow_network),
-        per_host_concurrency=config.per_host_concurrency,
-        per_host_rps=config.per_host_rps,
-        total_timeout_s=config.timeout_s,
-        contact_url=config.contact_url,
-    )
-
-
-def _write_part(run: StageRun, layout: DatasetLayout, part: str, pairs, pages, stats) -> None:
-    write_parquet_atomic(candidates_table(pairs), run.dir / f"{part}.parquet")
-    if pages is not None:
-        write_parquet_atomic(pages_table(pages), layout.pages / f"{part}.parquet")
-    run.mark_done(part, stats)
-
-
-# --- crawl -------------------------------------------------------------------------------------
-
-
-async def _crawl(
-    config: BuildConfig, layout: DatasetLayout, run: StageRun, resolver=None
-) -> list[str]:
-    from pipeline.net.fetch import Fetcher
-    from pipeline.sources.crawl import crawl_level, next_frontier, site_key
-
-    sites = {site_key(u) for u in config.seeds}
-    frontier, seen, fetched, parts = list(dict.fromkeys(config.seeds)), set(config.seeds), 0, []
-    async with Fetcher(fetch_config(config), resolver=resolver) as fetcher:
-        for depth in range(config.max_depth + 1):
-            part = f"crawl-level-{depth:03d}"
-            if run.is_done(part):  # resume: the marker holds the frontier that came next
-                extra = run.part_stats(part).extra
-                frontier, seen, fetched = (
-                    extra["next_frontier"],
-                    set(extra["seen"]),
-                    extra["fetched"],
-                )
-                parts.append(part)
-                continue
-            frontier = frontier[: max(0, config.max_pages - fetched)]
-            if not frontier:
-                break
-            started = time.perf_counter()
-            recorder = _recorder(config, run, part)
-            try:
-                level = await crawl_level(fetcher, frontier, depth, recorder)
-            finally:
-                if recorder is not None:
-                    recorder.close()
-            fetched += len(frontier)
-            budget = config.max_pages - fetched if depth < config.max_depth else 0
-            frontier = next_frontier(level, seen, sites, budget)
-            stats = PartStats(rows_in=len(level.pages), rows_out=len(level.pairs))
-            for page in level.pages:
-                if page["status"] != "ok":
-                    stats.drop(f"page_{page['status']}")
-            stats.seconds = time.perf_counter() - started
-            stats.extra = {"next_frontier": frontier, "seen": sorted(seen), "fetched": fetched}
-            _write_part(run, layout, part, level.pairs, level.pages, stats)
-            parts.append(part)
-            log.info(
-                "crawl depth %d: %d pages, %d pairs", depth, len(level.pages), len(level.pairs)
-            )
-    return parts
-
-
-def _recorder(config: BuildConfig, run: StageRun, part: str):
-    if not config.warc_out:
-        return None
-    from pipeline.sources.warc import WarcRecorder
-
-    recorder = WarcRecorder(run.dir / f"{part}.warc.gz", mode="w")
-    recorder.__enter__()
-    return recorder
-
-
-def join_warcs(run: StageRun, parts: list[str], out: str) -> None:
-    """Concatenate the levels' gzip members into one WARC (valid: WARC.gz is member-per-record)."""
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "wb") as dst:
-        for part in parts:
-            src = run.dir / f"{part}.warc.gz"
-            if src.exists():
-                dst.write(src.read_bytes())
-    tmp.replace(target)
-
-
-# --- WARC / WAT ---------------------------------------------------------------------------------
+    for page in pages:
+        if page["status"] != "ok":
+            stats.drop(f"page_{page['status']}")
+    schema.check_statuses([p["status"] for p in pages], schema.PAGE_STATUSES, "pages")
+    files = {"pages": pa.Table.from_pylist(pages, schema=schema.PAGES)}
+    return PartOutput(candidates_table(pairs), files=files, stats=stats)
 
 
 def warc_files(patterns: list[str]) -> list[str]:
@@ -140,97 +60,141 @@ def warc_files(patterns: list[str]) -> list[str]:
             [pattern] if Path(pattern).is_file() else []
         )
         if not matched:
-            raise FileNotFoundError(f"--warc {pattern!r} matches no file")
+            raise ConfigError(f"--warc {pattern!r} matches no file")
         files.extend(m for m in matched if m not in files)
     return files
 
 
-def extract_warc_part(task: dict) -> dict:
-    """Ray task: one WARC/WAT file → a candidates part and a pages part."""
-    from pipeline.sources.warc import pairs_from_warc
+class SourcesStage(Stage):
+    name, samples = "sources", False
 
-    started = time.perf_counter()
-    pairs, pages = [], []
-    source = Path(task["path"]).name
-    for page, page_pairs in pairs_from_warc(task["path"]):
-        pages.append(
-            {
-                "url": page.url,
-                "final_url": page.url,
-                "depth": None,
-                "status": page.status,
-                "http_status": page.http_status,
-                "error": page.error,
-                "pairs": len(page_pairs),
-                "source": source,
-            }
-        )
-        pairs.extend((p.url, p.caption, p.page_url) for p in page_pairs)
-    stats = PartStats(rows_in=len(pages), rows_out=len(pairs))
-    for page in pages:
-        if page["status"] != "ok":
-            stats.drop(f"page_{page['status']}")
-    stats.seconds = time.perf_counter() - started
-    layout = DatasetLayout(Path(task["root"]))
-    _write_part(StageRun(layout, STAGE), layout, task["part"], pairs, pages, stats)
-    return {"part": task["part"], "pairs": len(pairs)}
+    def file_path(self, layout, part: str, kind: str) -> Path:
+        if kind == "pages":  # the audit log of the page side is a manifest from the start
+            return layout.pages / f"{part}.parquet"
+        return super().file_path(layout, part, kind)
 
+    def check_config(self, run: StageRun) -> None:
+        if run.config.source.kind == "warc":
+            warc_files(run.config.source.warc)
 
-# --- URL lists ----------------------------------------------------------------------------------
+    def execute(self, run: StageRun, executor) -> dict:
+        kind = run.config.source.kind
+        if kind == "crawl":
+            parts = asyncio.run(self._crawl(run))
+            if run.config.source.warc_out:
+                join_warcs(run, parts, run.config.source.warc_out)
+        elif kind == "warc":
+            parts = self._warcs(run, executor)
+        else:
+            parts = self._url_list(run)
+        write_json_atomic(parts, run.layout.work / "parts.json")
+        return run.finish(parts)
 
-
-def _url_list_parts(config: BuildConfig, layout: DatasetLayout, run: StageRun) -> list[str]:
-    from pipeline.sources.urllist import iter_url_list_chunks
-
-    parts = []
-    chunks = iter_url_list_chunks(
-        config.url_list,
-        rows_per_chunk=config.rows_per_part,
-        url_col=config.url_col,
-        caption_col=config.caption_col,
-        input_format=config.input_format,
-    )
-    for index, chunk in enumerate(chunks):
-        part = f"list-{index:05d}"
-        parts.append(part)
-        if run.is_done(part):
-            continue
-        table = chunk.table
-        # A URL list has no pages, so no page_url; a missing caption matches no query.
-        pairs = [
-            (u, c or "", None)
-            for u, c in zip(table["url"].to_pylist(), table["caption"].to_pylist(), strict=True)
-        ]
-        stats = PartStats(rows_in=chunk.rows_in, rows_out=len(pairs))
-        stats.drop("empty_url", chunk.dropped_empty_url)
-        stats.drop("malformed_row", chunk.dropped_malformed)
-        _write_part(run, layout, part, pairs, None, stats)
-    return parts
-
-
-def run_sources(config: BuildConfig, layout: DatasetLayout, executor, resolver=None) -> list[str]:
-    run = StageRun(layout, STAGE)
-    if config.source_kind == "crawl":
-        parts = asyncio.run(_crawl(config, layout, run, resolver))
-        if config.warc_out:
-            join_warcs(run, parts, config.warc_out)
-    elif config.source_kind == "warc":
-        files = warc_files(config.warc)
+    # --- WARC / WAT / ARC: one task per file -------------------------------------------------
+    def _warcs(self, run: StageRun, executor) -> list[str]:
+        files = warc_files(run.config.source.warc)
         parts = [f"warc-{i:05d}" for i in range(len(files))]
-        todo = [
-            {"path": str(Path(f).resolve()), "part": p, "root": str(layout.root)}
-            for f, p in zip(files, parts, strict=True)
-            if not run.is_done(p)
-        ]
-        for _ in _progress(executor.map(extract_warc_part, todo), len(todo), "WARC files"):
-            pass
-    else:
-        parts = _url_list_parts(config, layout, run)
-    run.finish(parts)
-    return parts
+        todo = [run.task(p, WarcTask, path=str(Path(f).resolve()))
+                for f, p in zip(files, parts, strict=True) if not run.is_done(p)]  # fmt: skip
+        self.run_tasks(todo, executor, desc="WARC files")
+        return parts
+
+    def process(self, task: WarcTask, rows) -> PartOutput:
+        """One WARC/WAT/ARC file -> a candidates part and a pages part; a file that cannot be
+        read is one `unreadable_file` pages row with the reason, not a failed build."""
+        from pipeline.sources.warc import read_warc_file
+
+        source = Path(task.path).name
+        result = read_warc_file(task.path)
+        pages = [page.to_row() for page in result.pages]
+        if result.error is not None:
+            log.warning("WARC file %s: %s", task.path, result.error)
+            pages.append({"url": task.path, "final_url": None, "depth": None,
+                          "status": schema.DropReason.UNREADABLE_FILE.value, "http_status": None,
+                          "error": result.error, "pairs": 0, "source": source})  # fmt: skip
+        pairs = [(p.url, p.caption, p.page_url) for p in result.pairs]
+        return pages_output(pairs, pages, PartStats(rows_in=len(pages), rows_out=len(pairs)))
+
+    # --- crawl: one part per depth level, in this process --------------------------------------
+    async def _crawl(self, run: StageRun) -> list[str]:
+        from pipeline.net.fetch import Fetcher
+        from pipeline.sources.crawl import site_key
+
+        source = run.config.source
+        state = {"frontier": list(dict.fromkeys(source.seeds)), "seen": set(source.seeds),
+                 "fetched": 0, "sites": {site_key(u) for u in source.seeds}}  # fmt: skip
+        parts = []
+        async with Fetcher(run.config.net, resolver=run.resolver) as fetcher:
+            for depth in range(source.max_depth + 1):
+                part = f"crawl-level-{depth:03d}"
+                if run.is_done(part):  # resume: the marker holds the frontier that came next
+                    extra = run.part_stats(part).extra
+                    state.update(frontier=extra["next_frontier"], seen=set(extra["seen"]),
+                                 fetched=extra["fetched"])  # fmt: skip
+                    parts.append(part)
+                    continue
+                state["frontier"] = state["frontier"][: max(0, source.max_pages - state["fetched"])]
+                if not state["frontier"]:
+                    break
+                await self._crawl_level(run, fetcher, part, depth, state)
+                parts.append(part)
+        return parts
+
+    async def _crawl_level(self, run: StageRun, fetcher, part: str, depth: int, state) -> None:
+        from pipeline.sources.crawl import next_frontier
+
+        started, source = time.perf_counter(), run.config.source
+        level = await _crawl_recorded(run, fetcher, part, depth, state["frontier"])
+        state["fetched"] += len(state["frontier"])
+        budget = source.max_pages - state["fetched"] if depth < source.max_depth else 0
+        state["frontier"] = next_frontier(level, state["seen"], state["sites"], budget)
+        stats = PartStats(rows_in=len(level.pages), rows_out=len(level.pairs))
+        stats.extra = {"next_frontier": state["frontier"], "seen": sorted(state["seen"]),
+                       "fetched": state["fetched"]}  # fmt: skip
+        self.commit(run, part, pages_output(level.pairs, level.pages, stats), started)
+        log.info("crawl depth %d: %d pages, %d pairs", depth, len(level.pages), len(level.pairs))
+
+    # --- URL lists: streamed here, one part per rows_per_part rows -----------------------------
+    def _url_list(self, run: StageRun) -> list[str]:
+        from pipeline.sources.urllist import iter_url_list_chunks
+
+        source, parts = run.config.source, []
+        chunks = iter_url_list_chunks(source.url_list, rows_per_chunk=source.rows_per_part,
+                                      url_col=source.url_col, caption_col=source.caption_col,
+                                      input_format=source.input_format)  # fmt: skip
+        started = time.perf_counter()
+        for index, chunk in enumerate(chunks):
+            part = f"list-{index:05d}"
+            parts.append(part)
+            if not run.is_done(part):
+                table = chunk.table
+                # A URL list has no pages, so no page_url; a missing caption matches no query.
+                pairs = [(u, c or "", None) for u, c in
+                         zip(table["url"].to_pylist(), table["caption"].to_pylist(), strict=True)]  # fmt: skip
+                stats = PartStats(rows_in=chunk.rows_in, rows_out=len(pairs))
+                stats.drop("empty_url", chunk.dropped_empty_url)
+                stats.drop("malformed_row", chunk.dropped_malformed)
+                self.commit(run, part, PartOutput(candidates_table(pairs), stats=stats), started)
+            started = time.perf_counter()
+        return parts
 
 
-def _progress(iterable, total: int, desc: str):
-    from tqdm import tqdm
+async def _crawl_recorded(run: StageRun, fetcher, part: str, depth: int, frontier: list[str]):
+    """One crawl level, recorded as work/sources/<part>.warc.gz when --warc-out is set."""
+    from pipeline.sources.crawl import crawl_level
 
-    return tqdm(iterable, total=total, desc=desc, unit="part", leave=False, disable=total < 2)
+    if not run.config.source.warc_out:
+        return await crawl_level(fetcher, frontier, depth, None)
+    from pipeline.sources.warc import WarcRecorder
+
+    with atomic_path(run.dir / f"{part}.warc.gz") as tmp, WarcRecorder(tmp, mode="w") as recorder:
+        return await crawl_level(fetcher, frontier, depth, recorder)
+
+
+def join_warcs(run: StageRun, parts: list[str], out: str) -> None:
+    """Concatenate the levels' gzip members into one WARC (valid: WARC.gz is member-per-record)."""
+    with atomic_path(out) as tmp, open(tmp, "wb") as dst:
+        for part in parts:
+            src = run.dir / f"{part}.warc.gz"
+            if src.exists():
+                dst.write(src.read_bytes())

@@ -1,12 +1,12 @@
 """A tiny CLIP trained on coloured shapes, and a loopback site of fresh shape images: the model
 the curation and search tests score and search with (tests/pipeline/conftest.py trains it once a
-session, ~1 min on CPU)."""
+session, ~1 min on CPU), and the site the bootstrap DAG's test builds from."""
 
 import random
 from pathlib import Path
 
-from tests.testsite import Server
-from tests.trainer.toydata import COLOURS, SHAPES, draw, encode, shapes, write_dataset
+from pipeline.loopback import LoopbackServer
+from pipeline.testing.toydata import COLOURS, SHAPES, draw, encode, shapes, write_dataset
 
 CLASSES = [(c, s) for c in COLOURS for s in SHAPES]
 
@@ -16,11 +16,12 @@ def train_shapes_model(root) -> "Path":
     from trainer.cli import main
 
     data = write_dataset(root / "data", shapes(per_class=12, seed=7), shard_rows=96, dropped=0)
-    argv = ["run", "--data", data, "--out", root / "run", "--model", "clip-nano",
-            "--samples", 32 * 200, "--batch-size", 32, "--workers", 0, "--lr", 2e-3,
-            "--warmup", 20, "--save-every", 1000, "--shuffle-buffer", 128, "--threads", 2,
-            "--log-every", 50]  # fmt: skip
-    assert main([str(a) for a in argv]) == 0
+    options = (
+        "--model clip-nano --samples 6400 --batch-size 32 --workers 0 --lr 2e-3 --warmup 20 "
+        "--save-every 1000 --shuffle-buffer 128 --threads 2 --log-every 50"
+    )
+    argv = ["run", "--data", str(data), "--out", str(root / "run"), *options.split()]
+    assert main(argv) == 0
     return root / "run" / "latest.pt"
 
 
@@ -42,9 +43,16 @@ def shapes_site(per_class: int, mismatch: float, seed: int):
         path = f"/img/{i:05d}.png"
         routes[path] = (200, {"Content-Type": "image/png"}, encode(img, "png"))
         caption = mismatched_caption(colour, shape, rng) if i in wrong else f"a {colour} {shape}"
-        rows.append({"path": path, "caption": caption, "matched": i not in wrong,
-                     "colour": colour, "shape": shape})  # fmt: skip
-    server = Server("127.0.0.1", routes=routes)
+        rows.append(
+            {
+                "path": path,
+                "caption": caption,
+                "matched": i not in wrong,
+                "colour": colour,
+                "shape": shape,
+            }
+        )
+    server = LoopbackServer("127.0.0.1", routes=routes).start()
     for row in rows:
         row["url"] = server.base + row.pop("path")[1:]
     return server, rows

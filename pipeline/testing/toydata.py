@@ -122,5 +122,7 @@ def write_dataset(
         schema.conform(pa.Table.from_pylist(samples), schema.SAMPLES),
         layout.samples / "part-00000.parquet",
     )
-    write_json_atomic({"config": {"note": "written by tests/trainer/toydata.py"}}, layout.run_json)
+    write_json_atomic(
+        {"config": {"note": "written by pipeline/testing/toydata.py"}}, layout.run_json
+    )
     return layout.root

@@ -18,11 +18,11 @@ from dags._bootstrap import (
     paths,
     train_params,
 )
-from dags._common import train_argv
-from pipeline.config import ConfigError
+from dags._common import train_options
+from manifests.config import ConfigError
+from pipeline.testing.shapesite import CLASSES, shapes_site
+from pipeline.testing.toydata import draw
 from tests.dags.test_dags import run_airflow
-from tests.pipeline.shapesite import CLASSES, shapes_site
-from tests.trainer.toydata import draw
 
 TASKS = ["build_unfiltered", "train_first", "embed", "build_filtered", "train_second",
          "evaluate_both"]  # fmt: skip
@@ -50,15 +50,15 @@ def test_both_builds_share_the_source_and_only_the_second_is_filtered(tmp_path):
     assert where == {name: str(tmp_path / "loop" / name) for name in
                      ("round1", "run1", "round2", "run2")} | {
         "results": str(tmp_path / "loop" / "bootstrap.json")}  # fmt: skip
-    first, second = build_round(params, "round1"), build_round(params, "round2", str(checkpoint))
-    assert (first.out, second.out) == (where["round1"], where["round2"])
-    assert first.url_list == second.url_list == str(tmp_path / "urls.csv")
-    assert first.image_size == second.image_size == 32
-    assert first.clip_model is None and first.clip_top_fraction is None
-    assert (second.clip_model, second.clip_top_fraction, second.semdedup_eps, second.device) == (
-        str(checkpoint), 0.7, 0.05, "cpu",
-    )  # fmt: skip
-    assert second.min_clip_score is None
+    first = build_round(params, "round1").options()
+    second = build_round(params, "round2", str(checkpoint)).options()
+    assert (first["out"], second["out"]) == (where["round1"], where["round2"])
+    assert first["url_list"] == second["url_list"] == str(tmp_path / "urls.csv")
+    assert first["image_size"] == second["image_size"] == 32
+    assert first["clip_model"] is None and first["clip_top_fraction"] is None
+    assert (second["clip_model"], second["clip_top_fraction"], second["semdedup_eps"],
+            second["device"]) == (str(checkpoint), 0.7, 0.05, "cpu")  # fmt: skip
+    assert second["min_clip_score"] is None
 
 
 @pytest.mark.parametrize(
@@ -103,16 +103,18 @@ def test_the_first_task_refuses_bad_params_before_building(tmp_path, overrides, 
 
 
 def test_both_runs_train_the_same_model_for_the_same_samples(tmp_path):
-    from trainer.cli import build_parser
+    from trainer.config import TrainConfig
 
     params = _params(tmp_path, ray_address="auto", train_options={"workers": 0, "lr": 0.002})
     check_params(params)
-    first = vars(build_parser().parse_args(train_argv(train_params(params, "/d/round1", "run1"))))
-    second = vars(build_parser().parse_args(train_argv(train_params(params, "/d/round2", "run2"))))
+    first, ray1 = train_options(train_params(params, "/d/round1", "run1"))
+    second, ray2 = train_options(train_params(params, "/d/round2", "run2"))
     assert (first.pop("data"), first.pop("out")) == ("/d/round1", str(tmp_path / "loop/run1"))
     assert (second.pop("data"), second.pop("out")) == ("/d/round2", str(tmp_path / "loop/run2"))
-    assert first == second == dict(command="run", resume=True, model="clip-nano", samples=64,
-                                   batch_size=8, workers=0, lr=0.002)  # fmt: skip
+    assert first == second == dict(resume=True, model="clip-nano", samples=64, batch_size=8,
+                                   workers=0, lr=0.002)  # fmt: skip
+    assert ray1 == ray2 == {}  # the builds' ray_address is not a Ray Train job
+    TrainConfig.from_dict({**first, "data": "/d", "out": "/r"})  # options the trainer takes
 
 
 def test_compare_puts_both_models_side_by_side():
@@ -150,7 +152,7 @@ def bootstrap_runs(tmp_path_factory):
             csv.writer(fh).writerows(
                 [("url", "caption"), *((r["url"], r["caption"]) for r in rows)]
             )
-        conf = _params(tmp, build_options={"timeout_s": 5.0, "image_size": 32, "shard_size": 50},
+        conf = _params(tmp, build_options={"timeout": 5.0, "image_size": 32, "shard_size": 50},
                        samples=32 * 25, batch_size=32, eval_sets=[str(_eval_set(tmp / "shapes"))],
                        train_options={"workers": 0, "threads": 1, "lr": 0.002, "warmup": 5,
                                       "log_every": 5, "shuffle_buffer": 128},

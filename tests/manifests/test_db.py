@@ -5,7 +5,7 @@ import pytest
 
 import manifests
 from manifests import schema
-from manifests.db import NotADatasetError
+from manifests.db import NotADatasetError, UnknownSubsetError
 from manifests.layout import DatasetLayout, write_json_atomic, write_parquet_atomic
 
 
@@ -51,7 +51,7 @@ def test_dataset_subsets_override_packaged_ones(tmp_path):
     layout.subsets.mkdir()
     (layout.subsets / "cats.sql").write_text("SELECT * FROM samples WHERE caption LIKE '%cat%'")
     assert {"kept", "english", "cats"} <= set(manifests.list_subsets(layout.root))
-    with pytest.raises(KeyError, match="known subsets"):
+    with pytest.raises(UnknownSubsetError, match="known subsets"):
         manifests.subset_sql("nope", layout.root)
 
 

@@ -2,15 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.balance import (
-    NO_QUERY_MATCH,
-    OVER_QUERY_CAP,
-    balance,
-    count_queries,
-    draws,
-    drop_reasons,
-    merge_counts,
-)
+from pipeline.balance import balance, count_queries, draws, merge_counts
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,18 +43,15 @@ def test_counts_under_cap_keep_everything():
     assert keep.dtype == bool and keep.all()
 
 
-def test_no_match_rows_are_not_kept_and_reasons():
+def test_no_match_rows_are_not_kept():
     uids = ["u0", "u1", "u2", "u3"]
     matched = [["x"], [], None, ["y"]]
     counts = {"x": 1, "y": 1000}
     keep = balance(uids, matched, counts, cap=1, seed=0)
     assert keep[0] and not keep[1] and not keep[2]
-    reasons = drop_reasons(matched, keep)
-    assert reasons[:3] == [None, NO_QUERY_MATCH, NO_QUERY_MATCH]
-    assert reasons[3] == (None if keep[3] else OVER_QUERY_CAP)
     big = [["y"]] * 200
     keep_big = balance([f"v{i}" for i in range(200)], big, counts, cap=1, seed=0)
-    assert set(drop_reasons(big, keep_big)) == {None, OVER_QUERY_CAP}
+    assert 0 < keep_big.sum() < 200  # over the cap: some kept, most not
 
 
 def test_same_seed_same_result_other_seed_other_sample():

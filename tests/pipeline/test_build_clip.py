@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import manifests
+from manifests.config import ConfigError
 from pipeline.build import run_build
 from pipeline.buildconfig import BuildConfig
-from pipeline.config import ConfigError
-from tests.pipeline.shapesite import shapes_site
+from pipeline.testing.shapesite import shapes_site
 
 
 def _build(tmp_path, rows, name: str, **options) -> str:
@@ -20,8 +20,8 @@ def _build(tmp_path, rows, name: str, **options) -> str:
         writer = csv.writer(fh)
         writer.writerow(["url", "caption"])
         writer.writerows((r["url"], r["caption"]) for r in rows)
-    config = BuildConfig(out=str(tmp_path / name), url_list=str(urls), executor="local",
-                         allow_network=["127.0.0.1/32"], timeout_s=5.0, image_size=32,
+    config = BuildConfig.of(out=str(tmp_path / name), url_list=str(urls), executor="local",
+                         allow_network=["127.0.0.1/32"], timeout=5.0, image_size=32,
                          shard_size=50, **options)  # fmt: skip
     run_build(config)
     return config.out
@@ -87,16 +87,16 @@ def test_clip_options_are_checked(tmp_path):
     ckpt.write_bytes(b"not a checkpoint")
     base = dict(out=str(tmp_path / "ds"), url_list=str(ckpt))
     with pytest.raises(ConfigError, match="need.*--clip-model"):
-        BuildConfig(**base, min_clip_score=0.3)
+        BuildConfig.of(**base, min_clip_score=0.3)
     with pytest.raises(ConfigError, match="not both"):
-        BuildConfig(**base, clip_model=str(ckpt), min_clip_score=0.3, clip_top_fraction=0.3)
+        BuildConfig.of(**base, clip_model=str(ckpt), min_clip_score=0.3, clip_top_fraction=0.3)
     with pytest.raises(ConfigError, match=r"clip-top-fraction must be in \(0, 1\]"):
-        BuildConfig(**base, clip_model=str(ckpt), clip_top_fraction=1.5)
+        BuildConfig.of(**base, clip_model=str(ckpt), clip_top_fraction=1.5)
     with pytest.raises(ConfigError, match="is not a file"):
-        BuildConfig(**base, clip_model=str(tmp_path / "missing.pt"))
+        BuildConfig.of(**base, clip_model=str(tmp_path / "missing.pt"))
     with pytest.raises(ConfigError, match="semdedup-eps"):
-        BuildConfig(**base, clip_model=str(ckpt), semdedup_eps=0.0)
-    config = BuildConfig(**base, clip_model=str(ckpt))
+        BuildConfig.of(**base, clip_model=str(ckpt), semdedup_eps=0.0)
+    config = BuildConfig.of(**base, clip_model=str(ckpt))
     with pytest.raises(ConfigError, match="not a readable torch checkpoint"):
         run_build(config)
 

@@ -1,6 +1,5 @@
 """`pipeline build` from seeds, and its WARC replay, on the loopback test site."""
 
-import os
 import subprocess
 import sys
 
@@ -10,7 +9,8 @@ import pytest
 import manifests
 from pipeline.build import run_build
 from pipeline.buildconfig import BuildConfig
-from tests.testsite import expected_pairs
+from pipeline.testing.crash import KILLED, killed_after
+from pipeline.testing.site import expected_pairs
 
 QUERIES = ["cat", "dog", "bird", "fish", "owl", "café", "horse"]
 
@@ -23,11 +23,11 @@ def _config(tmp_path, site, **overrides) -> BuildConfig:
         query_list=str(queries),
         seeds=[site.base],
         allow_network=["127.0.0.1/32"],
-        timeout_s=3.0,  # the slow page takes 6 s
+        timeout=3.0,  # the slow page takes 6 s
         executor="local",
     )
     values.update(overrides)
-    return BuildConfig(**values)
+    return BuildConfig.of(**values)
 
 
 def _pairs(root) -> set[tuple]:
@@ -68,7 +68,7 @@ def test_warc_replay_gives_the_same_pairs(tmp_path, test_site):
     site, _ = test_site
     live = _config(tmp_path, site, warc_out=str(tmp_path / "crawl.warc.gz"))
     run_build(live)
-    replay = _config(tmp_path, site, out=str(tmp_path / "replay"), seeds=[], warc=[live.warc_out])
+    replay = _config(tmp_path, site, out=str(tmp_path / "replay"), seeds=[], warc=[live.source.warc_out])
     run_build(replay)
     assert _pairs(replay.out) == _pairs(live.out)
     query = "SELECT uid, status, matched_queries FROM samples ORDER BY uid"
@@ -89,7 +89,7 @@ def test_refused_addresses_are_never_contacted(tmp_path):
             "home.test": ["192.168.0.1"],
         }
     )
-    config = BuildConfig(
+    config = BuildConfig.of(
         out=str(tmp_path / "ds"),
         seeds=["http://intranet.test/", "http://metadata.test/latest", "http://home.test/"],
         executor="local",
@@ -105,7 +105,7 @@ def test_balancing_caps_queries_and_is_seeded(tmp_path, test_site):
     runs = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         config = _config(
-            tmp_path, site, out=str(tmp_path / name), per_query_cap=1, seed=seed, no_fetch=True
+            tmp_path, site, out=str(tmp_path / name), per_query_cap=1, seed=seed, fetch=False
         )
         run_build(config)
         con = manifests.open(config.out)
@@ -138,15 +138,16 @@ def test_killed_build_resumes_to_identical_manifests(tmp_path, test_site, crash_
     out = tmp_path / "killed"
     queries = tmp_path / "queries.txt"
     argv = [
-        sys.executable, "-m", "pipeline.cli", "build", "--query-list", str(queries),
+        "build", "--query-list", str(queries),
         "--seeds", site.base, "--out", str(out), "--allow-network", "127.0.0.1/32",
         "--timeout", "3", "--executor", "local",
     ]  # fmt: skip
-    env = {**os.environ, "CLIPENGINE_CRASH_AFTER": crash_after}
-    killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
-    assert killed.returncode == 17, killed.stderr  # the crash hook fired mid-build
+    killed = subprocess.run(killed_after(crash_after, argv), capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert killed.returncode == KILLED, killed.stderr  # killed mid-build
     hits_before = list(site.hits)
-    resumed = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     refetched = site.hits[len(hits_before) :]
     if crash_after == "sources:2":  # levels 0 and 1 were finished: not fetched again

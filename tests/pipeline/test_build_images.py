@@ -2,7 +2,6 @@
 
 import io
 import json
-import os
 import subprocess
 import sys
 
@@ -14,7 +13,8 @@ import manifests
 from manifests.layout import DatasetLayout
 from pipeline.build import run_build
 from pipeline.buildconfig import BuildConfig
-from tests.testsite import IMAGE_CASES
+from pipeline.testing.crash import KILLED, killed_after
+from pipeline.testing.site import IMAGE_CASES
 
 QUERIES = ["cat", "dog", "bird", "fish", "owl", "café", "horse", "chat", "katze"]
 
@@ -24,11 +24,11 @@ def _config(tmp_path, site, **overrides) -> BuildConfig:
     queries.write_text("\n".join(QUERIES) + "\n", encoding="utf-8")
     values = dict(
         out=str(tmp_path / "ds"), query_list=str(queries), seeds=[site.base],
-        allow_network=["127.0.0.1/32"], timeout_s=3.0, executor="local", languages=["en"],
+        allow_network=["127.0.0.1/32"], timeout=3.0, executor="local", languages=["en"],
         min_size=16, max_image_bytes=2 * 1024 * 1024, image_size=64, shard_size=4,
     )  # fmt: skip
     values.update(overrides)
-    return BuildConfig(**values)
+    return BuildConfig.of(**values)
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_bomb_and_huge_body_stay_far_below_two_gib(tmp_path, test_site):
         "sys.exit(status)\n"
     )
     argv = [
-        sys.executable, "-c", code, "build", "--query-list", config.query_list, "--seeds",
+        sys.executable, "-c", code, "build", "--query-list", config.balance.query_list, "--seeds",
         site.base, "--out", config.out, "--allow-network", "127.0.0.1/32", "--timeout", "3",
         "--executor", "local", "--languages", "en", "--min-size", "16", "--max-image-bytes",
         str(2 * 1024 * 1024), "--image-size", "64", "--shard-size", "4",
@@ -128,16 +128,17 @@ def test_killed_build_fetches_no_finished_part_again(tmp_path, test_site, crash_
     run_build(whole)
     out = tmp_path / "killed"
     argv = [
-        sys.executable, "-m", "pipeline.cli", "build", "--query-list", str(tmp_path / "queries.txt"),
+        "build", "--query-list", str(tmp_path / "queries.txt"),
         "--seeds", site.base, "--out", str(out), "--allow-network", "127.0.0.1/32", "--timeout", "3",
         "--executor", "local", "--languages", "en", "--min-size", "16", "--max-image-bytes",
         str(2 * 1024 * 1024), "--image-size", "64", "--shard-size", "4",
     ]  # fmt: skip
-    env = {**os.environ, "CLIPENGINE_CRASH_AFTER": crash_after}
-    killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=200)
-    assert killed.returncode == 17, killed.stderr
+    killed = subprocess.run(killed_after(crash_after, argv), capture_output=True, text=True,
+                            timeout=200)  # fmt: skip
+    assert killed.returncode == KILLED, killed.stderr
     before = len(site.hits)
-    resumed = subprocess.run(argv, capture_output=True, text=True, timeout=200)
+    resumed = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], capture_output=True,
+                             text=True, timeout=200)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     refetched = site.hits[before:]
     assert "/img/cat.png" not in refetched  # level 0's image part had finished

@@ -9,7 +9,7 @@ from PIL import Image, ImageOps
 import manifests
 from pipeline.build import run_build
 from pipeline.buildconfig import BuildConfig
-from tests.testsite import picture
+from pipeline.testing.site import picture
 
 
 def _eval_set(root):
@@ -30,9 +30,9 @@ def test_planted_eval_copies_are_leaks_and_overlap_marks_exactly_them(tmp_path, 
     evalset = _eval_set(tmp_path / "pets")
     queries = tmp_path / "queries.txt"
     queries.write_text("cat\ndog\nbird\nfish\nowl\nhorse\n")
-    config = BuildConfig(
+    config = BuildConfig.of(
         out=str(tmp_path / "ds"), query_list=str(queries), seeds=[site.base],
-        allow_network=["127.0.0.1/32"], timeout_s=3.0, executor="local", image_size=64,
+        allow_network=["127.0.0.1/32"], timeout=3.0, executor="local", image_size=64,
         eval_set=[str(evalset)], near_dup_radius=4,
     )  # fmt: skip
     run_build(config)

@@ -5,10 +5,10 @@ import json
 import pytest
 
 import manifests
+from manifests.config import ConfigError
 from pipeline.build import run_build
 from pipeline.buildconfig import BuildConfig
-from pipeline.config import ConfigError
-from tests.testsite import expected_pairs
+from pipeline.testing.site import expected_pairs
 
 
 def _queries(tmp_path):
@@ -27,9 +27,9 @@ def test_url_list_build_keeps_every_row_with_a_status(tmp_path):
     ]
     src = tmp_path / "list.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    config = BuildConfig(
+    config = BuildConfig.of(
         out=str(tmp_path / "ds"), query_list=_queries(tmp_path), url_list=str(src),
-        rows_per_part=2, executor="local", no_fetch=True,
+        rows_per_part=2, executor="local", fetch=False,
     )  # fmt: skip
     run_build(config)
     con = manifests.open(config.out)
@@ -47,10 +47,10 @@ def test_url_list_build_keeps_every_row_with_a_status(tmp_path):
 def test_rerun_with_other_settings_is_refused(tmp_path):
     src = tmp_path / "list.txt"
     src.write_text("http://img.test/1.jpg\n")
-    run_build(BuildConfig(out=str(tmp_path / "ds"), url_list=str(src), executor="local"))
+    run_build(BuildConfig.of(out=str(tmp_path / "ds"), url_list=str(src), executor="local"))
     with pytest.raises(ConfigError, match="per_query_cap"):
         run_build(
-            BuildConfig(
+            BuildConfig.of(
                 out=str(tmp_path / "ds"), url_list=str(src), per_query_cap=5, executor="local"
             )
         )
@@ -61,15 +61,15 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
 def test_warc_build_as_ray_tasks_matches_local(tmp_path, test_site):
     site, _ = test_site
     warc = tmp_path / "site.warc.gz"
-    common = dict(query_list=_queries(tmp_path), allow_network=["127.0.0.1/32"], timeout_s=3.0)
-    run_build(BuildConfig(out=str(tmp_path / "crawl"), seeds=[site.base], warc_out=str(warc),
+    common = dict(query_list=_queries(tmp_path), allow_network=["127.0.0.1/32"], timeout=3.0)
+    run_build(BuildConfig.of(out=str(tmp_path / "crawl"), seeds=[site.base], warc_out=str(warc),
                           executor="local", **common))  # fmt: skip
     # Two WARC files (the same crawl twice): repeated pairs collapse to one row each.
     copy = tmp_path / "copy.warc.gz"
     copy.write_bytes(warc.read_bytes())
-    local = BuildConfig(out=str(tmp_path / "local"), warc=[str(tmp_path / "*.warc.gz")],
+    local = BuildConfig.of(out=str(tmp_path / "local"), warc=[str(tmp_path / "*.warc.gz")],
                         executor="local", **common)  # fmt: skip
-    ray_cfg = BuildConfig(out=str(tmp_path / "ray"), warc=[str(tmp_path / "*.warc.gz")],
+    ray_cfg = BuildConfig.of(out=str(tmp_path / "ray"), warc=[str(tmp_path / "*.warc.gz")],
                           executor="ray", **common)  # fmt: skip
     run_build(local)
     run_build(ray_cfg)
@@ -80,18 +80,20 @@ def test_warc_build_as_ray_tasks_matches_local(tmp_path, test_site):
 
 
 def test_stages_run_one_at_a_time_give_the_same_manifests(tmp_path):
-    from pipeline.build import STAGES
+    from pipeline.build import wanted_stages
 
     src = tmp_path / "list.csv"
     src.write_text("url,caption\nhttp://img.test/1.jpg,a cat\nhttp://img.test/2.jpg,a dog\n")
-    common = dict(query_list=_queries(tmp_path), url_list=str(src), executor="local", no_fetch=True)
-    whole = BuildConfig(out=str(tmp_path / "whole"), **common)
+    common = dict(query_list=_queries(tmp_path), url_list=str(src), executor="local", fetch=False)
+    whole = BuildConfig.of(out=str(tmp_path / "whole"), **common)
     run_build(whole)
-    staged = BuildConfig(out=str(tmp_path / "staged"), **common)
+    staged = BuildConfig.of(out=str(tmp_path / "staged"), **common)
     with pytest.raises(ConfigError, match="sources stage has not finished"):
         run_build(staged, stages=["match"])
-    for stage in STAGES[:4]:
-        run_build(staged, stages=[stage])
+    names = [stage.name for stage in wanted_stages(staged)]
+    assert names == ["sources", "match", "balance", "text", "publish"]  # --no-fetch
+    for name in names:
+        run_build(staged, stages=[name])
     query = "SELECT uid, status, matched_queries, lang FROM samples ORDER BY uid"
     assert manifests.open(staged.out).execute(query).fetchall() == (
         manifests.open(whole.out).execute(query).fetchall()

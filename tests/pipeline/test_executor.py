@@ -42,7 +42,7 @@ def no_ray_running():
 def test_kinds():
     assert isinstance(make_executor(ExecutorConfig("local")), LocalExecutor)
     assert isinstance(make_executor(ExecutorConfig("auto")), AutoExecutor)
-    with pytest.raises(ValueError, match="'ray', 'local', 'auto'"):
+    with pytest.raises(ValueError, match="--executor must be one of auto, ray, local"):
         ExecutorConfig("threads")
 
 

@@ -19,7 +19,7 @@ from manifests.db import NotADatasetError
 from pipeline.build import run_build
 from pipeline.buildconfig import BuildConfig
 from pipeline.report import ReportConfig, render, write_report
-from tests.testsite import GOOD_IMAGES, start_site
+from pipeline.testing.site import GOOD_IMAGES, start_site
 
 EVIL = '<script>alert("x")</script> a "red" bird & <b>bold</b>'
 EVIL_DROPPED = "a tiny cat \" onerror='alert(1)' <img src=x>"
@@ -50,11 +50,11 @@ def _build(tmp, name: str, base: str, **overrides):
     _url_list(tmp / "list.csv", base)
     values = dict(
         out=str(tmp / name), query_list=str(tmp / "q.txt"), url_list=str(tmp / "list.csv"),
-        allow_network=["127.0.0.1/32"], timeout_s=3.0, executor="local", languages=["en"],
+        allow_network=["127.0.0.1/32"], timeout=3.0, executor="local", languages=["en"],
         min_size=16, image_size=64, shard_size=4, per_query_cap=6,
     )  # fmt: skip
     values.update(overrides)
-    return run_build(BuildConfig(**values)).root
+    return run_build(BuildConfig.of(**values)).root
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def datasets(tmp_path_factory):
     site, external = start_site()
     try:
         full = _build(tmp, "full", site.base)
-        text_only = _build(tmp, "text", site.base, no_fetch=True)
+        text_only = _build(tmp, "text", site.base, fetch=False)
     finally:
         site.close()
         external.close()

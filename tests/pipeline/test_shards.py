@@ -1,6 +1,7 @@
 import io
 import json
 import tarfile
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -49,6 +50,7 @@ def test_key_and_names_match_img2dataset():
 
 def test_parquet_shard_reads_back(tmp_path):
     samples = _samples(5)
+    opened = time.time()
     with ShardWriter(tmp_path, 3, "jpg", row_group_size=2) as writer:
         rows = [writer.write(*sample) for sample in samples]
         writer.count_failure("decode_failed", stage="resize")
@@ -56,6 +58,8 @@ def test_parquet_shard_reads_back(tmp_path):
         writer.count_failure("fetch_failed")
         # Nothing under a final name until the shard is closed.
         assert not (tmp_path / "00003.parquet").exists()
+        time.sleep(0.05)
+    closed = time.time()
     assert rows == [("00003.parquet", i) for i in range(5)]
     table_file = pq.ParquetFile(tmp_path / "00003.parquet")
     assert table_file.schema_arrow == shard_schema("jpg")
@@ -83,7 +87,10 @@ def test_parquet_shard_reads_back(tmp_path):
     assert (stats["count"], stats["successes"]) == (8, 5)
     assert (stats["failed_to_download"], stats["failed_to_resize"]) == (2, 1)
     assert stats["status_dict"] == {"success": 5, "decode_failed": 1, "fetch_failed": 2}
-    assert stats["end_time"] >= stats["start_time"] and stats["duration"] >= 0
+    # the shard's own clock: from opening the writer to closing it, as img2dataset reports it
+    assert opened <= stats["start_time"] < stats["end_time"] <= closed
+    assert stats["duration"] == pytest.approx(stats["end_time"] - stats["start_time"])
+    assert stats["duration"] >= 0.05
     assert sorted(p.name for p in tmp_path.iterdir()) == ["00003.parquet", "00003_stats.json"]
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.trainer.toydata import shapes, write_dataset
+from pipeline.testing.toydata import shapes, write_dataset
 
 
 @pytest.fixture(scope="session")

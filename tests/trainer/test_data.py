@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.trainer.toydata import write_dataset
+from manifests.config import ConfigError
+from pipeline.testing.toydata import write_dataset
 from trainer.config import TrainConfig
 from trainer.data import DataError, build_loader, resolve
 from trainer.data.image import crop_box, load_rgb, train_image
@@ -74,12 +75,12 @@ def test_resolve_selects_kept_rows_and_filters(items_dataset):
     ],
 )
 def test_resolve_errors(items_dataset, kwargs, message):
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(ConfigError, match=message):  # DataError and the manifests' errors
         resolve(items_dataset, **kwargs)
 
 
 def test_resolve_refuses_a_folder_that_is_not_a_dataset(tmp_path):
-    with pytest.raises(DataError, match="is not a dataset folder"):
+    with pytest.raises(ConfigError, match="is not a dataset folder"):
         resolve(tmp_path)
 
 

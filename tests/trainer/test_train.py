@@ -9,7 +9,7 @@ import open_clip
 import pytest
 import torch
 
-from tests.trainer.toydata import COLOURS, SHAPES, draw
+from pipeline.testing.toydata import COLOURS, SHAPES, draw
 from trainer import checkpoint
 from trainer.cli import main
 from trainer.data.image import eval_image, normalize
@@ -210,13 +210,13 @@ def test_cli_errors_are_one_line(shapes_dataset, tmp_path, capsys):
         (["--data", tmp_path / "missing", *base], "does not exist"),
         (["--synthetic", "--bogus", *base], "unrecognized arguments: --bogus"),
         (["--synthetic", "--batch-size", "many", *base], "invalid int value"),
-        (["--synthetic", "--loss", "triplet", *base], "--loss must be one of clip, siglip"),
+        (["--synthetic", "--loss", "triplet", *base], "invalid choice: 'triplet'"),
         ([*base], "--data DIR is required"),
     ]
     for argv, message in cases:
         assert run(argv) == 2, argv
         err = capsys.readouterr().err.strip()
-        assert message in err and err.startswith("trainer: error:"), (argv, err)
+        assert message in err and err.startswith("trainer run: error:"), (argv, err)
         assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert main(["eval", "--no-such-option"]) == 2  # built or not, a one-line error
     err = capsys.readouterr().err.strip()

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from manifests.config import ConfigError
 from manifests.schema import IMAGE_COLUMNS
 
 
-class DataError(ValueError):
+class DataError(ConfigError):
     """Bad input that stops a run before it starts: reported as one line, no traceback."""
 
 
@@ -39,17 +40,10 @@ def _query(data_dir: Path, subset: str, where: str):
     import duckdb
 
     import manifests
-    from manifests.db import NotADatasetError
 
-    try:
-        con = manifests.open(data_dir)
-    except NotADatasetError as exc:
-        raise DataError(str(exc)) from None
+    con = manifests.open(data_dir)  # NotADatasetError, UnknownSubsetError: ConfigErrors
     name = subset or "kept"
-    try:
-        select = manifests.subset_sql(name, data_dir)
-    except KeyError as exc:
-        raise DataError(exc.args[0]) from None
+    select = manifests.subset_sql(name, data_dir)
     sql = (
         f"SELECT DISTINCT shard, shard_row FROM ({select}) AS subset "
         "WHERE shard IS NOT NULL AND shard_row IS NOT NULL"

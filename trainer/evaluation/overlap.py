@@ -8,8 +8,11 @@ counts). Columns read, tolerantly (the first present name of each group is used)
   `eval_set` | `eval_set_name` | `set` | `dataset`, class `class` | `class_name` | `label` |
   `eval_class`, file `file` | `filename` | `file_name` | `eval_file` | `path` | `image`.
 - the flag: `has_copy` | `overlap` | `is_overlap` | `has_leak` | `leaked` (boolean; null: unchecked).
-Classes match by label text (underscores and spaces alike), files by their base name. Eval images
-the table does not list are "unchecked": counted in All, in neither Clean nor Overlap.
+Classes match by label text (underscores and spaces alike); files by their path inside the class
+folder (the id's <file>, as manifests.evalsets.EvalSet.item_id names it, so two images of one
+class in different subfolders stay apart), or by base name when the table only has full paths (a
+`path` or `image` column). Eval images the table does not list are "unchecked": counted in All,
+in neither Clean nor Overlap.
 
 Reported per eval set: counts, the detected overlap fraction, top-1 on All, Clean and Overlap,
 All - Clean (the paper's headline difference) and Overlap - Clean, and the one-sided binomial
@@ -20,8 +23,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from manifests.evalsets import label_text
 from trainer.evaluation.errors import EvalError
-from trainer.evaluation.evalsets import label_text
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +34,26 @@ SET_COLUMNS = ("eval_set", "eval_set_name", "set", "dataset")
 CLASS_COLUMNS = ("class", "class_name", "label", "eval_class")
 FILE_COLUMNS = ("file", "filename", "file_name", "eval_file", "path", "image")
 FLAG_COLUMNS = ("has_copy", "overlap", "is_overlap", "has_leak", "leaked")
+FULL_PATH_COLUMNS = ("path", "image")  # paths outside the eval set too: matched by base name
+
+
+def _parts(path) -> list[str]:
+    return [p for p in str(path).replace("\\", "/").split("/") if p]
 
 
 def image_key(eval_set: str, cls: str, file: str) -> tuple[str, str, str]:
-    return (eval_set, label_text(cls), Path(str(file).replace("\\", "/")).name)
+    """(eval set, label text, file: the `/`-separated path inside the class folder)."""
+    return (eval_set, label_text(cls), "/".join(_parts(file)))
 
 
 def key_of_id(item_id: str) -> tuple[str, str, str] | None:
-    """ "<eval set>/<class>/<file>" -> key; the file may have subfolders (only its name counts)."""
-    parts = [p for p in str(item_id).replace("\\", "/").split("/") if p]
-    return image_key(parts[0], parts[1], parts[-1]) if len(parts) >= 3 else None
+    """ "<eval set>/<class>/<file>" -> key; the file may have subfolders."""
+    parts = _parts(item_id)
+    return image_key(parts[0], parts[1], "/".join(parts[2:])) if len(parts) >= 3 else None
+
+
+def _base_key(key: tuple[str, str, str]) -> tuple[str, str, str]:
+    return (key[0], key[1], key[2].rsplit("/", 1)[-1])
 
 
 @dataclass
@@ -48,16 +61,26 @@ class OverlapTable:
     path: Path
     flags: dict  # image key -> bool
     eval_sets: set  # eval set names the table covers
+    by_base_name: bool = False  # keys name files by base name (a table of full paths)
+
+    def flag(self, item_id: str) -> bool | None:
+        """The copy flag of an eval image by its id; None when the table does not list it."""
+        key = key_of_id(item_id)
+        if key is not None and self.by_base_name:
+            key = _base_key(key)
+        return self.flags.get(key)
 
 
 def _first(names, choices):
     return next((c for c in choices if c in names), None)
 
 
-def _keys(table, names: list[str], path: Path) -> list:
+def _keys(table, names: list[str], path: Path) -> tuple[list, bool]:
+    """(image key per row, whether the keys name files by base name)."""
     id_col = _first(names, ID_COLUMNS)
     if id_col:
-        return [key_of_id(v) if v is not None else None for v in table[id_col].to_pylist()]
+        ids = table[id_col].to_pylist()
+        return [key_of_id(v) if v is not None else None for v in ids], False
     cols = [_first(names, group) for group in (SET_COLUMNS, CLASS_COLUMNS, FILE_COLUMNS)]
     if None in cols:
         raise EvalError(
@@ -65,7 +88,10 @@ def _keys(table, names: list[str], path: Path) -> list:
             f"({' | '.join(ID_COLUMNS)}) nor eval set, class and file columns"
         )
     values = zip(*(table[c].to_pylist() for c in cols), strict=True)
-    return [image_key(*v) if None not in v else None for v in values]
+    keys = [image_key(*v) if None not in v else None for v in values]
+    if cols[2] not in FULL_PATH_COLUMNS:
+        return keys, False
+    return [_base_key(k) if k is not None else None for k in keys], True
 
 
 def read_overlap(data_dir) -> OverlapTable | None:
@@ -83,12 +109,13 @@ def read_overlap(data_dir) -> OverlapTable | None:
     flag_col = _first(names, FLAG_COLUMNS)
     if flag_col is None:
         raise EvalError(f"{path} has no copy flag column ({' | '.join(FLAG_COLUMNS)}): {names}")
+    keys, by_base_name = _keys(table, names, path)
     flags: dict = {}
-    for key, flag in zip(_keys(table, names, path), table[flag_col].to_pylist(), strict=True):
+    for key, flag in zip(keys, table[flag_col].to_pylist(), strict=True):
         if key is None or flag is None:
             continue
         flags[key] = flags.get(key, False) or bool(flag)
-    return OverlapTable(path, flags, {k[0] for k in flags})
+    return OverlapTable(path, flags, {k[0] for k in flags}, by_base_name)
 
 
 def split_accuracy(hits, flags) -> dict:
@@ -145,5 +172,5 @@ def overlap_section(table: OverlapTable | None, eval_set_name: str, item_ids, hi
             "reason": f"{table.path} has no rows for eval set {eval_set_name!r} "
             f"(it covers: {', '.join(sorted(table.eval_sets)) or 'none'})",
         }
-    flags = [table.flags.get(key_of_id(i)) for i in item_ids]
+    flags = [table.flag(i) for i in item_ids]
     return {"available": True, "source": str(table.path), **split_accuracy(list(hits), flags)}

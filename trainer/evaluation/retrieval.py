@@ -18,7 +18,7 @@ import hashlib
 import logging
 import re
 
-from trainer.evaluation.features import encode_images, encode_texts
+from trainer.inference import encode_images, encode_texts
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,11 @@ def run_retrieval(
         return {**base, "available": False, "reason": str(exc)}
     if len(rows) < 2:
         return {**base, "available": False, "reason": f"{len(rows)} held-out row(s) with images"}
-    feats, ok, bad = encode_images(
-        loaded.model, loaded.preprocess, [r[0] for r in rows], loaded.device, batch_size, workers
-    )
+    feats, ok, bad = encode_images(loaded, [r[0] for r in rows], batch_size, workers)
     captions = [rows[i][1] for i in ok]
     unique = list(dict.fromkeys(captions))
     position = {c: i for i, c in enumerate(unique)}
-    text_feats = encode_texts(loaded.model, loaded.tokenizer, unique, loaded.device)
+    text_feats = encode_texts(loaded, unique)
     metrics = retrieval_metrics(feats, text_feats, [position[c] for c in captions])
     excluded = trainer_excluded(loaded.info.get("config", {}), permille)
     return {

@@ -11,18 +11,25 @@ unbalanced sets such as Pets, Flowers or Caltech-101).
 import contextlib
 from dataclasses import dataclass
 
-from trainer.evaluation.evalsets import EvalSet, load_eval_set
-from trainer.evaluation.features import encode_images, encode_texts, unwrap
+from manifests.evalsets import EvalSet, load_eval_set, load_eval_sets
 from trainer.evaluation.templates import load_templates
+from trainer.inference import (
+    LoadedModel,
+    encode_images,
+    encode_texts,
+    make_preprocess,
+    quiet_tokenizer,
+    unwrap,
+)
 
 
-def class_embeddings(model, tokenizer, labels, templates, device: str, batch_size: int = 256):
+def class_embeddings(loaded: LoadedModel, labels, templates, batch_size: int = 256):
     """float32 [len(labels), D]: per label, the normalised mean of its normalised template
     embeddings."""
     import torch.nn.functional as F
 
     texts = [template.format(label) for label in labels for template in templates]
-    emb = encode_texts(model, tokenizer, texts, device, batch_size)  # [C*T, D], normalised
+    emb = encode_texts(loaded, texts, batch_size)  # [C*T, D], normalised
     emb = emb.view(len(labels), len(templates), -1).mean(dim=1)
     return F.normalize(emb, dim=-1)
 
@@ -70,20 +77,13 @@ class ZeroShotRun:
 
 
 def run_zero_shot(
-    model,
-    tokenizer,
-    preprocess,
-    eval_set: EvalSet,
-    templates,
-    device: str,
-    batch_size: int = 64,
-    workers: int = 0,
+    loaded: LoadedModel, eval_set: EvalSet, templates, batch_size: int = 64, workers: int = 0
 ) -> ZeroShotRun:
     import torch
 
-    classes = class_embeddings(model, tokenizer, eval_set.labels, templates, device)
+    classes = class_embeddings(loaded, eval_set.labels, templates)
     sources = [item.path for item in eval_set.items]
-    feats, ok, bad = encode_images(model, preprocess, sources, device, batch_size, workers)
+    feats, ok, bad = encode_images(loaded, sources, batch_size, workers)
     targets = torch.tensor([eval_set.items[i].target for i in ok], dtype=torch.long)
     scores = feats @ classes.T
     metrics = classification_metrics(scores, targets, len(eval_set.classes))
@@ -131,12 +131,11 @@ def evaluate_zero_shot(
         templates = load_templates(templates)
     sets = [s if isinstance(s, EvalSet) else load_eval_set(s) for s in eval_sets]
     bare = unwrap(model)
+    loaded = LoadedModel(bare, tokenizer, preprocess, name="", device=str(device))
     results = {}
     with _eval_mode(bare):
         for eval_set in sets:
-            run = run_zero_shot(
-                bare, tokenizer, preprocess, eval_set, templates, str(device), batch_size, workers
-            )
+            run = run_zero_shot(loaded, eval_set, templates, batch_size, workers)
             results[eval_set.name] = {k: run.metrics[k] for k in (*CONTRACT_KEYS, "n_images")}
     return results
 
@@ -164,17 +163,12 @@ class ZeroShotEvaluator:
         batch_size: int = 64,
         workers: int = 0,
     ):
-        from trainer.evaluation.evalsets import load_eval_sets
-        from trainer.evaluation.features import quiet_tokenizer
-
         self.eval_sets = load_eval_sets(eval_sets)
         self.templates = load_templates(templates) if isinstance(templates, str) else templates
         self.tokenizer = quiet_tokenizer(model_name)
         self.batch_size, self.workers = batch_size, workers
 
     def __call__(self, model, device) -> dict[str, float]:
-        from trainer.evaluation.features import make_preprocess
-
         preprocess = make_preprocess(unwrap(model))
         results = evaluate_zero_shot(
             model,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import open_clip
 
+from manifests.config import ConfigError
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 TINY_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
 
@@ -21,7 +23,7 @@ TINY_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
 SIGLIP_INIT = {"init_logit_scale": math.log(10.0), "init_logit_bias": -10.0}
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(ConfigError):
     pass
 
 

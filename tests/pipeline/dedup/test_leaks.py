@@ -2,8 +2,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from manifests.config import ConfigError
 from pipeline.dedup.decide import DedupConfig, decide
-from pipeline.dedup.evalsets import hash_eval_sets, hash_eval_sets_cached, list_eval_images
+from pipeline.dedup.evalsets import hash_eval_sets, hash_eval_sets_cached
 from pipeline.dedup.hashes import image_hashes
 from pipeline.dedup.leaks import LeakConfig, find_leaks, overlap_summary, write_overlap
 from tests.pipeline.dedup.images import copies, drawing, scene
@@ -21,14 +22,16 @@ def make_eval_set(root, name: str, images: dict) -> str:
 @pytest.fixture(scope="module")
 def eval_sets(tmp_path_factory):
     root = tmp_path_factory.mktemp("evals")
-    pets = make_eval_set(root, "pets", {
-        "cat/a.png": scene(1), "cat/b.jpg": scene(2), "dog/c.png": scene(3),
-        "dog/d.png": scene(4), "dog/sticker.png": drawing(5),
-    })  # fmt: skip
+    cats = {"cat/a.png": scene(1), "cat/b.jpg": scene(2)}
+    dogs = {"dog/c.png": scene(3), "dog/d.png": scene(4), "dog/sticker.png": drawing(5)}
+    pets = make_eval_set(root, "pets", cats | dogs)
     flowers = make_eval_set(root, "flowers", {"rose/e.png": scene(6), "tulip/f.png": scene(7)})
     (root / "pets" / "dog" / "broken.png").write_bytes(b"not a png")
     (root / "pets" / "notes.txt").write_text("not an image, not a class folder")
     return hash_eval_sets([pets, flowers])
+
+
+HASH_COLUMNS = ("phash", "phash256", "phash256_trim")
 
 
 def pool_row(uid: str, image) -> dict:
@@ -46,10 +49,9 @@ def run_leaks(eval_table, rows):
 
 def test_eval_table(eval_sets):
     ids = eval_sets.column("eval_id").to_pylist()
-    assert ids == [
-        "pets/cat/a.png", "pets/cat/b.jpg", "pets/dog/broken.png", "pets/dog/c.png",
-        "pets/dog/d.png", "pets/dog/sticker.png", "flowers/rose/e.png", "flowers/tulip/f.png",
-    ]  # fmt: skip
+    pets = ["cat/a.png", "cat/b.jpg", "dog/broken.png", "dog/c.png", "dog/d.png", "dog/sticker.png"]
+    flowers = ["rose/e.png", "tulip/f.png"]
+    assert ids == [f"pets/{f}" for f in pets] + [f"flowers/{f}" for f in flowers]
     errors = dict(zip(ids, eval_sets.column("error").to_pylist(), strict=True))
     assert errors["pets/dog/broken.png"].startswith("cannot decode image")
     assert sum(e is not None for e in errors.values()) == 1
@@ -119,8 +121,11 @@ def test_overlap_marks_exactly_the_copied_eval_images(eval_sets, tmp_path):
 def test_ivf_index_finds_the_same_copies(eval_sets):
     rows = [pool_row(f"copy-{n}", c) for n, c in copies(scene(3)).items()]
     rows += [pool_row(f"other-{s}", scene(s)) for s in range(20, 30)]
-    args = ([r["uid"] for r in rows], [r["phash256"] for r in rows],
-            [r["phash256_trim"] for r in rows])  # fmt: skip
+    args = (
+        [r["uid"] for r in rows],
+        [r["phash256"] for r in rows],
+        [r["phash256_trim"] for r in rows],
+    )
     flat = find_leaks(eval_sets, *args, LeakConfig(index="flat"))
     ivf = find_leaks(eval_sets, *args, LeakConfig(index="ivf", nprobe=64))
     assert [(x.uid, x.eval_id) for x in flat] == [(x.uid, x.eval_id) for x in ivf]
@@ -136,14 +141,16 @@ def test_decide_leaks_first_then_near_duplicates(eval_sets):
         pool_row("small", big.resize((128, 128))),
         pool_row("jpeg", copies(big)["jpeg_30"]),
         pool_row("alone", scene(41)),
-        {"uid": "no-hash", "width": 10, "height": 10, "phash": None, "phash256": None,
-         "phash256_trim": None},
-    ]  # fmt: skip
+        {"uid": "no-hash", "width": 10, "height": 10, **dict.fromkeys(HASH_COLUMNS)},
+    ]
     table = {k: [r[k] for r in rows] for k in rows[0]}
     updates, leaks = decide(table, eval_sets, DedupConfig(near_dup_radius=6))
     assert {u: x["status"] for u, x in updates.items()} == {
-        "leak": "eval_leak", "leak-small": "eval_leak", "small": "duplicate", "jpeg": "duplicate"
-    }  # fmt: skip
+        "leak": "eval_leak",
+        "leak-small": "eval_leak",
+        "small": "duplicate",
+        "jpeg": "duplicate",
+    }
     assert updates["leak"]["leak_of"] == "pets/cat/b.jpg"
     assert updates["small"]["dup_of"] == "big" and updates["jpeg"]["dup_of"] == "big"
     assert len(leaks) == 2
@@ -173,14 +180,17 @@ def test_decide_with_exact_duplicates(eval_sets):
 
 
 def test_bad_inputs(tmp_path):
-    with pytest.raises(ValueError, match="not a directory"):
-        list_eval_images(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        hash_eval_sets([tmp_path / "missing"])
     (tmp_path / "empty" / "cls").mkdir(parents=True)
-    with pytest.raises(ValueError, match="no images"):
-        list_eval_images(tmp_path / "empty")
+    (tmp_path / "empty" / "cls" / "notes.txt").write_text("not an image")
+    with pytest.raises(ConfigError, match=r"0 class folder\(s\) with images \(0 images\)"):
+        hash_eval_sets([tmp_path / "empty"])
+    with pytest.raises(ConfigError, match="no class folders"):
+        hash_eval_sets_cached([tmp_path / "empty" / "cls"], tmp_path / "cache.parquet")
     a = make_eval_set(tmp_path / "x", "same", {"c/1.png": scene(1)})
     b = make_eval_set(tmp_path / "y", "same", {"c/2.png": scene(2)})
-    with pytest.raises(ValueError, match="same name"):
+    with pytest.raises(ConfigError, match="same given more than once"):
         hash_eval_sets([a, b])
     with pytest.raises(ValueError, match="leak radius"):
         LeakConfig(radius=300)
@@ -202,7 +212,11 @@ def test_eval_hashes_are_cached_until_an_image_changes(tmp_path):
     first = hash_eval_sets_cached([root], cache, counting_map)
     again = hash_eval_sets_cached([root], cache, counting_map)
     assert calls == [2] and again.equals(first)
+    (tmp_path / "tiny" / "c" / ".DS_Store").write_bytes(b"\0")  # hidden: not an eval image
+    assert hash_eval_sets_cached([root], cache, counting_map).equals(first) and calls == [2]
     scene(3).save(tmp_path / "tiny" / "c" / "2.png")  # another picture under the same name
     changed = hash_eval_sets_cached([root], cache, counting_map)
     assert calls == [2, 2]
     assert changed.column("phash256").to_pylist() != first.column("phash256").to_pylist()
+    scene(4).save(tmp_path / "tiny" / "c" / "3.png")  # one more image
+    assert hash_eval_sets_cached([root], cache, counting_map).num_rows == 3 and calls[-1] == 3

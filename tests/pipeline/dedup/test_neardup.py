@@ -119,3 +119,10 @@ def test_bad_arguments_are_clear_errors():
         cluster_labels(np.zeros((2, 4), np.uint8), 2)
     with pytest.raises(ValueError, match="same length"):
         cluster_near_duplicates(["a"], codes, [1, 2], 2)
+
+
+def test_the_build_config_names_the_methods_and_radius_neardup_has():
+    from pipeline.dedup import decide, neardup
+
+    assert decide.NEAR_DUP_METHODS == neardup.METHODS
+    assert decide.NEAR_DUP_MAX_RADIUS == neardup.MAX_RADIUS

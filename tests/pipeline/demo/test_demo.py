@@ -17,9 +17,25 @@ def test_demo_builds_reports_and_trains(tmp_path, capsys):
     assert (out / "run" / "latest.pt").exists() and (out / "run" / "metrics.csv").exists()
     import json
 
+    eval_set = out / "evalsets" / "emoji-twitter"
+    n_images = sum(1 for p in eval_set.rglob("*") if p.is_file())
     results = json.loads((out / "eval.json").read_text())["emoji-twitter"]
-    assert 0.0 <= results["zero_shot"]["top1"] <= results["zero_shot"]["top5"] <= 1.0
+    zero_shot, overlap = results["zero_shot"], results["overlap"]
+    # every eval image was classified among every class: top-1 is a count of hits over them
+    assert results["info"]["n_images"] == n_images == 300
+    assert results["info"]["n_classes"] == len([p for p in eval_set.iterdir() if p.is_dir()])
+    hits = zero_shot["top1"] * n_images
+    assert abs(hits - round(hits)) < 1e-3 and zero_shot["top1"] <= zero_shot["top5"] <= 1.0
+    assert f"top-1 {zero_shot['top1']:.1%}, top-5 {zero_shot['top5']:.1%}" in printed
+    rows = (out / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[-1].split(",")[1] == "256"  # samples_seen at the end of the schedule
     con = manifests.open(out / "dataset")
+    # the Clean/Overlap split is the build's leak check: the same eval images have copies
+    leaked = con.execute(
+        "SELECT count(DISTINCT leak_of) FROM samples WHERE status = 'eval_leak'"
+    ).fetchone()[0]
+    assert overlap["available"] and overlap["n_overlap"] == leaked > 0
+    assert overlap["n_clean"] + overlap["n_overlap"] == overlap["n_all"] == n_images
     statuses = dict(con.execute("SELECT status, count(*) FROM samples GROUP BY 1").fetchall())
     assert statuses["kept"] > 100
     # The demo's robots.txt forbids /private/ and one page opts out: neither gives a pair.

@@ -12,9 +12,9 @@ import torch
 
 import manifests
 from pipeline.cli import main
-from tests.pipeline.shapesite import CLASSES, shapes_site
+from pipeline.testing.shapesite import CLASSES, shapes_site
+from pipeline.testing.toydata import draw, encode
 from tests.pipeline.test_build_clip import _build
-from tests.trainer.toydata import draw, encode
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.config import ConfigError
+from manifests.config import ConfigError
 from pipeline.filters.text import (
     TextFilterConfig,
     count_words,
@@ -101,8 +101,8 @@ def test_columns():
         ({"languages": "en"}, "list"),
         ({"min_lang_score": 1.5}, "between 0 and 1"),
         ({"min_words": 5, "max_words": 2}, "min_words"),
-        ({"max_chars": "100"}, "max_chars"),
-        ({"lang_lexicon": 1}, "lang_lexicon"),
+        ({"max_chars": "100"}, "--max-chars must be int"),
+        ({"lang_lexicon": 1}, "--lang-lexicon must be bool"),
         ({"text_model": "/no/such/model.bin"}, "no such file"),
         ({"min_word": 1}, "unknown option"),
     ],
@@ -115,5 +115,5 @@ def test_config_errors(values, message):
 def test_config_from_dict():
     cfg = TextFilterConfig.from_dict({"languages": ["en", "fr"], "min_lang_score": 0})
     assert cfg.languages == ["en", "fr"] and cfg.min_lang_score == 0.0
-    with pytest.raises(ConfigError, match="min_words"):
+    with pytest.raises(ConfigError, match="--min-words must be a number, not a boolean"):
         TextFilterConfig(min_words=True)

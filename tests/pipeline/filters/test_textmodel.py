@@ -138,6 +138,9 @@ def test_cli_command(tmp_path, capsys):
     )
     assert cmd_textmodel_train(args) == 0
     assert json.loads(capsys.readouterr().out)["positive_label"] == "good"
-    args = parser.parse_args(["--input", str(tmp_path / "none.txt"), "--out", str(tmp_path / "x")])
-    assert cmd_textmodel_train(args) == 2
-    assert "no such file" in capsys.readouterr().err
+    from pipeline.cli import main
+
+    argv = ["textmodel", "train", "--input", str(tmp_path / "none.txt"), "--out", str(tmp_path / "x")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pipeline textmodel: error:") and "no such file" in err

@@ -3,7 +3,7 @@ import io
 import pytest
 from PIL import Image
 
-from pipeline.config import ConfigError
+from manifests.config import ConfigError
 from pipeline.images.resize import ImageConfig, ImageResizer
 from tests.pipeline.images.imagegen import encode, noise
 
@@ -28,16 +28,16 @@ def test_config_defaults_and_validation():
     "options, words",
     [
         ({"image_sise": 64}, "unknown option"),
-        ({"image_size": "64"}, "image_size"),
+        ({"image_size": "64"}, "--image-size must be int"),
         ({"image_size": 0}, "image_size"),
-        ({"resize_mode": "stretch"}, "resize_mode"),
-        ({"encode_format": "gif"}, "encode_format"),
+        ({"resize_mode": "stretch"}, "--resize-mode must be one of"),
+        ({"encode_format": "gif"}, "--encode-format must be one of"),
         ({"encode_format": "png", "encode_quality": 95}, "encode_quality"),
         ({"encode_quality": 101}, "encode_quality"),
         ({"max_aspect_ratio": 0.5}, "max_aspect_ratio"),
         ({"max_pixels": 10**12}, "max_pixels"),
         ({"min_size": -1}, "min_size"),
-        ({"extract_exif": "yes"}, "extract_exif"),
+        ({"extract_exif": "yes"}, "--extract-exif must be bool"),
     ],
 )
 def test_bad_options_are_clear_errors(options, words):

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.pipeline.net.loopback import LoopbackServer
+from pipeline.loopback import LoopbackServer
 
 
 @pytest.fixture

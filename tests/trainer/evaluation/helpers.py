@@ -7,6 +7,9 @@ import torch
 from PIL import Image
 
 import trainer.models as models
+from trainer.inference import EvalTransform, LoadedModel
+
+IDENTITY = EvalTransform(4, mean=(0, 0, 0), std=(1, 1, 1))  # model input = RGB / 255
 
 
 def solid(colour, size: int = 8) -> Image.Image:
@@ -57,3 +60,8 @@ class ColourEncoder(torch.nn.Module):
     def encode_image(self, images, normalize=False):
         out = images.float().mean(dim=(2, 3))
         return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+
+
+def as_loaded(model, tokenizer=None, preprocess=IDENTITY) -> LoadedModel:
+    """`model` as trainer.inference.load returns a model: what the encode functions take."""
+    return LoadedModel(model, tokenizer or model.tokenizer, preprocess, name="", device="cpu")

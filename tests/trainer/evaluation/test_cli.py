@@ -7,11 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import trainer.models as models
+from pipeline.testing.toydata import draw, shapes, write_dataset
 from tests.trainer.evaluation.helpers import save_checkpoint, write_image_folder
-from tests.trainer.toydata import draw, shapes, write_dataset
-from trainer.evaluation.cli import eval_main
-from trainer.evaluation.features import make_preprocess
+from trainer.cli import main
 from trainer.evaluation.zeroshot import evaluate_zero_shot
+from trainer.inference import make_preprocess
 
 CLASSES = {
     "red_circle": ("red", "circle"),
@@ -46,8 +46,9 @@ def setup(tmp_path_factory):
 def test_eval_cli_writes_every_result(setup, capsys):
     tmp, ckpt, shapes_set, other, data = setup
     out = tmp / "res" / "results.json"
-    rc = eval_main(
+    rc = main(
         [
+            "eval",
             "--checkpoint",
             str(ckpt),
             "--eval-set",
@@ -114,8 +115,9 @@ def test_eval_cli_probe_train_and_template_file(setup, tmp_path):
     templates = tmp_path / "t.txt"
     templates.write_text("a drawing of a {}.\n")
     out = tmp_path / "r.json"
-    rc = eval_main(
+    rc = main(
         [
+            "eval",
             "--checkpoint",
             str(ckpt),
             "--eval-set",
@@ -157,7 +159,7 @@ def test_eval_cli_bad_input_is_one_line(setup, tmp_path, capsys):
         ),
         (
             ["--checkpoint", str(ckpt), "--eval-set", str(shapes_set), "--probe-shots", "1,x"],
-            "comma list",
+            "'x' is not int",
         ),
         (["--eval-set", str(shapes_set)], "--checkpoint"),
     ]
@@ -169,21 +171,22 @@ def test_eval_cli_bad_input_is_one_line(setup, tmp_path, capsys):
         )
     )
     for argv, message in cases:
-        assert eval_main(argv) == 2
+        assert main(["eval", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and err[0].startswith("trainer eval: error:")
 
 
 def test_eval_options_reject_unknown_and_ill_typed_values():
+    from manifests.config import ConfigError
     from trainer.evaluation.cli import EvalOptions
-    from trainer.evaluation.errors import EvalError
 
     assert EvalOptions.from_dict({"checkpoint": "c.pt", "eval_set": ["e"]}).probe_seeds == 3
-    with pytest.raises(EvalError, match="unknown eval option.*: bogus"):
+    with pytest.raises(ConfigError, match="unknown option.*bogus"):
         EvalOptions.from_dict({"checkpoint": "c.pt", "bogus": 1})
-    with pytest.raises(EvalError, match="--batch-size must be int"):
+    with pytest.raises(ConfigError, match="--batch-size must be int"):
         EvalOptions(checkpoint="c.pt", eval_set=["e"], batch_size="3")
-    with pytest.raises(EvalError, match="--eval-set must be list"):
+    with pytest.raises(ConfigError, match="--eval-set must be a list"):
         EvalOptions(checkpoint="c.pt", eval_set="e")
-    with pytest.raises(EvalError, match="at least one --eval-set"):
+    with pytest.raises(ConfigError, match="at least one --eval-set"):
         EvalOptions(checkpoint="c.pt")
+    assert EvalOptions(checkpoint="c.pt", eval_set=["e"], probe_shots="1,4").probe_shots == [1, 4]

@@ -5,10 +5,16 @@ import pytest
 import torch
 
 import trainer.models as models
-from tests.trainer.evaluation.helpers import ColourEncoder, solid, write_image_folder
+from manifests.config import ConfigError
+from manifests.evalsets import load_eval_set
+from tests.trainer.evaluation.helpers import (
+    IDENTITY,
+    ColourEncoder,
+    as_loaded,
+    solid,
+    write_image_folder,
+)
 from trainer.evaluation.errors import EvalError
-from trainer.evaluation.evalsets import load_eval_set
-from trainer.evaluation.features import EvalTransform, make_preprocess
 from trainer.evaluation.templates import BUILTIN, load_templates
 from trainer.evaluation.zeroshot import (
     class_embeddings,
@@ -16,15 +22,14 @@ from trainer.evaluation.zeroshot import (
     evaluate_zero_shot,
     run_zero_shot,
 )
-
-IDENTITY = EvalTransform(4, mean=(0, 0, 0), std=(1, 1, 1))  # model input = RGB / 255
+from trainer.inference import make_preprocess
 
 
 def test_ensemble_is_normalised_mean_of_normalised_template_embeddings():
     enc = ColourEncoder(
         {"a cat": (3, 4, 0), "b cat": (0, 0, 2), "a dog": (1, 0, 0), "b dog": (1, 0, 0)}
     )
-    emb = class_embeddings(enc, enc.tokenizer, ["cat", "dog"], ["a {}", "b {}"], "cpu")
+    emb = class_embeddings(as_loaded(enc), ["cat", "dog"], ["a {}", "b {}"])
     # cat: normalised (0.6, 0.8, 0) and (0, 0, 1); mean (0.3, 0.4, 0.5), norm sqrt(0.5)
     s = math.sqrt(0.5)
     assert torch.allclose(emb[0], torch.tensor([0.3 / s, 0.4 / s, 0.5 / s]), atol=1e-6)
@@ -69,7 +74,7 @@ def test_zero_shot_on_an_image_folder_with_known_embeddings(tmp_path):
     enc = ColourEncoder({"red": (1, 0, 0), "green": (0, 1, 0), "deep blue": (0, 0, 1)})
     eval_set = load_eval_set(root)
     assert eval_set.labels == ["deep blue", "green", "red"]  # sorted folder names
-    run = run_zero_shot(enc, enc.tokenizer, IDENTITY, eval_set, ("{}",), "cpu")
+    run = run_zero_shot(as_loaded(enc), eval_set, ("{}",))
     assert run.metrics["top1"] == pytest.approx(4 / 5)
     assert run.metrics["mean_per_class_recall"] == pytest.approx((1 + 0.5 + 1) / 3)
     assert run.metrics["top5"] == 1.0  # 3 classes
@@ -90,7 +95,7 @@ def test_unreadable_image_is_skipped_and_counted(tmp_path):
     )
     (root / "red" / "broken.png").write_bytes(b"not a png")
     enc = ColourEncoder({"red": (1, 0, 0), "green": (0, 1, 0)})
-    run = run_zero_shot(enc, enc.tokenizer, IDENTITY, load_eval_set(root), ("{}",), "cpu")
+    run = run_zero_shot(as_loaded(enc), load_eval_set(root), ("{}",))
     assert run.metrics["n_images"] == 2 and run.metrics["n_unreadable"] == 1
     assert run.metrics["top1"] == 1.0
 
@@ -99,7 +104,7 @@ def test_class_embeddings_match_open_clip_on_a_real_model():
     model = models.create("clip-nano").eval()
     tok = models.tokenizer("clip-nano")
     labels, templates = ["red circle", "blue square", "cross"], load_templates("imagenet7")
-    ours = class_embeddings(model, tok, labels, templates, "cpu")
+    ours = class_embeddings(as_loaded(model, tok), labels, templates)
     theirs = open_clip.build_zero_shot_classifier(model, tok, labels, templates, device="cpu")
     assert torch.allclose(ours, theirs.T, atol=1e-5)
 
@@ -157,11 +162,12 @@ def test_cli_modules_import_nothing_heavy_nor_the_training_loop():
     import sys
 
     code = (
-        "import sys, trainer.evaluation.cli, trainer.evaluation.report, trainer.evaluation.overlap, "
-        "trainer.evaluation.retrieval, trainer.evaluation.zeroshot, trainer.evaluation.linear_probe; "
+        "import sys, trainer.evaluation.cli, trainer.evaluation.report, "
+        "trainer.evaluation.overlap, trainer.evaluation.retrieval, trainer.evaluation.zeroshot, "
+        "trainer.evaluation.linear_probe, trainer.inference, manifests.evalsets; "
         "print(sorted(m for m in ('torch', 'pyarrow', 'duckdb', 'sklearn', 'open_clip', "
-        "'matplotlib', 'trainer.train') if m in sys.modules))"
-    )
+        "'matplotlib', 'trainer.train', 'pipeline') if m in sys.modules))"
+    )  # nor the pipeline: the trainer is usable without it
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -170,7 +176,7 @@ def test_zero_shot_evaluator_for_the_training_loop(tmp_path):
     from trainer.evaluation.zeroshot import ZeroShotEvaluator
 
     root = write_image_folder(tmp_path / "pets", {"cat": [solid((9, 9, 9))], "dog": [solid(0)]})
-    with pytest.raises(EvalError, match="not a folder"):
+    with pytest.raises(ConfigError, match="not a folder"):
         ZeroShotEvaluator([tmp_path / "nope"], "clip-nano")
     evaluator = ZeroShotEvaluator([root], "clip-nano", templates="plain")
     model = models.create("clip-nano")

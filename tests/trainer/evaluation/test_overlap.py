@@ -2,9 +2,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.trainer.evaluation.helpers import solid, write_image_folder
 from trainer.evaluation.errors import EvalError
-from trainer.evaluation.evalsets import load_eval_set, load_eval_sets
 from trainer.evaluation.overlap import overlap_section, read_overlap, split_accuracy
 
 
@@ -68,8 +66,20 @@ def test_read_overlap_with_separate_columns_and_paths(tmp_path):
             "is_overlap": [True, False],
         },
     )
-    flags = read_overlap(tmp_path).flags
-    assert flags == {("pets", "big cat", "1.jpg"): True, ("pets", "dog", "2.jpg"): False}
+    table = read_overlap(tmp_path)
+    assert table.flags == {("pets", "big cat", "1.jpg"): True, ("pets", "dog", "2.jpg"): False}
+    # full paths name files by base name: an image in a subfolder of its class still matches
+    assert table.flag("pets/big_cat/sub/1.jpg") is True and table.flag("pets/dog/9.jpg") is None
+
+
+def test_images_in_subfolders_keep_their_own_flags(tmp_path):
+    """Two images of one class with the same file name in different subfolders are two images."""
+    ids = ["pets/cat/a/1.jpg", "pets/cat/b/1.jpg", "pets/cat/1.jpg"]
+    _write(tmp_path, {"eval_id": ids, "has_copy": [True, False, None]})
+    table = read_overlap(tmp_path)
+    assert [table.flag(i) for i in ids] == [True, False, None]
+    out = overlap_section(table, "pets", ids, [True, True, False], tmp_path)
+    assert (out["n_overlap"], out["n_clean"], out["n_unchecked"]) == (1, 1, 1)
 
 
 def test_overlap_unavailable_or_malformed(tmp_path):
@@ -89,39 +99,3 @@ def test_overlap_unavailable_or_malformed(tmp_path):
     (tmp_path / "c" / "overlap.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(EvalError, match="cannot read"):
         read_overlap(tmp_path / "c")
-
-
-def test_eval_set_layout_labels_and_ids(tmp_path):
-    root = write_image_folder(tmp_path / "pets", {"big_cat": [solid(0)] * 2, "dog": [solid(0)]})
-    (root / "dog" / "notes.txt").write_text("not an image")
-    (root / ".hidden").mkdir()
-    (root / "empty_class").mkdir()
-    s = load_eval_set(root)
-    assert (s.name, s.classes, s.labels) == ("pets", ["big_cat", "dog"], ["big cat", "dog"])
-    assert s.targets == [0, 0, 1] and s.ignored == ["dog/notes.txt"]
-    assert s.item_id(2) == "pets/dog/000.png"
-    # images in subfolders of a class folder belong to it (as in torchvision's ImageFolder)
-    (root / "dog" / "more").mkdir()
-    solid(0).save(root / "dog" / "more" / "x.png")
-    (root / "dog" / ".cache").mkdir()
-    solid(0).save(root / "dog" / ".cache" / "y.png")
-    s = load_eval_set(root)
-    assert s.targets == [0, 0, 1, 1] and s.item_id(3) == "pets/dog/more/x.png"
-
-
-def test_eval_set_errors(tmp_path):
-    with pytest.raises(EvalError, match="is not a folder"):
-        load_eval_set(tmp_path / "missing")
-    (tmp_path / "flat").mkdir()
-    solid(0).save(tmp_path / "flat" / "a.png")
-    with pytest.raises(EvalError, match="no class folders.*a.png"):
-        load_eval_set(tmp_path / "flat")
-    write_image_folder(tmp_path / "one", {"cat": [solid(0)]})
-    (tmp_path / "one" / "dog").mkdir()
-    (tmp_path / "one" / "dog" / "x.txt").write_text("")
-    with pytest.raises(EvalError, match="1 class folder"):
-        load_eval_set(tmp_path / "one")
-    a = write_image_folder(tmp_path / "a" / "pets", {"cat": [solid(0)], "dog": [solid(0)]})
-    b = write_image_folder(tmp_path / "b" / "pets", {"cat": [solid(0)], "dog": [solid(0)]})
-    with pytest.raises(EvalError, match="pets given more than once"):
-        load_eval_sets([a, b])

@@ -1,30 +1,35 @@
-"""Models and embeddings for evaluation: load a checkpoint, transform images, encode batches.
+"""Inference with a checkpoint of this trainer: the one API that evaluation (`trainer eval`,
+periodic zero-shot), `pipeline embed`, `pipeline search` and the build's clip stage all use.
 
-`load_checkpoint` reads a checkpoint this trainer wrote (open_clip format: `state_dict` plus
-`model_name` and `config`) or a bare open_clip state dict (with `model_name` given). The eval
-transform is open_clip's (short side to the model's size with bicubic resampling, centre crop),
-producing uint8 tensors normalised on the device, as the trainer does; transparent images are
-composited on white (trainer.data.image.load_rgb). Embeddings are L2-normalised float32 on CPU.
+    loaded = load("RUN/latest.pt", device="auto")
+    feats, ok, bad = encode_images(loaded, paths_or_bytes)   # [len(ok), D]
+    texts = encode_texts(loaded, ["a photo of a cat"])       # [1, D]
+
+`load` reads a checkpoint this trainer wrote (open_clip format: `state_dict` plus `model_name`
+and `config`) or a bare open_clip state dict (with `model_name` given). The image transform is
+open_clip's eval transform (short side to the model's size with bicubic resampling, centre
+crop), producing uint8 tensors normalised on the device, as the trainer does; transparent images
+are composited on white (trainer.data.image.load_rgb). Embeddings are L2-normalised float32 on
+CPU. Bad input (a missing or foreign checkpoint, an unknown device) is a ConfigError.
 """
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.evaluation.errors import EvalError
+from manifests.config import ConfigError, check_device
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class LoadedModel:
-    model: object  # open_clip CLIP, eval mode, on `device`
+    model: object  # open_clip CLIP (or anything with encode_image/encode_text), eval mode
     tokenizer: object
-    preprocess: "EvalTransform"
-    name: str
+    preprocess: "EvalTransform"  # or any PIL image -> model input tensor transform
+    name: str  # the model config name ("" when not known)
     device: str
-    info: dict = field(default_factory=dict)  # step, samples_seen, checkpoint path
+    info: dict = field(default_factory=dict)  # step, samples_seen, checkpoint path, config
 
 
 class EvalTransform:
@@ -61,12 +66,21 @@ def make_preprocess(model) -> EvalTransform:
 
 
 def pick_device(device: str = "auto") -> str:
+    """`auto | cpu | cuda | cuda:N` -> the torch device to use: auto is cuda when there is one."""
     import torch
 
+    check_device(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EvalError("--device cuda: no CUDA device is available")
+    if device == "cpu":
+        return device
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available (use cpu or auto)")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     return device
 
 
@@ -81,42 +95,50 @@ def _strip_prefixes(state: dict) -> dict:
     return out
 
 
-def _model_name(ckpt: dict, given: str | None, path: Path) -> str:
-    name = given or ckpt.get("model_name") or (ckpt.get("config") or {}).get("model")
-    if not name:
-        raise EvalError(f"{path} does not name its model; pass --model NAME")
-    return name
-
-
-def load_checkpoint(path, device: str = "cpu", model_name: str | None = None) -> LoadedModel:
-    """The checkpoint's model in eval mode with its tokenizer and eval transform."""
+def _read_checkpoint(path: Path) -> dict:
     import torch
 
-    import trainer.models as models
-
-    path = Path(path)
     if not path.is_file():
-        raise EvalError(f"checkpoint {path} does not exist")
+        raise ConfigError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EvalError(f"{path} is not a readable torch checkpoint: {first}") from None
+        raise ConfigError(f"{path} is not a readable torch checkpoint: {first}") from None
     if not isinstance(ckpt, dict):
-        raise EvalError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
-    state = ckpt.get("state_dict", ckpt)
-    name = _model_name(ckpt, model_name, path)
+        raise ConfigError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
+
+
+def _model_name(ckpt: dict, given: str | None, path: Path) -> str:
+    import trainer.models as models
+
+    name = given or ckpt.get("model_name") or (ckpt.get("config") or {}).get("model")
+    if not name:
+        raise ConfigError(f"{path} does not name its model; pass --model NAME")
     try:
         models.check_model_name(name)
     except models.UnknownModelError as exc:
-        raise EvalError(str(exc)) from None
-    state = _strip_prefixes(state)
+        raise ConfigError(str(exc)) from None
+    return name
+
+
+def load(checkpoint, device: str = "auto", model_name: str | None = None) -> LoadedModel:
+    """The checkpoint's model in eval mode on `device` (see pick_device), with its tokenizer and
+    eval transform; `model_name` overrides (or supplies) the name the checkpoint records."""
+    import trainer.models as models
+
+    device = pick_device(device)
+    path = Path(checkpoint)
+    ckpt = _read_checkpoint(path)
+    name = _model_name(ckpt, model_name, path)
+    state = _strip_prefixes(ckpt.get("state_dict", ckpt))
     model = models.create(name, loss="siglip" if "logit_bias" in state else "clip")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise EvalError(f"{path} does not hold {name} weights: {first}") from None
+        raise ConfigError(f"{path} does not hold {name} weights: {first}") from None
     model = model.to(device).eval()
     info = {"checkpoint": str(path)}
     info.update({k: ckpt[k] for k in ("step", "samples_seen") if isinstance(ckpt.get(k), int)})
@@ -125,11 +147,10 @@ def load_checkpoint(path, device: str = "cpu", model_name: str | None = None) ->
 
 
 def quiet_tokenizer(name: str):
+    """trainer.models.tokenizer(name), without open_clip's INFO lines on the root logger."""
     import trainer.models as models
 
-    """trainer.models.tokenizer(name), without open_clip's INFO lines on the root logger."""
-    quiet = getattr(models, "_quiet_open_clip", contextlib.nullcontext)
-    with quiet():
+    with models._quiet_open_clip():
         return models.tokenizer(name)
 
 
@@ -183,38 +204,39 @@ def _collate(batch):
     return images, [i for _, i in good], bad
 
 
-def encode_images(model, preprocess, sources, device: str, batch_size=64, workers=0):
-    """(features float32 [N_ok, D] L2-normalised on CPU, ok indices, unreadable indices)."""
+def encode_images(loaded: LoadedModel, sources, batch_size: int = 64, workers: int = 0):
+    """(features float32 [N_ok, D] L2-normalised on CPU, ok indices, unreadable indices) of
+    images given as paths or bytes; an image that does not decode is skipped, not an error."""
     import torch
 
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(list(sources), preprocess),
+        _ImageFiles(list(sources), loaded.preprocess),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,
     )
-    model = unwrap(model)
+    model = unwrap(loaded.model)
     feats, ok, bad = [], [], []
     with torch.no_grad():
         for images, indices, failed in loader:
             bad += failed
             if images is None:
                 continue
-            out = model.encode_image(_to_input(images, preprocess, device), normalize=True)
-            feats.append(out.float().cpu())
+            batch = _to_input(images, loaded.preprocess, loaded.device)
+            feats.append(model.encode_image(batch, normalize=True).float().cpu())
             ok += indices
     dim = feats[0].shape[1] if feats else 0
     return (torch.cat(feats) if feats else torch.zeros(0, dim)), ok, bad
 
 
-def encode_texts(model, tokenizer, texts, device: str, batch_size=256):
-    """float32 [len(texts), D], L2-normalised, on CPU."""
+def encode_texts(loaded: LoadedModel, texts, batch_size: int = 256):
+    """float32 [len(texts), D], L2-normalised, on CPU ([0, 0] for no texts)."""
     import torch
 
-    model = unwrap(model)
+    model = unwrap(loaded.model)
     out = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            tokens = tokenizer(list(texts[start : start + batch_size])).to(device)
+            tokens = loaded.tokenizer(list(texts[start : start + batch_size])).to(loaded.device)
             out.append(model.encode_text(tokens, normalize=True).float().cpu())
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, 0)
