@@ -97,9 +97,28 @@ def build(url_list: Path, out: Path, eval_set: Path | None, extra: list = ()) ->
     if eval_set is not None:
         extra = ["--eval-set", eval_set, *extra]
 
-    cli(main, ["build", "--url-list", url_list, "--out", out, "--allow-network", "127.0.0.1/32",
-               "--executor", "local", "--image-size", 64, "--encode-format", "png",
-               "--timeout", 10, *extra], "pipeline")  # fmt: skip
+    cli(
+        main,
+        [
+            "build",
+            "--url-list",
+            url_list,
+            "--out",
+            out,
+            "--allow-network",
+            "127.0.0.1/32",
+            "--executor",
+            "local",
+            "--image-size",
+            64,
+            "--encode-format",
+            "png",
+            "--timeout",
+            10,
+            *extra,
+        ],
+        "pipeline",
+    )
     return out
 
 
@@ -107,11 +126,36 @@ def train(data: Path, run_dir: Path, samples: int, args, where=None, log_every=1
     from trainer.cli import main
 
     steps = max(1, samples // args.batch_size)
-    argv = ["run", "--data", data, "--out", run_dir, "--model", "clip-tiny",
-            "--samples", samples, "--batch-size", args.batch_size, "--lr", args.lr,
-            "--threads", args.threads, "--workers", 1, "--shuffle-buffer", 1000,
-            "--warmup", max(10, steps // 20), "--log-every", log_every, "--save-every", 10_000,
-            "--seed", args.seed, "--resume"]  # fmt: skip
+    argv = [
+        "run",
+        "--data",
+        data,
+        "--out",
+        run_dir,
+        "--model",
+        "clip-tiny",
+        "--samples",
+        samples,
+        "--batch-size",
+        args.batch_size,
+        "--lr",
+        args.lr,
+        "--threads",
+        args.threads,
+        "--workers",
+        1,
+        "--shuffle-buffer",
+        1000,
+        "--warmup",
+        max(10, steps // 20),
+        "--log-every",
+        log_every,
+        "--save-every",
+        10_000,
+        "--seed",
+        args.seed,
+        "--resume",
+    ]
     cli(main, argv + (["--where", where] if where else []), "trainer")
     return run_dir / "latest.pt"
 
@@ -172,9 +216,29 @@ def filter_quality(by_url: dict, rows: list[dict]) -> dict:
 def evaluate(checkpoint: Path, eval_set: Path, data: Path, out: Path, args) -> dict:
     from trainer.cli import main
 
-    cli(main, ["eval", "--checkpoint", checkpoint, "--eval-set", eval_set, "--data", data,
-               "--out", out, "--templates", "plain", "--no-probe", "--no-retrieval",
-               "--workers", 0, "--threads", args.threads], "trainer")  # fmt: skip
+    cli(
+        main,
+        [
+            "eval",
+            "--checkpoint",
+            checkpoint,
+            "--eval-set",
+            eval_set,
+            "--data",
+            data,
+            "--out",
+            out,
+            "--templates",
+            "plain",
+            "--no-probe",
+            "--no-retrieval",
+            "--workers",
+            0,
+            "--threads",
+            args.threads,
+        ],
+        "trainer",
+    )
     return json.loads(out.read_text())[eval_set.name]["zero_shot"]
 
 
@@ -205,13 +269,20 @@ def crossfit_round2(rows, url_lists: Path, data1: Path, leak: Path | None, sampl
 
     by_url = {}
     for fold, (mine, other) in enumerate((("<", ">="), (">=", "<"))):
-        scorer = train(data1, args.out / f"scorer{fold}", samples // 2, args,
-                       where=FOLD_SQL.format(mine))  # fmt: skip
-        scored = [r for r in rows if (int(sample_uid(r["url"], r["caption"])[0], 16) >= 8)
-                  == (other == ">=")]  # fmt: skip
-        out = build(write_url_list(scored, url_lists / f"fold{fold}.csv"),
-                    args.out / f"scored{fold}", leak,
-                    ["--clip-model", scorer, "--clip-top-fraction", args.top_fraction])  # fmt: skip
+        scorer = train(
+            data1, args.out / f"scorer{fold}", samples // 2, args, where=FOLD_SQL.format(mine)
+        )
+        scored = [
+            r
+            for r in rows
+            if (int(sample_uid(r["url"], r["caption"])[0], 16) >= 8) == (other == ">=")
+        ]
+        out = build(
+            write_url_list(scored, url_lists / f"fold{fold}.csv"),
+            args.out / f"scored{fold}",
+            leak,
+            ["--clip-model", scorer, "--clip-top-fraction", args.top_fraction],
+        )
         by_url.update(scores(out))
     kept = [r for r in rows if by_url.get(r["url"], ("",))[0] == "kept"]
     data2 = build(write_url_list(kept, url_lists / "round2.csv"), args.out / "round2", leak)
@@ -221,12 +292,16 @@ def crossfit_round2(rows, url_lists: Path, data1: Path, leak: Path | None, sampl
 def side_by_side(result: dict) -> None:
     one, two = result["round1"], result["round2"]
     quality = result["filter"]
-    print(f"\nCLIP-score filter ({result['config']['scorer']} scorer, keep the best "
-          f"{result['config']['top_fraction']:.0%}) against the {quality['mismatched_scored']} "
-          f"known mismatched captions of {quality['scored']} scored pairs:")  # fmt: skip
-    print(f"  dropped {quality['dropped']}: precision {quality['precision']:.3f}  recall "
-          f"{quality['recall']:.3f}  matched pairs dropped {quality['matched_dropped']:.3f}  "
-          f"ROC AUC of the scores {quality['roc_auc']:.3f}")  # fmt: skip
+    print(
+        f"\nCLIP-score filter ({result['config']['scorer']} scorer, keep the best "
+        f"{result['config']['top_fraction']:.0%}) against the {quality['mismatched_scored']} "
+        f"known mismatched captions of {quality['scored']} scored pairs:"
+    )
+    print(
+        f"  dropped {quality['dropped']}: precision {quality['precision']:.3f}  recall "
+        f"{quality['recall']:.3f}  matched pairs dropped {quality['matched_dropped']:.3f}  "
+        f"ROC AUC of the scores {quality['roc_auc']:.3f}"
+    )
     n = result["eval"]["classes"]
     print(f"\nzero-shot on the Twitter-style images ({n} names, chance top-1 {1 / n:.2%}):")
     print(f"  {'':<26}{'round 1 (unfiltered)':>22}{'round 2 (CLIP-filtered)':>26}")
@@ -282,8 +357,10 @@ def main() -> None:
 
 def run_loop(rows: list[dict], eval_set: Path, args) -> dict:
     lists = args.out / "urls"
-    print(f"{len(rows)} emoji; {sum(not r['matched'] for r in rows)} captions "
-          f"({args.mismatch:.0%}) replaced by another emoji's label")  # fmt: skip
+    print(
+        f"{len(rows)} emoji; {sum(not r['matched'] for r in rows)} captions "
+        f"({args.mismatch:.0%}) replaced by another emoji's label"
+    )
     leak = eval_set if args.leak_check else None
     data1 = build(write_url_list(rows, lists / "all.csv"), args.out / "round1", leak)
     samples = args.samples
@@ -297,20 +374,31 @@ def run_loop(rows: list[dict], eval_set: Path, args) -> dict:
     cli(pipeline_main, ["embed", data1, "--checkpoint", ckpt1], "pipeline")
     search_example(data1, rows)
     if args.scorer == "self":
-        data2 = build(write_url_list(rows, lists / "all.csv"), args.out / "round2", leak,
-                      ["--clip-model", ckpt1, "--clip-top-fraction", args.top_fraction])  # fmt: skip
+        data2 = build(
+            write_url_list(rows, lists / "all.csv"),
+            args.out / "round2",
+            leak,
+            ["--clip-model", ckpt1, "--clip-top-fraction", args.top_fraction],
+        )
         by_url = scores(data2)
     else:
         data2, by_url = crossfit_round2(rows, lists, data1, leak, samples, args)
     quality = filter_quality(by_url, rows)
     ckpt2 = train(data2, args.out / "run2", samples, args)
-    result = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "filter": quality, "eval": {"set": str(eval_set),
-                                          "classes": sum(1 for _ in eval_set.iterdir())}}  # fmt: skip
+    result = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "filter": quality,
+        "eval": {"set": str(eval_set), "classes": sum(1 for _ in eval_set.iterdir())},
+    }
     for name, data, ckpt in (("round1", data1, ckpt1), ("round2", data2, ckpt2)):
         zero_shot = evaluate(ckpt, eval_set, data, ckpt.parent / "eval.json", args)
-        result[name] = {"data": str(data), "checkpoint": str(ckpt), "samples": samples,
-                        **training_mix(data, rows), "zero_shot": zero_shot}  # fmt: skip
+        result[name] = {
+            "data": str(data),
+            "checkpoint": str(ckpt),
+            "samples": samples,
+            **training_mix(data, rows),
+            "zero_shot": zero_shot,
+        }
     return result
 
 

@@ -214,11 +214,19 @@ def _run_ours(spec: dict) -> None:
     from pipeline.buildconfig import BuildConfig
 
     config = BuildConfig.of(
-        out=spec["out"], url_list=spec["url_list"], allow_network=["127.0.0.1/32"],
-        executor=spec["executor"], image_size=256, resize_mode="border", encode_format="jpg",
-        encode_quality=95, rows_per_part=spec["part_size"], shard_size=spec["part_size"],
-        per_host_concurrency=spec["per_host_concurrency"], timeout=10.0,
-    )  # fmt: skip
+        out=spec["out"],
+        url_list=spec["url_list"],
+        allow_network=["127.0.0.1/32"],
+        executor=spec["executor"],
+        image_size=256,
+        resize_mode="border",
+        encode_format="jpg",
+        encode_quality=95,
+        rows_per_part=spec["part_size"],
+        shard_size=spec["part_size"],
+        per_host_concurrency=spec["per_host_concurrency"],
+        timeout=10.0,
+    )
     ray = None
     if spec["executor"] == "ray":
         import ray
@@ -237,13 +245,24 @@ def _run_img2dataset(spec: dict) -> None:
     from img2dataset import download
 
     download(
-        url_list=spec["url_list"], output_folder=spec["out"], output_format="parquet",
-        input_format="parquet", url_col="url", caption_col="caption", image_size=256,
-        resize_mode="border", encode_format="jpg", encode_quality=95,
-        processes_count=spec["cores"], thread_count=spec["threads"],
-        number_sample_per_shard=spec["part_size"], distributor="multiprocessing",
-        timeout=10, retries=0, enable_wandb=False,
-    )  # fmt: skip
+        url_list=spec["url_list"],
+        output_folder=spec["out"],
+        output_format="parquet",
+        input_format="parquet",
+        url_col="url",
+        caption_col="caption",
+        image_size=256,
+        resize_mode="border",
+        encode_format="jpg",
+        encode_quality=95,
+        processes_count=spec["cores"],
+        thread_count=spec["threads"],
+        number_sample_per_shard=spec["part_size"],
+        distributor="multiprocessing",
+        timeout=10,
+        retries=0,
+        enable_wandb=False,
+    )
 
 
 def become_subreaper() -> None:
@@ -327,9 +346,12 @@ def timed_run(spec: dict, log_path: Path) -> dict:
     with open(log_path, "w") as log, CpuSampler(keep) as sampler:
         proc = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
-            timeout=spec["timeout"], check=False,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[1],
+            timeout=spec["timeout"],
+            check=False,
+        )
     wall = time.perf_counter() - started
     if killed := reap_orphans(keep):
         print(f"  note: killed {killed} process(es) {spec['tool']} left running after 30 s")
@@ -387,13 +409,19 @@ def one_run(spec: dict, work: Path, server: Server, rep: int) -> dict:
     out = Path(spec["out"])
     srv_cpu, srv_requests = server.cpu_seconds(), server.requests()
     run = timed_run(spec, work / f"log-{out.name}.txt")
-    run.update(images=check_output(spec["tool"], out), srv_cpu=server.cpu_seconds() - srv_cpu,
-               requests=server.requests() - srv_requests)  # fmt: skip
+    run.update(
+        images=check_output(spec["tool"], out),
+        srv_cpu=server.cpu_seconds() - srv_cpu,
+        requests=server.requests() - srv_requests,
+    )
     if spec["tool"] == "ours":
         run["stages"] = ours_stage_seconds(out)
-    print(f"  {spec['size']:>4} px {spec['tool']:<11} run {rep + 1}: {run['images']} images, "
-          f"{run['wall']:.2f} s wall, {run['cpu']:.2f} s cpu, {run['requests']} requests, "
-          f"load {run['load']:.2f}", flush=True)  # fmt: skip
+    print(
+        f"  {spec['size']:>4} px {spec['tool']:<11} run {rep + 1}: {run['images']} images, "
+        f"{run['wall']:.2f} s wall, {run['cpu']:.2f} s cpu, {run['requests']} requests, "
+        f"load {run['load']:.2f}",
+        flush=True,
+    )
     shutil.rmtree(out, ignore_errors=True)
     return run
 
@@ -402,8 +430,13 @@ def profile_run(base: dict, work: Path) -> None:
     """cProfile of ours on the local executor (the main thread: the resize threads show as the
     event loop's wait in select/epoll), with the stage seconds."""
     size = base["size"]
-    spec = {**base, "tool": "ours", "executor": "local", "out": str(work / "out-profile"),
-            "profile": str(work / f"ours-{size}.prof")}  # fmt: skip
+    spec = {
+        **base,
+        "tool": "ours",
+        "executor": "local",
+        "out": str(work / "out-profile"),
+        "profile": str(work / f"ours-{size}.prof"),
+    }
     run = timed_run(spec, work / f"profile-{size}.txt")
     print(f"\n--- cProfile of ours, {size} px, local executor ({run['wall']:.2f} s wall) ---")
     print((work / f"profile-{size}.txt").read_text()[-20_000:])
@@ -417,10 +450,18 @@ def bench_size(args, size: int, work: Path, server: Server, tool_cpus) -> list[d
     write_url_list(url_list, server.base, size, args.count)
     (work / "tmp").mkdir(exist_ok=True)
     part = args.part_size or min(10_000, math.ceil(args.count / (2 * args.cores)))
-    base = {"size": size, "url_list": str(url_list), "cores": args.cores, "cpus": tool_cpus,
-            "part_size": part, "threads": args.threads, "executor": args.executor,
-            "per_host_concurrency": args.per_host_concurrency,
-            "timeout": args.run_timeout, "tmp": str(work / "tmp")}  # fmt: skip
+    base = {
+        "size": size,
+        "url_list": str(url_list),
+        "cores": args.cores,
+        "cpus": tool_cpus,
+        "part_size": part,
+        "threads": args.threads,
+        "executor": args.executor,
+        "per_host_concurrency": args.per_host_concurrency,
+        "timeout": args.run_timeout,
+        "tmp": str(work / "tmp"),
+    }
     results = {"ours": [], "img2dataset": []}
     for rep in range(args.repeats):
         for tool in ["ours", "img2dataset"][:: 1 if rep % 2 == 0 else -1]:
@@ -431,14 +472,18 @@ def bench_size(args, size: int, work: Path, server: Server, tool_cpus) -> list[d
             results[tool].append(run)
     if args.profile:
         profile_run(base, work)
-    return [{"size": size, "tool": t, **min(runs, key=lambda r: r["wall"])}
-            for t, runs in results.items()]  # fmt: skip
+    return [
+        {"size": size, "tool": t, **min(runs, key=lambda r: r["wall"])}
+        for t, runs in results.items()
+    ]
 
 
 def print_table(rows: list[dict], cores: int) -> None:
-    head = (f"{'size':>5} {'tool':<12} {'images':>6} {'seconds':>8} {'images/s':>9} "
-            f"{'img/s/core':>10} {'ratio':>6} {'cpu s':>7} {'img/cpu s':>9} {'cpu ratio':>9} "
-            f"{'srv cpu s':>9}")  # fmt: skip
+    head = (
+        f"{'size':>5} {'tool':<12} {'images':>6} {'seconds':>8} {'images/s':>9} "
+        f"{'img/s/core':>10} {'ratio':>6} {'cpu s':>7} {'img/cpu s':>9} {'cpu ratio':>9} "
+        f"{'srv cpu s':>9}"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     by = {(r["size"], r["tool"]): r for r in rows}
     for r in rows:
@@ -448,9 +493,11 @@ def print_table(rows: list[dict], cores: int) -> None:
         if r["tool"] == "ours":
             ratio = f"{rate / (theirs['images'] / theirs['wall']):.2f}"
             cpu_ratio = f"{per_cpu / (theirs['images'] / max(theirs['cpu'], 1e-9)):.2f}"
-        print(f"{r['size']:>4}px {r['tool']:<12} {r['images']:>6} {r['wall']:>8.2f} {rate:>9.1f} "
-              f"{rate / cores:>10.1f} {ratio:>6} {r['cpu']:>7.2f} {per_cpu:>9.1f} "
-              f"{cpu_ratio:>9} {r['srv_cpu']:>9.2f}")  # fmt: skip
+        print(
+            f"{r['size']:>4}px {r['tool']:<12} {r['images']:>6} {r['wall']:>8.2f} {rate:>9.1f} "
+            f"{rate / cores:>10.1f} {ratio:>6} {r['cpu']:>7.2f} {per_cpu:>9.1f} "
+            f"{cpu_ratio:>9} {r['srv_cpu']:>9.2f}"
+        )
     print(
         "ratio: ours/img2dataset images/s (wall clock, the acceptance figure); cpu ratio: the "
         "same per CPU second of all processes a run started (less sensitive to machine load)"
@@ -501,9 +548,11 @@ def main(argv=None) -> None:
     if executor == "auto":  # what pipeline.executor.AutoExecutor picks for the tool's CPUs
         n = len(tool_cpus or os.sched_getaffinity(0))
         executor += " (in-process: 1 CPU)" if n < 2 else f" (Ray on {n} CPUs)"
-    print(f"bench_images: {args.count} JPEGs per size, sizes {args.sizes}, {args.cores} core(s) "
-          f"per tool, ours on {executor}; machine CPUs {os.cpu_count()}, tools pinned to "
-          f"{tool_cpus or 'all'}, server on {server_cpus or 'all (shared)'}")  # fmt: skip
+    print(
+        f"bench_images: {args.count} JPEGs per size, sizes {args.sizes}, {args.cores} core(s) "
+        f"per tool, ours on {executor}; machine CPUs {os.cpu_count()}, tools pinned to "
+        f"{tool_cpus or 'all'}, server on {server_cpus or 'all (shared)'}"
+    )
     print("command:", " ".join([os.path.relpath(sys.executable)] + sys.argv))
     print(f"load average at start (1/5/15 min): {os.getloadavg()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench_images_"))
@@ -512,8 +561,11 @@ def main(argv=None) -> None:
         for size in args.sizes:
             started = time.perf_counter()
             n, mean = write_dataset(work / "site", size, args.count)
-            print(f"{n} JPEGs of {size} px, mean {mean / 1024:.1f} KiB, "
-                  f"made in {time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+            print(
+                f"{n} JPEGs of {size} px, mean {mean / 1024:.1f} KiB, "
+                f"made in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
         server = Server(work / "site", server_cpus)
         rows = []
         for size in args.sizes:

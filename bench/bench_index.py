@@ -73,8 +73,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--clustered", action="store_true")
     parser.add_argument("--centers", type=int, default=1000)
-    parser.add_argument("--kinds", nargs="+", default=["flat", "ivfflat", "ivfpq"],
-                        choices=faiss_index.KINDS)  # fmt: skip
+    parser.add_argument(
+        "--kinds", nargs="+", default=["flat", "ivfflat", "ivfpq"], choices=faiss_index.KINDS
+    )
     parser.add_argument("--budget-gib", type=float, default=4.0, help="index memory budget")
     parser.add_argument("--recall-target", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
@@ -100,16 +101,24 @@ def main() -> None:
     )
     print(header)
     for kind in args.kinds:
-        index, info = faiss_index.build_index(x, kind=kind, recall_target=args.recall_target,
-                                              seed=args.seed, memory_budget_bytes=budget)  # fmt: skip
+        index, info = faiss_index.build_index(
+            x,
+            kind=kind,
+            recall_target=args.recall_target,
+            seed=args.seed,
+            memory_budget_bytes=budget,
+        )
         ms = per_query_ms(index, info, queries)
         recall = "exact" if info.recall_at_10 is None else f"{info.recall_at_10:.4f}"
         # the tuned parameters on the timing queries, which tuning never saw
         fresh = "exact" if kind == "flat" else f"{fresh_recall(index, info, x, queries):.4f}"
         name = kind + (" (chosen)" if kind == chosen else "")
         params = ",".join(f"{k}={v}" for k, v in info.search_params.items()) or "-"
-        print(f"{name:<14}{info.factory:<34}{params:<32}{recall:>10}{fresh:>8}"
-              f"{info.build_seconds:>9.1f}{ms:>10.3f}", flush=True)  # fmt: skip
+        print(
+            f"{name:<14}{info.factory:<34}{params:<32}{recall:>10}{fresh:>8}"
+            f"{info.build_seconds:>9.1f}{ms:>10.3f}",
+            flush=True,
+        )
         del index
 
 

@@ -72,8 +72,9 @@ def per_image(data: list[bytes], size: int) -> None:
 def loader_in_process(cfg, index, batches: int) -> float:
     from trainer.data import build_loader
 
-    loader, _ = build_loader(cfg, rank=0, world_size=1, image_size=224, context_length=77,
-                             index=index)  # fmt: skip
+    loader, _ = build_loader(
+        cfg, rank=0, world_size=1, image_size=224, context_length=77, index=index
+    )
     it = iter(loader)
     next(it)  # warm: first row group read, tokenizer caches
     wall, cpu = time.perf_counter(), time.process_time()
@@ -81,16 +82,19 @@ def loader_in_process(cfg, index, batches: int) -> float:
         next(it)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     rate = batches * cfg.batch_size / cpu
-    print(f"  0 workers: {rate:7.0f} samples per CPU-second (per core); "
-          f"{batches * cfg.batch_size / wall:7.0f} samples/s wall")  # fmt: skip
+    print(
+        f"  0 workers: {rate:7.0f} samples per CPU-second (per core); "
+        f"{batches * cfg.batch_size / wall:7.0f} samples/s wall"
+    )
     return rate
 
 
 def loader_feeding_gpu(cfg, index, batches: int, step_s: float) -> None:
     from trainer.data import build_loader
 
-    loader, workers = build_loader(cfg, rank=0, world_size=1, image_size=224,
-                                   context_length=77, index=index)  # fmt: skip
+    loader, workers = build_loader(
+        cfg, rank=0, world_size=1, image_size=224, context_length=77, index=index
+    )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     it = iter(loader)
     for _ in range(workers * 2):  # start-up: worker processes, first reads
@@ -106,9 +110,11 @@ def loader_feeding_gpu(cfg, index, batches: int, step_s: float) -> None:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     total = (batches + workers * 2) * cfg.batch_size
-    print(f"  {workers} workers: data wait {wait / wall:5.1%} of the time; "
-          f"{batches * cfg.batch_size / wall:6.0f} samples/s delivered; "
-          f"{total / max(cpu, 1e-9):6.0f} samples per worker CPU-second")  # fmt: skip
+    print(
+        f"  {workers} workers: data wait {wait / wall:5.1%} of the time; "
+        f"{batches * cfg.batch_size / wall:6.0f} samples/s delivered; "
+        f"{total / max(cpu, 1e-9):6.0f} samples per worker CPU-second"
+    )
 
 
 def main() -> None:
@@ -130,25 +136,32 @@ def main() -> None:
     build(root, args.images)
     index = resolve(root)
     sizes = [p.stat().st_size for p in (root / "shards").glob("*.parquet")]
-    print(f"dataset: {index.num_rows} JPEGs, 224 px, {sum(sizes) / index.num_rows / 1e3:.1f} kB "
-          f"each, {len(sizes)} shards ({time.perf_counter() - t0:.0f} s to write) in {root}")  # fmt: skip
+    print(
+        f"dataset: {index.num_rows} JPEGs, 224 px, {sum(sizes) / index.num_rows / 1e3:.1f} kB "
+        f"each, {len(sizes)} shards ({time.perf_counter() - t0:.0f} s to write) in {root}"
+    )
     import pyarrow.parquet as pq
 
     data = pq.read_table(root / "shards" / "00000.parquet", columns=["jpg"])["jpg"].to_pylist()
     print("one image, one core:")
     per_image(data[:300], 224)
-    cfg = TrainConfig(data=str(root), model="ViT-B-32", batch_size=args.batch_size, workers=0,
-                      shuffle_buffer=2000)  # fmt: skip
+    cfg = TrainConfig(
+        data=str(root), model="ViT-B-32", batch_size=args.batch_size, workers=0, shuffle_buffer=2000
+    )
     print(f"loader (batch {args.batch_size}, ViT-B-32's tokenizer, 224 px crops):")
     rate = loader_in_process(cfg, index, args.batches)
     step_s = args.step_ms / 1000
-    print(f"feeding a GPU that takes {args.step_ms:.0f} ms per batch "
-          f"({args.batch_size / step_s:.0f} samples/s):")  # fmt: skip
+    print(
+        f"feeding a GPU that takes {args.step_ms:.0f} ms per batch "
+        f"({args.batch_size / step_s:.0f} samples/s):"
+    )
     for workers in sorted({1, args.workers}):
         cfg.workers = workers
         loader_feeding_gpu(cfg, index, args.batches, step_s)
-    print(f"=> {args.batch_size / step_s / rate:.1f} loader cores keep that GPU busy "
-          f"(goal: >= 1,500 samples/s per core; measured {rate:.0f})")  # fmt: skip
+    print(
+        f"=> {args.batch_size / step_s / rate:.1f} loader cores keep that GPU busy "
+        f"(goal: >= 1,500 samples/s per core; measured {rate:.0f})"
+    )
 
 
 if __name__ == "__main__":

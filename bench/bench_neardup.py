@@ -62,10 +62,13 @@ def run(n: int, radius: int, method: str, dup_share: float) -> None:
     reps_s = time.perf_counter() - t0
     n_clusters = np.unique(labels).size
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"n={n:>11,} r={radius} {method:9s}: pairs+clusters {cluster_s:7.1f} s, "
-          f"with representatives (full API) {reps_s:7.1f} s | {n - n_clusters:,} rows are "
-          f"near-dups, planted pairs missed {missed} of {int(within.sum()):,} | "
-          f"data {made:.1f} s, peak RSS {peak_gib:.1f} GiB", flush=True)  # fmt: skip
+    print(
+        f"n={n:>11,} r={radius} {method:9s}: pairs+clusters {cluster_s:7.1f} s, "
+        f"with representatives (full API) {reps_s:7.1f} s | {n - n_clusters:,} rows are "
+        f"near-dups, planted pairs missed {missed} of {int(within.sum()):,} | "
+        f"data {made:.1f} s, peak RSS {peak_gib:.1f} GiB",
+        flush=True,
+    )
 
 
 def main() -> None:

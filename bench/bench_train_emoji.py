@@ -38,8 +38,16 @@ def read_emoji(emoji_dir: Path) -> list[dict]:
                 emoji_dir / "twitter" / record["image"],
             )
             if google.exists() and twitter.exists():
-                rows.append({"label": label, "name": label, "subcategory": record["subcategory"],
-                             "image": record["image"], "google": google, "twitter": twitter})  # fmt: skip
+                rows.append(
+                    {
+                        "label": label,
+                        "name": label,
+                        "subcategory": record["subcategory"],
+                        "image": record["image"],
+                        "google": google,
+                        "twitter": twitter,
+                    }
+                )
     return rows
 
 
@@ -84,8 +92,14 @@ def retrieval(model, rows: list[dict], key: str, labels: list[str]) -> tuple[flo
     mean, std = models.mean_std(model)
     size = models.image_size(model)
     texts = torch.nn.functional.normalize(
-        torch.cat([model.encode_text(models.tokenizer("clip-tiny")(labels[i : i + 256]))
-                   for i in range(0, len(labels), 256)]), dim=-1)  # fmt: skip
+        torch.cat(
+            [
+                model.encode_text(models.tokenizer("clip-tiny")(labels[i : i + 256]))
+                for i in range(0, len(labels), 256)
+            ]
+        ),
+        dim=-1,
+    )
     target = torch.tensor([labels.index(r["label"]) for r in rows])
     top1 = top5 = 0
     for i in range(0, len(rows), 256):
@@ -117,17 +131,46 @@ def main() -> None:
     print(
         f"{len(rows)} emoji with both styles, {len(labels)} distinct English names; dataset {data}"
     )
-    common = ["--model", "clip-tiny", "--batch-size", args.batch_size, "--threads", args.threads,
-              "--workers", args.workers, "--lr", args.lr, "--shuffle-buffer", 1000]  # fmt: skip
+    common = [
+        "--model",
+        "clip-tiny",
+        "--batch-size",
+        args.batch_size,
+        "--threads",
+        args.threads,
+        "--workers",
+        args.workers,
+        "--lr",
+        args.lr,
+        "--shuffle-buffer",
+        1000,
+    ]
     step_s = calibrate(data, args.out / "calibration", common, args.batch_size)
     steps = max(50, int(args.minutes * 60 / step_s))
-    print(f"{step_s:.2f} s/step measured: training {steps} steps of {args.batch_size} "
-          f"({steps * args.batch_size / len(rows):.0f} epochs) in about {args.minutes:.0f} min")  # fmt: skip
+    print(
+        f"{step_s:.2f} s/step measured: training {steps} steps of {args.batch_size} "
+        f"({steps * args.batch_size / len(rows):.0f} epochs) in about {args.minutes:.0f} min"
+    )
     run_dir = args.out / "run"
     t0 = time.perf_counter()
-    trainer_run([*common, "--data", data, "--out", run_dir, "--samples", steps * args.batch_size,
-                 "--log-every", 10, "--save-every", 500, "--warmup", max(10, steps // 20),
-                 "--resume"])  # fmt: skip
+    trainer_run(
+        [
+            *common,
+            "--data",
+            data,
+            "--out",
+            run_dir,
+            "--samples",
+            steps * args.batch_size,
+            "--log-every",
+            10,
+            "--save-every",
+            500,
+            "--warmup",
+            max(10, steps // 20),
+            "--resume",
+        ]
+    )
     minutes = (time.perf_counter() - t0) / 60
     history = _rows(run_dir)
     first, last = history[0]["loss"], sum(r["loss"] for r in history[-5:]) / len(history[-5:])
@@ -141,10 +184,14 @@ def main() -> None:
     model = open_clip.create_model("clip-tiny", pretrained=str(checkpoint), output_dict=True).eval()
     twitter1, twitter5 = retrieval(model, rows, "twitter", labels)
     google1, google5 = retrieval(model, rows, "google", labels)
-    print(f"training: {minutes:.1f} min, loss {first:.3f} -> {last:.3f} "
-          f"(ln {args.batch_size} = {math.log(args.batch_size):.3f})")  # fmt: skip
-    print(f"image->text retrieval over {len(labels)} names (chance top-1 {1 / len(labels):.2%}, "
-          f"top-5 {5 / len(labels):.2%}):")  # fmt: skip
+    print(
+        f"training: {minutes:.1f} min, loss {first:.3f} -> {last:.3f} "
+        f"(ln {args.batch_size} = {math.log(args.batch_size):.3f})"
+    )
+    print(
+        f"image->text retrieval over {len(labels)} names (chance top-1 {1 / len(labels):.2%}, "
+        f"top-5 {5 / len(labels):.2%}):"
+    )
     print(f"  Twitter-style (unseen artist): top-1 {twitter1:.2%}  top-5 {twitter5:.2%}")
     print(f"  Google-style (training images): top-1 {google1:.2%}  top-5 {google5:.2%}")
     print(f"curves: {plot_run(run_dir)}")

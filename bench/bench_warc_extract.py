@@ -138,8 +138,10 @@ def main() -> None:
         html_bytes = write_warc(path, args.pages, args.seed)
         write_s = time.perf_counter() - started
         mb = html_bytes / 1e6
-        print(f"WARC: {args.pages} pages, {mb:.1f} MB HTML, {path.stat().st_size / 1e6:.1f} MB "
-              f"gzip'd, written in {write_s:.1f} s")  # fmt: skip
+        print(
+            f"WARC: {args.pages} pages, {mb:.1f} MB HTML, {path.stat().st_size / 1e6:.1f} MB "
+            f"gzip'd, written in {write_s:.1f} s"
+        )
 
         read = best_of(args.repeat, lambda: list(iter_warc_pages(path)))
         records = read[2]
@@ -157,8 +159,10 @@ def main() -> None:
         print("single process, one core; rates from CPU seconds (wall seconds in brackets)")
         print(f"{'stage':<9}{'cpu s':>7}{'wall s':>9}{'pages/s':>9}{'pairs/s':>9}{'MB/s':>7}")
         for name, (wall, cpu, _) in (("read", read), ("extract", extract), ("total", total)):
-            print(f"{name:<9}{cpu:>7.2f}{f'({wall:.2f})':>9}{args.pages / cpu:>9.0f}"
-                  f"{total_pairs / cpu:>9.0f}{mb / cpu:>7.1f}")  # fmt: skip
+            print(
+                f"{name:<9}{cpu:>7.2f}{f'({wall:.2f})':>9}{args.pages / cpu:>9.0f}"
+                f"{total_pairs / cpu:>9.0f}{mb / cpu:>7.1f}"
+            )
 
 
 if __name__ == "__main__":

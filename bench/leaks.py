@@ -117,30 +117,40 @@ def report_leaks(eval_table, pool, radius: int, index: str) -> None:
     ids = np.array(eval_index.eval_ids + [None], dtype=object)[rows]  # -1 → None
     kinds = np.array([p[2] for p in pool])
     sources = np.array([p[3] for p in pool], dtype=object)
-    print(f"\n== leak detection, {index} index ({'flat' if eval_index.flat else 'ivf'}), "
-          f"radius {radius}/256 bits, search {seconds:.2f} s ==")  # fmt: skip
+    print(
+        f"\n== leak detection, {index} index ({'flat' if eval_index.flat else 'ivf'}), "
+        f"radius {radius}/256 bits, search {seconds:.2f} s =="
+    )
     print(f"{'transformation':16s} {'n':>6s} {'recall':>8s} {'right leak_of':>14s}")
     copies = kinds != "hard_negative"
     for name in TRANSFORMS:
         sel = kinds == name
         found = sel & (dists <= radius)
         right = found & (ids == sources)
-        print(f"{name:16s} {sel.sum():6d} {found.sum() / sel.sum():8.4f} "
-              f"{right.sum() / max(1, found.sum()):14.4f}")  # fmt: skip
+        print(
+            f"{name:16s} {sel.sum():6d} {found.sum() / sel.sum():8.4f} "
+            f"{right.sum() / max(1, found.sum()):14.4f}"
+        )
     found = copies & (dists <= radius)
-    print(f"{'all copies':16s} {copies.sum():6d} {found.sum() / copies.sum():8.4f} "
-          f"{(found & (ids == sources)).sum() / max(1, found.sum()):14.4f}")  # fmt: skip
+    print(
+        f"{'all copies':16s} {copies.sum():6d} {found.sum() / copies.sum():8.4f} "
+        f"{(found & (ids == sources)).sum() / max(1, found.sum()):14.4f}"
+    )
     neg = ~copies
     fp = neg & (dists <= radius)
-    print(f"false positives on hard negatives: {fp.sum()} of {neg.sum()} = "
-          f"{100 * fp.sum() / neg.sum():.2f}%")  # fmt: skip
+    print(
+        f"false positives on hard negatives: {fp.sum()} of {neg.sum()} = "
+        f"{100 * fp.sum() / neg.sum():.2f}%"
+    )
     if index == "flat":
         # Tune on the even-numbered emoji, check on the odd ones: the hard negatives are the
         # same in every seed, so a radius chosen on all of them would flatter its own figure.
         n_emoji = int(neg.sum())  # one hard negative per emoji; pool blocks are in emoji order
         half = (np.arange(len(pool)) % n_emoji) % 2 == 0
-        print("\nradius sweep, recall on copies / false positives on hard negatives, "
-              "even emoji (tuning half) | odd emoji (check half):")  # fmt: skip
+        print(
+            "\nradius sweep, recall on copies / false positives on hard negatives, "
+            "even emoji (tuning half) | odd emoji (check half):"
+        )
         for r in range(radius - 6, radius + 7):
             cells = []
             for part in (half, ~half):
@@ -219,8 +229,10 @@ def faiss_timing(n_pool: int, n_eval: int, sample: int) -> None:
     started = time.perf_counter()
     flat.search(pool[:sample], 1)
     per_query = (time.perf_counter() - started) / sample
-    print(f"flat, {n_eval:,} eval hashes: {sample:,} queries measured, "
-          f"{per_query * n_pool:.0f} s extrapolated for {n_pool:,}")  # fmt: skip
+    print(
+        f"flat, {n_eval:,} eval hashes: {sample:,} queries measured, "
+        f"{per_query * n_pool:.0f} s extrapolated for {n_pool:,}"
+    )
     # As leaks.py searches: two kinds, 2 and 20 variants per eval image, IVF beyond the flat cap.
     total = 0.0
     for n_var in (N_PLAIN_VARIANTS, N_TRIM_VARIANTS):
@@ -235,8 +247,10 @@ def faiss_timing(n_pool: int, n_eval: int, sample: int) -> None:
             index.search(pool[start : start + 65536], 1)
         search = time.perf_counter() - t0
         total += build + search
-        print(f"ivf, {n_eval:,} eval images x {n_var} variants = {codes.shape[0]:,} codes: "
-              f"build {build:.1f} s, {n_pool:,} queries {search:.1f} s")  # fmt: skip
+        print(
+            f"ivf, {n_eval:,} eval images x {n_var} variants = {codes.shape[0]:,} codes: "
+            f"build {build:.1f} s, {n_pool:,} queries {search:.1f} s"
+        )
     print(f"leak search as run ({n_pool:,} pool images, {n_eval:,} eval images): {total:.1f} s")
 
 
@@ -264,8 +278,10 @@ def main() -> None:
     t0 = time.perf_counter()
     pool = build_pool(args.emoji_dir, pairs, args.seed)
     pool_seconds = time.perf_counter() - t0
-    print(f"eval set: {eval_table.num_rows} images hashed with variants in {eval_seconds:.1f} s; "
-          f"pool: {len(pool)} images made and hashed in {pool_seconds:.1f} s (seed {args.seed})")  # fmt: skip
+    print(
+        f"eval set: {eval_table.num_rows} images hashed with variants in {eval_seconds:.1f} s; "
+        f"pool: {len(pool)} images made and hashed in {pool_seconds:.1f} s (seed {args.seed})"
+    )
     report_leaks(eval_table, pool, args.radius, "flat")
     if args.ivf:
         report_leaks(eval_table, pool, args.radius, "ivf")

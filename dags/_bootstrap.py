@@ -161,9 +161,13 @@ def build_filtered(params: dict, checkpoint: str) -> str:
 
 def _eval_params(params: dict, data: str, run_name: str) -> dict:
     run_dir = paths(params)[run_name]
-    return {"data": data, "run_dir": run_dir, "eval_out": os.path.join(run_dir, "eval.json"),
-            "eval_sets": params.get("eval_sets") or [],
-            "eval_options": params.get("eval_options") or {}}  # fmt: skip
+    return {
+        "data": data,
+        "run_dir": run_dir,
+        "eval_out": os.path.join(run_dir, "eval.json"),
+        "eval_sets": params.get("eval_sets") or [],
+        "eval_options": params.get("eval_options") or {},
+    }
 
 
 def dataset_summary(data: str) -> dict:
@@ -186,8 +190,11 @@ def compare(first: dict, second: dict) -> dict:
     for name in sorted(set(first) & set(second)):
         a, b = first[name].get("zero_shot") or {}, second[name].get("zero_shot") or {}
         keys = [k for k in ("top1", "top5", "mean_per_class_recall") if k in a and k in b]
-        table[name] = {"first": {k: a[k] for k in keys}, "second": {k: b[k] for k in keys},
-                       "change": {k: b[k] - a[k] for k in keys}}  # fmt: skip
+        table[name] = {
+            "first": {k: a[k] for k in keys},
+            "second": {k: b[k] for k in keys},
+            "change": {k: b[k] - a[k] for k in keys},
+        }
     return table
 
 
@@ -198,11 +205,17 @@ def evaluate_both(params: dict, first_checkpoint: str, second_checkpoint: str) -
 
     where = paths(params)
     rounds = {}
-    for name, checkpoint, data, run in (("first", first_checkpoint, where["round1"], "run1"),
-                                        ("second", second_checkpoint, where["round2"], "run2")):  # fmt: skip
+    for name, checkpoint, data, run in (
+        ("first", first_checkpoint, where["round1"], "run1"),
+        ("second", second_checkpoint, where["round2"], "run2"),
+    ):
         out = run_evaluation(_eval_params(params, data, run), checkpoint)
-        rounds[name] = {"checkpoint": checkpoint, "eval": json.loads(Path(out).read_text()),
-                        "eval_out": out, **dataset_summary(data)}  # fmt: skip
+        rounds[name] = {
+            "checkpoint": checkpoint,
+            "eval": json.loads(Path(out).read_text()),
+            "eval_out": out,
+            **dataset_summary(data),
+        }
     result = {
         "filter": {"clip_model": first_checkpoint, **filter_options(params)},
         "zero_shot": compare(rounds["first"]["eval"], rounds["second"]["eval"]),
@@ -210,8 +223,12 @@ def evaluate_both(params: dict, first_checkpoint: str, second_checkpoint: str) -
     }
     write_json_atomic(result, Path(where["results"]))
     for name, row in result["zero_shot"].items():
-        log.info("%s zero-shot top-1: first %.2f%%, second %.2f%% (%d vs %d training pairs)",
-                 name, 100 * row["first"].get("top1", float("nan")),
-                 100 * row["second"].get("top1", float("nan")),
-                 rounds["first"]["kept"], rounds["second"]["kept"])  # fmt: skip
+        log.info(
+            "%s zero-shot top-1: first %.2f%%, second %.2f%% (%d vs %d training pairs)",
+            name,
+            100 * row["first"].get("top1", float("nan")),
+            100 * row["second"].get("top1", float("nan")),
+            rounds["first"]["kept"],
+            rounds["second"]["kept"],
+        )
     return where["results"]

@@ -14,8 +14,15 @@ log = logging.getLogger(__name__)
 
 # `clip_dataset` params that map one to one onto BuildConfig fields; everything else the
 # pipeline accepts goes in the free-form `build_options` dict.
-BUILD_PARAMS = ("query_list", "seeds", "warc", "url_list", "allow_network", "executor",
-                "ray_address")  # fmt: skip
+BUILD_PARAMS = (
+    "query_list",
+    "seeds",
+    "warc",
+    "url_list",
+    "allow_network",
+    "executor",
+    "ray_address",
+)
 # `clip_train` params that launch training as a Ray Train job rather than options of the run.
 RAY_PARAMS = ("ray_address", "num_workers", "use_gpu")
 
@@ -90,8 +97,11 @@ def train_options(params: dict) -> tuple[dict, dict]:
     options = dict(_object(params, "train_options"))
     ray = {k: options.pop(k) for k in RAY_PARAMS if k in options}  # also allowed there
     ray.update({k: blank_to_none(params[k]) for k in RAY_PARAMS if blank_to_none(params.get(k))})
-    options.update(data=absolute_path("data", params.get("data")),
-                   out=absolute_path("run_dir", params.get("run_dir")), resume=True)  # fmt: skip
+    options.update(
+        data=absolute_path("data", params.get("data")),
+        out=absolute_path("run_dir", params.get("run_dir")),
+        resume=True,
+    )
     for key in ("subset", "model", "samples", "batch_size"):
         if blank_to_none(params.get(key)) is not None:
             options[key] = params[key]
@@ -120,8 +130,13 @@ def eval_options(params: dict, checkpoint: str):
     if not isinstance(sets, list):
         raise config_error(f"param 'eval_sets' must be a list of folders, not {sets!r}")
     sets = [absolute_path("eval_sets[]", path) for path in sets]
-    values = {**_object(params, "eval_options"), "checkpoint": checkpoint, "eval_set": sets,
-              "data": params["data"], "out": out}  # fmt: skip
+    values = {
+        **_object(params, "eval_options"),
+        "checkpoint": checkpoint,
+        "eval_set": sets,
+        "data": params["data"],
+        "out": out,
+    }
     return EvalOptions.from_dict(values)
 
 

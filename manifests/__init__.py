@@ -1,9 +1,13 @@
 """The data contract between the pipeline and the trainer.
 
-`evalsets` the eval-set (ImageFolder) contract both halves read, `config` holds the typed-config helpers and the one ConfigError, `cli` the conventions both
-CLIs share, `schema` holds the pyarrow schemas of every table, `layout` the dataset folder layout and atomic
-writers, `db` the DuckDB access layer (`manifests.open(dataset_dir)`), and `subsets/` the named
-subsets as `.sql` files. This package imports neither `pipeline` nor `trainer`.
+- `schema`: the pyarrow schemas of every table and the one list of drop reasons;
+- `layout`: the dataset folder layout and the one commit point (`atomic_path`);
+- `db`: the DuckDB access layer (`manifests.open(dataset_dir)`); `subsets/`: named subsets;
+- `evalsets`: the eval-set (ImageFolder) contract the leak check and evaluation both read;
+- `config` and `cli`: the typed-config helpers, the one ConfigError, and the conventions both
+  CLIs share (`completion`: their bash completion).
+
+This package imports neither `pipeline` nor `trainer`.
 """
 
 import importlib

@@ -158,10 +158,16 @@ def add_command(sub, name: str, handler: str, **kwargs) -> argparse.ArgumentPars
 
 
 def add_verbosity(parser, default=False) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", default=default,
-                        help="debug logging, and a traceback with an error")  # fmt: skip
-    parser.add_argument("-q", "--quiet", action="store_true", default=default,
-                        help="warnings and errors only")  # fmt: skip
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="debug logging, and a traceback with an error",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="warnings and errors only"
+    )
 
 
 def configure_logging(verbose: bool = False, quiet: bool = False, level: int | None = None):
@@ -191,8 +197,12 @@ def run_cli(
     are imported only when something went wrong."""
     argv = sys.argv[1:] if argv is None else list(argv)
     verbose, quiet = _verbosity(argv)
-    commands = {name for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-                for name in a.choices}  # fmt: skip
+    commands = {
+        name
+        for a in parser._actions
+        if isinstance(a, argparse._SubParsersAction)
+        for name in a.choices
+    }
     command = next((w for w in argv if not w.startswith("-")), "")
     command = command if command in commands else ""
     try:

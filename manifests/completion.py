@@ -7,7 +7,9 @@ import argparse
 import shlex
 
 
-def _commands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+def _commands(
+    parser: argparse.ArgumentParser, prefix: str = ""
+) -> dict[str, argparse.ArgumentParser]:
     """ "build" -> its parser, "queries build" -> ..., and "" -> the top-level parser."""
     found = {prefix: parser}
     for action in parser._actions:
@@ -35,11 +37,17 @@ def bash_completion(parsers: dict[str, argparse.ArgumentParser]) -> str:
     lines = []
     for prog, parser in parsers.items():
         func = f"_clipengine_{prog}"
-        lines += [f"{func}() {{", '    local cur="${COMP_WORDS[COMP_CWORD]}"',
-                  '    local prev="${COMP_WORDS[COMP_CWORD-1]}" cmd="" w', '    local i',
-                  "    for ((i = 1; i < COMP_CWORD; i++)); do", '        w="${COMP_WORDS[i]}"',
-                  '        [[ "$w" == -* ]] || cmd="${cmd:+$cmd }$w"', "    done",
-                  '    case "$cmd" in']  # fmt: skip
+        lines += [
+            f"{func}() {{",
+            '    local cur="${COMP_WORDS[COMP_CWORD]}"',
+            '    local prev="${COMP_WORDS[COMP_CWORD-1]}" cmd="" w',
+            "    local i",
+            "    for ((i = 1; i < COMP_CWORD; i++)); do",
+            '        w="${COMP_WORDS[i]}"',
+            '        [[ "$w" == -* ]] || cmd="${cmd:+$cmd }$w"',
+            "    done",
+            '    case "$cmd" in',
+        ]
         for name, sub in sorted(_commands(parser).items(), key=lambda kv: -len(kv[0])):
             words, choices = _words(sub)
             cases = "".join(
@@ -51,7 +59,8 @@ def bash_completion(parsers: dict[str, argparse.ArgumentParser]) -> str:
             lines += [f"        {shlex.quote(name) + '*' if name else '*'})"]
             if cases:
                 lines.append(f'            case "$prev" in {cases}esac')
-            lines += [f'            COMPREPLY=($(compgen -W {shlex.quote(" ".join(words))}'
-                      ' -- "$cur"));;']  # fmt: skip
+            lines += [
+                f'            COMPREPLY=($(compgen -W {shlex.quote(" ".join(words))} -- "$cur"));;'
+            ]
         lines += ["    esac", "}", f"complete -o default -F {func} {prog}", ""]
     return "\n".join(lines)

@@ -40,8 +40,9 @@ def option(
     for `images.max_bytes`; runtime: the option changes how a build runs, not what it makes (a
     rerun may change it); cli: offered as a flag (False: config files and params only); sep: a
     list option whose values may also be given joined by this separator ("en,fr")."""
-    metadata = dict(help=help, flag=flag, choices=choices, metavar=metavar, runtime=runtime,
-                    cli=cli, sep=sep)
+    metadata = dict(
+        help=help, flag=flag, choices=choices, metavar=metavar, runtime=runtime, cli=cli, sep=sep
+    )
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -76,7 +77,9 @@ def check_value(name: str, value: Any, tp) -> Any:
         raise ConfigError(errors[0] if errors else f"{flag(name)}: bad value {value!r}")
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{flag(name)} must be a list, not {type(value).__name__} ({value!r})")
+            raise ConfigError(
+                f"{flag(name)} must be a list, not {type(value).__name__} ({value!r})"
+            )
         item = args[0] if args else Any
         return [check_value(name, v, item) for v in value]
     if dataclasses.is_dataclass(tp):

@@ -21,9 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 
 @dataclass(frozen=True)
 class DatasetLayout:
@@ -96,7 +93,10 @@ def atomic_path(path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_parquet_atomic(table: pa.Table, path: Path, row_group_size: int | None = None) -> Path:
+def write_parquet_atomic(table, path: Path, row_group_size: int | None = None) -> Path:
+    """A pyarrow Table as one zstd Parquet file, committed whole."""
+    import pyarrow.parquet as pq
+
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
     return Path(path)

@@ -65,7 +65,9 @@ def wanted_stages(config: BuildConfig, names: list[str] | None = None) -> list:
 
     unknown = sorted(set(names or ()) - set(STAGE_NAMES))
     if unknown:
-        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGE_NAMES)}")
+        raise ConfigError(
+            f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGE_NAMES)}"
+        )
     enabled = [s for s in all_stages() if s.enabled(config)]
     if names is None:
         return enabled

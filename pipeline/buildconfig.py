@@ -32,18 +32,20 @@ from pipeline.net.config import FetchConfig
 class SourceConfig:
     seeds: list[str] = option(default_factory=list, metavar="URL", help="crawl from these URLs")
     warc: list[str] = option(
-        default_factory=list, metavar="GLOB",
+        default_factory=list,
+        metavar="GLOB",
         help="WARC, WAT or ARC files (Common Crawl layout), .gz or not; globs allowed",
-    )  # fmt: skip
+    )
     url_list: str | None = option(
         None, metavar="FILE", help="img2dataset-style list: txt, csv, tsv, json, jsonl or parquet"
     )
     url_col: str = option("url", help="the URL list's URL column")
     caption_col: str = option("caption", help="the URL list's caption column")
     input_format: str | None = option(
-        None, choices=("txt", "csv", "tsv", "json", "jsonl", "parquet"),
+        None,
+        choices=("txt", "csv", "tsv", "json", "jsonl", "parquet"),
         help="the URL list's format (default: from its file extension)",
-    )  # fmt: skip
+    )
     rows_per_part: int = option(
         10_000, help="URL-list rows per part (one task each, its images in memory)"
     )
@@ -75,9 +77,10 @@ class BalanceConfig:
     """MetaCLIP's balancing: at most about per_query_cap pairs per query, seeded."""
 
     query_list: str | None = option(
-        None, metavar="FILE",
+        None,
+        metavar="FILE",
         help="UTF-8, one query a line; none: no matching or balancing (a curated URL list)",
-    )  # fmt: skip
+    )
     per_query_cap: int = option(20_000, metavar="N", help="MetaCLIP's t: pairs per query at most")
 
     def __post_init__(self):
@@ -97,9 +100,10 @@ class ClipConfig:
     cosine > 1 - eps is a semantic_duplicate (the paper's eps: 0.01-0.1)."""
 
     clip_model: str | None = option(
-        None, metavar="CKPT",
+        None,
+        metavar="CKPT",
         help="trainer checkpoint that scores every pair (clip_score: cosine of image and caption)",
-    )  # fmt: skip
+    )
     min_clip_score: float | None = option(
         None, metavar="X", help="drop pairs scoring below X (LAION: 0.28)"
     )
@@ -107,20 +111,26 @@ class ClipConfig:
         None, metavar="F", help="keep the best-scored fraction F of pairs (DataComp: 0.3)"
     )
     semdedup_eps: float | None = option(
-        None, metavar="EPS",
+        None,
+        metavar="EPS",
         help="SemDeDup: image embeddings with cosine > 1-EPS in a k-means cluster are "
         "semantic_duplicate (the paper uses 0.01-0.1)",
-    )  # fmt: skip
+    )
     batch_size: int = option(256, runtime=True, help="pairs per forward pass of the model")
-    device: str = option("auto", runtime=True, help="the model's device: auto | cpu | cuda | cuda:N")
+    device: str = option(
+        "auto", runtime=True, help="the model's device: auto | cpu | cuda | cuda:N"
+    )
 
     def __post_init__(self):
         check_fields(self)
         check_device(self.device)
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be positive, not {self.batch_size}")
-        wanted = [n for n in ("min_clip_score", "clip_top_fraction", "semdedup_eps")
-                  if getattr(self, n) is not None]  # fmt: skip
+        wanted = [
+            n
+            for n in ("min_clip_score", "clip_top_fraction", "semdedup_eps")
+            if getattr(self, n) is not None
+        ]
         if self.clip_model is None:
             if wanted:
                 flags = ", ".join("--" + n.replace("_", "-") for n in wanted)
@@ -133,7 +143,9 @@ class ClipConfig:
         if self.min_clip_score is not None and not -1.0 <= self.min_clip_score <= 1.0:
             raise ConfigError(f"--min-clip-score is a cosine in [-1, 1], not {self.min_clip_score}")
         if self.clip_top_fraction is not None and not 0.0 < self.clip_top_fraction <= 1.0:
-            raise ConfigError(f"--clip-top-fraction must be in (0, 1], not {self.clip_top_fraction}")
+            raise ConfigError(
+                f"--clip-top-fraction must be in (0, 1], not {self.clip_top_fraction}"
+            )
         if self.semdedup_eps is not None and not 0.0 < self.semdedup_eps < 1.0:
             raise ConfigError(f"--semdedup-eps must be in (0, 1), not {self.semdedup_eps}")
 
@@ -158,9 +170,10 @@ class BuildConfig:
     out: str = option(metavar="DIR", help="the dataset folder (a rerun resumes it)")
     seed: int = option(0, help="seeds balancing and SemDeDup's k-means")
     fetch: bool = option(
-        True, runtime=True,
+        True,
+        runtime=True,
         help="fetch images; --no-fetch stops after matching, balancing and caption filters",
-    )  # fmt: skip
+    )
     source: SourceConfig = option(
         default_factory=SourceConfig, help="source (exactly one of --seeds, --warc, --url-list)"
     )

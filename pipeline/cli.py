@@ -36,10 +36,14 @@ def _add_build(sub) -> None:
     build = command(sub, "build", help="build or resume a dataset")
     add_config_options(build, BuildConfig)
     build.add_argument(
-        "--stage", action="append", dest="stages", choices=STAGE_NAMES, metavar="NAME",
+        "--stage",
+        action="append",
+        dest="stages",
+        choices=STAGE_NAMES,
+        metavar="NAME",
         help=f"run only this stage (repeatable): {', '.join(STAGE_NAMES)}; each resumes from "
         "its markers",
-    )  # fmt: skip
+    )
 
 
 def _add_crawl(sub) -> None:
@@ -55,11 +59,19 @@ def _add_crawl(sub) -> None:
 def _add_query_report(sub) -> None:
     query = command(sub, "query", help="run SQL over a dataset's manifests with DuckDB")
     query.add_argument("dir", metavar="DIR")
-    query.add_argument("sql", nargs="?", metavar="SQL",
-                       help="views: samples, pages, shards, stats; subsets by name, e.g. FROM kept")  # fmt: skip
+    query.add_argument(
+        "sql",
+        nargs="?",
+        metavar="SQL",
+        help="views: samples, pages, shards, stats; subsets by name, e.g. FROM kept",
+    )
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    query.add_argument("--subsets", action=argparse.BooleanOptionalAction, default=False,
-                       help="list the named subsets")  # fmt: skip
+    query.add_argument(
+        "--subsets",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="list the named subsets",
+    )
     query.add_argument("--limit", type=int, default=1000, help="rows printed as a table at most")
     report = command(sub, "report", help="write DIR/report.html: funnel, histograms, samples")
     report.add_argument("dir", metavar="DIR")
@@ -68,7 +80,9 @@ def _add_query_report(sub) -> None:
 
 def _add_model_options(parser) -> None:
     """The options every command that runs a model shares, under the same names."""
-    parser.add_argument("--batch-size", type=int, default=256, help="per forward pass (default 256)")
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="per forward pass (default 256)"
+    )
     parser.add_argument("--device", type=device, default="auto", help=f"{DEVICES} (default auto)")
 
 
@@ -77,10 +91,18 @@ def _add_embed_search(sub) -> None:
     embed.add_argument("dir", metavar="DIR")
     embed.add_argument("--checkpoint", required=True, metavar="CKPT", help="trainer checkpoint")
     _add_model_options(embed)
-    embed.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
-                       help="replace embeddings of another checkpoint")  # fmt: skip
-    embed.add_argument("--recall-target", type=float, default=0.95,
-                       help="tune an approximate index until recall@10 vs flat search reaches this")  # fmt: skip
+    embed.add_argument(
+        "--overwrite",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="replace embeddings of another checkpoint",
+    )
+    embed.add_argument(
+        "--recall-target",
+        type=float,
+        default=0.95,
+        help="tune an approximate index until recall@10 vs flat search reaches this",
+    )
     search = command(sub, "search", help="text or image query -> the closest kept samples")
     search.add_argument("dir", metavar="DIR")
     search.add_argument("text", nargs="?", metavar="TEXT", help="text query, e.g. 'a red apple'")
@@ -88,8 +110,11 @@ def _add_embed_search(sub) -> None:
     search.add_argument("-k", type=int, default=20, help="results (default 20)")
     search.add_argument("--html", metavar="FILE", help="also write an HTML page with thumbnails")
     search.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    search.add_argument("--checkpoint", metavar="CKPT",
-                        help="default: the one `embed` used (it must hold the same weights)")  # fmt: skip
+    search.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="default: the one `embed` used (it must hold the same weights)",
+    )
     _add_model_options(search)
 
 
@@ -100,8 +125,12 @@ def _add_tools(sub) -> None:
     qsub = queries.add_subparsers(dest="queries_command", required=True, parser_class=Parser)
     qbuild = command(qsub, "queries_build", help="make a CLIP-style query list")
     qbuild.add_argument("--out", required=True, metavar="FILE")
-    qbuild.add_argument("--min-zipf", type=float, default=3.0,
-                        help="wordfreq Zipf frequency threshold (default 3.0)")  # fmt: skip
+    qbuild.add_argument(
+        "--min-zipf",
+        type=float,
+        default=3.0,
+        help="wordfreq Zipf frequency threshold (default 3.0)",
+    )
     qbuild.add_argument("--lang", default="en")
     qbuild.add_argument("--wordnet", metavar="DIR", help="WordNet dict/ folder to add lemma names")
     qbuild.add_argument("--max-queries", type=int)
@@ -113,13 +142,18 @@ def _add_tools(sub) -> None:
     demo = command(sub, "demo", help="build a dataset from the embedded sample web on loopback")
     demo.add_argument("--out", default="demo-output", metavar="DIR")
     demo.add_argument("--executor", choices=["auto", "ray", "local"], default="auto")
-    demo.add_argument("--train-samples", type=int, default=20_000,
-                      help="samples to train the tiny model on (0: no training)")  # fmt: skip
+    demo.add_argument(
+        "--train-samples",
+        type=int,
+        default=20_000,
+        help="samples to train the tiny model on (0: no training)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="pipeline",
-                    description="Build CLIP-style (image, alt-text) datasets from the web.")  # fmt: skip
+    parser = Parser(
+        prog="pipeline", description="Build CLIP-style (image, alt-text) datasets from the web."
+    )
     add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_build(sub)

@@ -131,8 +131,14 @@ def cmd_report(args) -> int:
 def cmd_embed(args) -> int:
     from pipeline.embed.run import run_embed
 
-    meta = run_embed(args.dir, args.checkpoint, device=args.device, batch_size=args.batch_size,
-                     overwrite=args.overwrite, recall_target=args.recall_target)  # fmt: skip
+    meta = run_embed(
+        args.dir,
+        args.checkpoint,
+        device=args.device,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        recall_target=args.recall_target,
+    )
     index = meta["index"]
     recall = index.get("recall_at_10")
     print(
@@ -148,8 +154,14 @@ def cmd_search(args) -> int:
 
     from pipeline.embed.search import search, write_html
 
-    hits = search(args.dir, text=args.text, image=args.image, k=args.k,
-                  checkpoint=args.checkpoint, device=args.device)  # fmt: skip
+    hits = search(
+        args.dir,
+        text=args.text,
+        image=args.image,
+        k=args.k,
+        checkpoint=args.checkpoint,
+        device=args.device,
+    )
     rows = [dataclasses.asdict(h) for h in hits]
     if args.format == "table":
         from rich.console import Console
@@ -160,8 +172,9 @@ def cmd_search(args) -> int:
             table.add_column(col, overflow="fold", justify="left" if col == "caption" else "right")
         for r in rows:
             pair = "" if r["clip_score"] is None else f"{r['clip_score']:.3f}"
-            table.add_row(str(r["rank"]), f"{r['score']:.3f}", pair, r["caption"] or "",
-                          r["url"] or "")  # fmt: skip
+            table.add_row(
+                str(r["rank"]), f"{r['score']:.3f}", pair, r["caption"] or "", r["url"] or ""
+            )
         Console().print(table)
     else:
         _print_rows(rows, args.format)

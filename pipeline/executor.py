@@ -19,10 +19,13 @@ EXECUTOR_KINDS = ("auto", "ray", "local")
 @dataclass
 class ExecutorConfig:
     kind: str = option(
-        "auto", flag="executor", choices=EXECUTOR_KINDS, runtime=True,
+        "auto",
+        flag="executor",
+        choices=EXECUTOR_KINDS,
+        runtime=True,
         help="auto: in-process when this process may use 1 CPU or a stage has 1 part, else Ray; "
         "ray: Ray tasks (a local ray.init(), or --ray-address); local: in-process",
-    )  # fmt: skip
+    )
     ray_address: str | None = option(
         None, metavar="ADDR", runtime=True, help="a Ray cluster, e.g. auto or ray://head:10001"
     )

@@ -42,8 +42,11 @@ _URL_STRIP_RE = re.compile(r"[\t\n\r]")
 # ---------------------------------------------------------------------------------------------
 # Character set detection
 # ---------------------------------------------------------------------------------------------
-_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
-         (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 _CT_CHARSET_RE = re.compile(r"charset\s*=\s*[\"']?\s*([^\"';,\s]+)", re.IGNORECASE)
 _META_CHARSET_RE = re.compile(
     rb"<meta\b[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:\-]+)", re.IGNORECASE
@@ -51,8 +54,22 @@ _META_CHARSET_RE = re.compile(
 # WHATWG Encoding Standard label mapping where it differs from Python's codec of the same name:
 # browsers decode latin-1/ascii labels as windows-1252, GB2312 as GB18030, and so on.
 _ENCODING_ALIASES = {
-    **dict.fromkeys(("iso-8859-1", "iso8859-1", "iso_8859-1", "latin1", "latin-1", "l1", "ascii",
-                     "us-ascii", "windows-1252", "x-cp1252", "x-user-defined"), "cp1252"),
+    **dict.fromkeys(
+        (
+            "iso-8859-1",
+            "iso8859-1",
+            "iso_8859-1",
+            "latin1",
+            "latin-1",
+            "l1",
+            "ascii",
+            "us-ascii",
+            "windows-1252",
+            "x-cp1252",
+            "x-user-defined",
+        ),
+        "cp1252",
+    ),
     **dict.fromkeys(("iso-8859-9", "latin5"), "cp1254"),
     **dict.fromkeys(("windows-874", "tis-620", "iso-8859-11"), "cp874"),
     **dict.fromkeys(("gb2312", "gbk", "x-gbk"), "gb18030"),
@@ -60,7 +77,7 @@ _ENCODING_ALIASES = {
     "big5": "big5hkscs",
     "x-sjis": "shift_jis",
     "utf-7": "utf-8",  # never honour UTF-7 (a classic XSS vector; browsers refuse it too)
-}  # fmt: skip
+}
 
 
 def _python_codec(label: str | None) -> str | None:

@@ -8,8 +8,14 @@ import shutil
 import sys
 from pathlib import Path
 
-CATEGORIES = {"Smileys & Emotion", "Animals & Nature", "Food & Drink", "Travel & Places",
-              "Activities", "Objects"}  # fmt: skip
+CATEGORIES = {
+    "Smileys & Emotion",
+    "Animals & Nature",
+    "Food & Drink",
+    "Travel & Places",
+    "Activities",
+    "Objects",
+}
 LANGS = ("en", "fr", "de", "es", "ja")
 COUNT = 300
 
@@ -38,8 +44,11 @@ def main(src: str) -> None:
             for style in ("google", "twitter"):
                 shutil.copy(src_dir / style / row["image"], dst / style / row["image"])
             slim = {k: row[k] for k in ("image", "name", "category", "subcategory")}
-            slim["labels"] = {lang: row["annotations"][lang]["label"] for lang in LANGS
-                              if lang in row["annotations"]}  # fmt: skip
+            slim["labels"] = {
+                lang: row["annotations"][lang]["label"]
+                for lang in LANGS
+                if lang in row["annotations"]
+            }
             out.write(json.dumps(slim, ensure_ascii=False) + "\n")
     (dst / "LICENSES.md").write_text(LICENCE)
     print(f"wrote {len(chosen)} emoji to {dst}")

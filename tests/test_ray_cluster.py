@@ -35,10 +35,16 @@ VENV_BIN = str(Path(sys.executable).parent)
 # to every process of the test through the environment instead of ~/.ray/auth_token.
 TOKEN = secrets.token_hex(32)
 PORT_OPTIONS = (
-    "--port", "--dashboard-port", "--ray-client-server-port", "--node-manager-port",
-    "--object-manager-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-    "--runtime-env-agent-port", "--metrics-export-port",
-)  # fmt: skip
+    "--port",
+    "--dashboard-port",
+    "--ray-client-server-port",
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+)
 
 
 def free_ports(count: int) -> list[int]:
@@ -82,9 +88,23 @@ class RayHead:
         ports = dict(zip(PORT_OPTIONS, free_ports(len(PORT_OPTIONS)), strict=True))
         self.gcs = f"127.0.0.1:{ports['--port']}"
         self.dashboard = f"http://127.0.0.1:{ports['--dashboard-port']}"
-        argv = [f"{VENV_BIN}/ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-                "--num-cpus", "2", "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                "--disable-usage-stats", "--temp-dir", self.temp_dir]  # fmt: skip
+        argv = [
+            f"{VENV_BIN}/ray",
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--disable-usage-stats",
+            "--temp-dir",
+            self.temp_dir,
+        ]
         for option, port in ports.items():
             argv += [option, str(port)]
         with open(Path(self.temp_dir) / "ray-start.log", "w") as log:  # the child keeps it open
@@ -132,10 +152,26 @@ def ray_head():
 
 
 def build_argv(url_list: Path, out: Path, ray_address: str) -> list[str]:
-    return ["pipeline", "build", "--url-list", str(url_list), "--out", str(out),
-            "--allow-network", "127.0.0.1/32", "--ray-address", ray_address,
-            "--rows-per-part", "4", "--image-size", "64", "--shard-size", "5",
-            "--timeout", "5"]  # fmt: skip
+    return [
+        "pipeline",
+        "build",
+        "--url-list",
+        str(url_list),
+        "--out",
+        str(out),
+        "--allow-network",
+        "127.0.0.1/32",
+        "--ray-address",
+        ray_address,
+        "--rows-per-part",
+        "4",
+        "--image-size",
+        "64",
+        "--shard-size",
+        "5",
+        "--timeout",
+        "5",
+    ]
 
 
 def url_list(tmp_path: Path, site) -> tuple[Path, dict[str, str]]:
@@ -144,8 +180,10 @@ def url_list(tmp_path: Path, site) -> tuple[Path, dict[str, str]]:
     special = {
         site.base + path[1:]: (caption, status) for path, caption, _, _, status in IMAGE_CASES
     }
-    pairs = {url: (caption, special.get(url, (caption, "kept"))[1])
-             for url, caption, _ in expected_pairs(site.base)}  # fmt: skip
+    pairs = {
+        url: (caption, special.get(url, (caption, "kept"))[1])
+        for url, caption, _ in expected_pairs(site.base)
+    }
     pairs = {url: cs for url, cs in pairs.items() if cs[1] not in ("language", "too_small")}
     path = tmp_path / "urls.csv"
     with path.open("w", newline="") as f:
@@ -181,11 +219,22 @@ def test_pipeline_build_runs_on_a_ray_cluster(ray_head, test_site, tmp_path):
     urls_csv, urls = url_list(tmp_path, site)
     submitted = tmp_path / "submitted"
     job = subprocess.run(
-        [f"{VENV_BIN}/ray", "job", "submit", "--address", ray_head.dashboard,
-         "--submission-id", "clipengine-build", "--",
-         *build_argv(urls_csv, submitted, "auto")],
-        env=ray_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            f"{VENV_BIN}/ray",
+            "job",
+            "submit",
+            "--address",
+            ray_head.dashboard,
+            "--submission-id",
+            "clipengine-build",
+            "--",
+            *build_argv(urls_csv, submitted, "auto"),
+        ],
+        env=ray_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
     status = http_json(f"{ray_head.dashboard}/api/jobs/clipengine-build")
     assert status["status"] == "SUCCEEDED"
@@ -193,8 +242,13 @@ def test_pipeline_build_runs_on_a_ray_cluster(ray_head, test_site, tmp_path):
 
     direct = tmp_path / "direct"
     argv = build_argv(urls_csv, direct, ray_head.gcs)
-    done = subprocess.run([f"{VENV_BIN}/{argv[0]}", *argv[1:]], env=ray_env(),
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [f"{VENV_BIN}/{argv[0]}", *argv[1:]],
+        env=ray_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     check_dataset(direct, urls)
 
@@ -202,7 +256,10 @@ def test_pipeline_build_runs_on_a_ray_cluster(ray_head, test_site, tmp_path):
     def stages(names: set[str]) -> set[str]:  # tasks are named "<stage>:<part>"
         return {n.split(":")[0] for n in names}
 
-    jobs = [stages(names) for names in cluster_task_names(ray_head).values()
-            if "images" in stages(names)]  # fmt: skip
+    jobs = [
+        stages(names)
+        for names in cluster_task_names(ray_head).values()
+        if "images" in stages(names)
+    ]
     assert len(jobs) == 2
     assert all({"match", "text", "images", "shards", "publish"} <= names for names in jobs)

@@ -32,14 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     ray = run.add_argument_group("Ray cluster job (Ray Train TorchTrainer)")
     ray.add_argument("--ray-address", help="Ray cluster address ('auto', ray://host:10001, ...)")
     ray.add_argument("--num-workers", type=int, help="training workers (ranks) on the cluster")
-    ray.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=False,
-                     help="one GPU per Ray worker")  # fmt: skip
-    plot = add_command(commands, "plot", "trainer.cli:cmd_plot",
-                       help="write training curves of a run folder as PNG")  # fmt: skip
+    ray.add_argument(
+        "--use-gpu",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="one GPU per Ray worker",
+    )
+    plot = add_command(
+        commands,
+        "plot",
+        "trainer.cli:cmd_plot",
+        help="write training curves of a run folder as PNG",
+    )
     plot.add_argument("run_dir")
     plot.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/curves.png)")
-    evaluate = add_command(commands, "eval", "trainer.evaluation.cli:run_eval",
-                           help="zero-shot, linear probes, retrieval, clean vs overlap")  # fmt: skip
+    evaluate = add_command(
+        commands,
+        "eval",
+        "trainer.evaluation.cli:run_eval",
+        help="zero-shot, linear probes, retrieval, clean vs overlap",
+    )
     add_eval_arguments(evaluate)
     return parser
 
@@ -47,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from trainer.launch import launch, resolve_config
 
-    summary = launch(resolve_config(given(args, TrainConfig)), ray_address=args.ray_address,
-                     num_workers=args.num_workers, use_gpu=args.use_gpu)  # fmt: skip
+    summary = launch(
+        resolve_config(given(args, TrainConfig)),
+        ray_address=args.ray_address,
+        num_workers=args.num_workers,
+        use_gpu=args.use_gpu,
+    )
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 speaks for the run
         return 0
     if summary and summary.get("loss") is not None:

@@ -28,8 +28,9 @@ class TrainConfig:
     shuffle_buffer: int = opt(2000, "samples each loader worker holds to shuffle across row groups")
     # --- model and loss -------------------------------------------------------------------------
     model: str = opt("clip-tiny", "open_clip architecture (ViT-B-32, RN50, ...) or clip-tiny")
-    loss: str = opt("clip", "clip: softmax InfoNCE; siglip: pairwise sigmoid loss",
-                    choices=("clip", "siglip"))  # fmt: skip
+    loss: str = opt(
+        "clip", "clip: softmax InfoNCE; siglip: pairwise sigmoid loss", choices=("clip", "siglip")
+    )
     grad_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
     compile: bool = opt(False, "torch.compile the model (slow start, faster steps on GPU)")
     # --- how much, how big ----------------------------------------------------------------------
@@ -46,8 +47,11 @@ class TrainConfig:
     eps: float = opt(1e-6, "AdamW epsilon")
     grad_clip: float = opt(1.0, "clip the gradient norm to this; 0 turns clipping off")
     # --- hardware -------------------------------------------------------------------------------
-    precision: str = opt("auto", "auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32",
-                         choices=("auto", "bf16", "fp32"))  # fmt: skip
+    precision: str = opt(
+        "auto",
+        "auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32",
+        choices=("auto", "bf16", "fp32"),
+    )
     device: str = opt("auto", "auto | cpu | cuda | cuda:N (a rank's GPU under DDP)")
     threads: int = opt(0, "CPU threads per process for torch; 0 keeps torch's default")
     seed: int = opt(0, "seeds model init, data order and augmentation")
@@ -63,8 +67,9 @@ class TrainConfig:
     # --- periodic evaluation (trainer.evaluation), rank 0 only, logged beside the losses --------
     eval_set: list[str] = opt(
         help="ImageFolder eval sets for zero-shot during training (repeatable)",
-        default_factory=list, metavar="DIR",
-    )  # fmt: skip
+        default_factory=list,
+        metavar="DIR",
+    )
     eval_every: int = opt(0, "zero-shot evaluation every this many steps; 0: only at the end")
     eval_templates: str = opt("imagenet80", "prompt templates: imagenet80, generic, plain, FILE")
 

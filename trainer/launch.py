@@ -38,8 +38,12 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError("--out RUN_DIR is required")
 
 
-def launch(cfg: TrainConfig, ray_address: str | None = None, num_workers: int | None = None,
-           use_gpu: bool = False) -> dict:  # fmt: skip
+def launch(
+    cfg: TrainConfig,
+    ray_address: str | None = None,
+    num_workers: int | None = None,
+    use_gpu: bool = False,
+) -> dict:
     """Check and run: in this process (or this torchrun rank), or as a Ray Train job with
     `ray_address` / `num_workers`. Returns the run's summary (run_dir, steps, loss, ...)."""
     check(cfg)

@@ -30,14 +30,16 @@ NEAR_DUP_MAX_RADIUS = 16
 @dataclass
 class DedupConfig:
     eval_set: list[str] = option(
-        default_factory=list, metavar="DIR",
+        default_factory=list,
+        metavar="DIR",
         help="ImageFolder eval sets (DIR/<class>/<image>) whose copies become eval_leak",
-    )  # fmt: skip
+    )
     near_dup_radius: int | None = option(
-        None, metavar="BITS",
+        None,
+        metavar="BITS",
         help="cluster images whose 64-bit phashes differ in at most BITS bits and keep the "
         "largest of each cluster (default: exact duplicates only)",
-    )  # fmt: skip
+    )
     near_dup_method: str = option("auto", choices=NEAR_DUP_METHODS, help="near-dup search")
     leak_radius: int | None = option(None, metavar="BITS", help="leak radius in bits of 256")
     leak_index: str = option("auto", choices=("auto", "flat", "ivf"), help="leak search index")
@@ -98,8 +100,12 @@ def decide(rows, eval_table=None, config: DedupConfig | None = None, exact_dup_o
         for update in updates.values():
             if update.get("dup_of") in near:
                 update["dup_of"] = near[update["dup_of"]]["dup_of"]
-    log.info("dedup: %d eval leaks, %d exact and %d near duplicates",
-             len(leaks), len(updates) - len(leaks) - len(near), len(near))  # fmt: skip
+    log.info(
+        "dedup: %d eval leaks, %d exact and %d near duplicates",
+        len(leaks),
+        len(updates) - len(leaks) - len(near),
+        len(near),
+    )
     return updates, leaks
 
 
@@ -115,9 +121,12 @@ def _near_duplicates(col, uids, excluded: set, config: DedupConfig) -> dict[str,
     keep = valid & np.asarray([u not in excluded for u in uids], dtype=bool)
     idx = np.flatnonzero(keep)
     dup_of = cluster_near_duplicates(
-        [uids[i] for i in idx], codes[idx], (widths * heights)[idx],
-        config.near_dup_radius, config.near_dup_method,
-    )  # fmt: skip
+        [uids[i] for i in idx],
+        codes[idx],
+        (widths * heights)[idx],
+        config.near_dup_radius,
+        config.near_dup_method,
+    )
     reason = f"near-duplicate of dup_of (phash within {config.near_dup_radius} bits)"
     return {
         uids[i]: {"status": config.near_dup_status, "dup_of": rep, "error": reason}

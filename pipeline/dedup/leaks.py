@@ -134,8 +134,12 @@ class EvalIndex:
             _build_index(codes, flat, self.config.nprobe) if codes.shape[0] else None
             for _, codes, _ in self.kinds
         ]
-        log.info("eval index: %d images, %d variant hashes, %s",
-                 len(self.eval_ids), total, "flat" if flat else "ivf")  # fmt: skip
+        log.info(
+            "eval index: %d images, %d variant hashes, %s",
+            len(self.eval_ids),
+            total,
+            "flat" if flat else "ivf",
+        )
 
     def nearest(self, pool: dict[str, list]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(eval row, distance, kind number) of the nearest eval variant for every pool image.

@@ -247,8 +247,13 @@ def cluster_labels(codes: np.ndarray, radius: int, method: str = "auto") -> np.n
     uniq, inverse = np.unique(values, return_inverse=True)
     uniq_codes = uniq.astype(">u8").view(np.uint8).reshape(-1, 8)
     i, j = near_duplicate_pairs(uniq_codes, radius, method)
-    log.info("near-duplicates: %d hashes, %d distinct, %d pairs within %d bits",
-             values.size, uniq.size, i.size, radius)  # fmt: skip
+    log.info(
+        "near-duplicates: %d hashes, %d distinct, %d pairs within %d bits",
+        values.size,
+        uniq.size,
+        i.size,
+        radius,
+    )
     return _components(uniq.size, i, j)[inverse.ravel()]
 
 

@@ -66,9 +66,20 @@ def train(dataset: Path, run_dir: Path, samples: int) -> Path:
     from trainer.launch import launch, resolve_config
     from trainer.plot import plot_run
 
-    cfg = resolve_config(dict(data=str(dataset), subset="kept", model="clip-tiny",
-                              out=str(run_dir), samples=samples, batch_size=64, lr=1e-3,
-                              workers=1, save_every=100, log_every=5))  # fmt: skip
+    cfg = resolve_config(
+        dict(
+            data=str(dataset),
+            subset="kept",
+            model="clip-tiny",
+            out=str(run_dir),
+            samples=samples,
+            batch_size=64,
+            lr=1e-3,
+            workers=1,
+            save_every=100,
+            log_every=5,
+        )
+    )
     launch(cfg)
     plot_run(run_dir)
     return run_dir / "latest.pt"
@@ -77,8 +88,15 @@ def train(dataset: Path, run_dir: Path, samples: int) -> Path:
 def evaluate(checkpoint: Path, eval_set: Path, dataset: Path, out: Path) -> dict:
     from trainer.evaluation.cli import EvalOptions, evaluate_and_write
 
-    opts = EvalOptions(checkpoint=str(checkpoint), eval_set=[str(eval_set)], data=str(dataset),
-                       out=str(out), templates="plain", probe=False, retrieval=False)  # fmt: skip
+    opts = EvalOptions(
+        checkpoint=str(checkpoint),
+        eval_set=[str(eval_set)],
+        data=str(dataset),
+        out=str(out),
+        templates="plain",
+        probe=False,
+        retrieval=False,
+    )
     results, _ = evaluate_and_write(opts)
     return results[eval_set.name]
 

@@ -140,8 +140,9 @@ def _pq_m(n: int, dim: int, budget: int) -> int | None:
     return None
 
 
-def factory_for(kind: str, n: int, dim: int, memory_budget_bytes: int = 4 << 30,
-                opq: bool = True) -> str:  # fmt: skip
+def factory_for(
+    kind: str, n: int, dim: int, memory_budget_bytes: int = 4 << 30, opq: bool = True
+) -> str:
     """The index_factory string for a kind at this size (kind forced or chosen)."""
     if kind == "flat":
         return "Flat"
@@ -232,8 +233,10 @@ def _is_gpu(index) -> bool:
 
 def _overlap(found, exact, k: int) -> float:
     """mean |found top-k ∩ exact top-k| / min(k, N) over queries."""
-    hits = [len(set(f[:k][f[:k] >= 0].tolist()) & set(e[:k][e[:k] >= 0].tolist()))
-            for f, e in zip(found, exact, strict=True)]  # fmt: skip
+    hits = [
+        len(set(f[:k][f[:k] >= 0].tolist()) & set(e[:k][e[:k] >= 0].tolist()))
+        for f, e in zip(found, exact, strict=True)
+    ]
     per_query = max(1, int((exact[:, :k] >= 0).sum(axis=1).max()))
     return float(sum(hits) / (len(hits) * per_query))
 
@@ -331,22 +334,36 @@ def _tune(index, kind, factory, x, recall_target, recall_queries, seed) -> tuple
         found = _smallest(recall_of(name), values, goal)
     if found is None:
         found = (values[-1], recall_of(name)(values[-1]))
-        log.warning("%s index reaches recall@%d = %.3f < target %.3f at its largest %s",
-                    kind, k, found[1], goal, {**fixed, name: values[-1]})  # fmt: skip
+        log.warning(
+            "%s index reaches recall@%d = %.3f < target %.3f at its largest %s",
+            kind,
+            k,
+            found[1],
+            goal,
+            {**fixed, name: values[-1]},
+        )
     params = {**fixed, name: found[0]}
     _set_params(index, params)
     return params, found[1], int(q.shape[0])
 
 
-def build_index(vectors, kind: str | None = None, recall_target: float = 0.95, seed: int = 0,
-                recall_queries: int = 1000, memory_budget_bytes: int = 4 << 30):  # fmt: skip
+def build_index(
+    vectors,
+    kind: str | None = None,
+    recall_target: float = 0.95,
+    seed: int = 0,
+    recall_queries: int = 1000,
+    memory_budget_bytes: int = 4 << 30,
+):
     """(index on the CPU, IndexInfo): the kind chosen by size (or forced), search parameters tuned
     to `recall_target` recall@10 against exact search; row i of `vectors` is index id i."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"index kind must be one of {KINDS} or None, not {kind!r}")
     if not 0.0 < recall_target <= 1.0 or recall_queries < 1:
-        raise ValueError(f"need 0 < recall_target ≤ 1 and recall_queries ≥ 1, "
-                         f"got {recall_target}, {recall_queries}")  # fmt: skip
+        raise ValueError(
+            f"need 0 < recall_target ≤ 1 and recall_queries ≥ 1, "
+            f"got {recall_target}, {recall_queries}"
+        )
     x = _validate(vectors)
     n, dim = x.shape
     started = time.perf_counter()
@@ -368,8 +385,9 @@ def build_index(vectors, kind: str | None = None, recall_target: float = 0.95, s
         if kind == "flat":
             params, recall, queries = {}, None, 0
         else:
-            params, recall, queries = _tune(index, kind, factory, x, recall_target,
-                                            recall_queries, seed)  # fmt: skip
+            params, recall, queries = _tune(
+                index, kind, factory, x, recall_target, recall_queries, seed
+            )
     seconds = round(time.perf_counter() - started, 3)
     recall = None if recall is None else round(recall, 4)
     info = IndexInfo(kind, factory, n, dim, params, recall, queries, seconds)
@@ -428,8 +446,10 @@ def load_index(folder: Path, name: str = "image", gpu: bool | None = None):
     except RuntimeError as exc:
         raise IndexFileError(f"{index_path} is not a readable FAISS index") from exc
     if index.ntotal != info.n or index.d != info.dim:
-        raise IndexFileError(f"{index_path} holds {index.ntotal} × {index.d}, but {info_path} "
-                             f"says {info.n} × {info.dim}; rebuild the index")  # fmt: skip
+        raise IndexFileError(
+            f"{index_path} holds {index.ntotal} × {index.d}, but {info_path} "
+            f"says {info.n} × {info.dim}; rebuild the index"
+        )
     if gpu is None:
         gpu = info.kind != "hnsw" and faiss.get_num_gpus() > 0
     if gpu:

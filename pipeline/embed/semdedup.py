@@ -61,8 +61,15 @@ def _clusters(x, k: int, seed: int):
         c = x.mean(axis=0, keepdims=True)
         c /= max(float(np.linalg.norm(c)), 1e-12)
         return np.zeros(x.shape[0], dtype=np.int64), (x @ c[0]).astype(np.float32)
-    km = faiss.Kmeans(x.shape[1], k, niter=KMEANS_ITERATIONS, seed=seed, spherical=True,
-                      verbose=False, max_points_per_centroid=256)  # fmt: skip
+    km = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=KMEANS_ITERATIONS,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        max_points_per_centroid=256,
+    )
     km.train(x)
     sims, labels = km.index.search(x, 1)  # inner product with unit centroids = cosine
     return labels[:, 0].astype(np.int64), sims[:, 0]
@@ -92,8 +99,9 @@ def _dedup_cluster(v, threshold: float):
     return dup
 
 
-def semantic_duplicates(embeddings, eps: float = 0.05, n_clusters: int | None = None,
-                        seed: int = 0):  # fmt: skip
+def semantic_duplicates(
+    embeddings, eps: float = 0.05, n_clusters: int | None = None, seed: int = 0
+):
     """int64 [N]: -1 for kept rows, else the index of a KEPT row the row duplicates
     (cosine > 1 - eps within its k-means cluster; see the module docstring for the exact rule)."""
     import numpy as np
@@ -116,6 +124,11 @@ def semantic_duplicates(embeddings, eps: float = 0.05, n_clusters: int | None = 
             local = _dedup_cluster(x[rows], 1.0 - eps)
             hit = local >= 0
             out[rows[hit]] = rows[local[hit]]
-    log.info("SemDeDup: %d of %d rows are semantic duplicates (eps %g, %d clusters)",
-             int((out >= 0).sum()), n, eps, n_clusters)  # fmt: skip
+    log.info(
+        "SemDeDup: %d of %d rows are semantic duplicates (eps %g, %d clusters)",
+        int((out >= 0).sum()),
+        n,
+        eps,
+        n_clusters,
+    )
     return out

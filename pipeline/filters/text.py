@@ -73,9 +73,11 @@ class TextFilterConfig:
     """
 
     languages: list[str] = option(
-        default_factory=list, sep=",", metavar="LANG",
+        default_factory=list,
+        sep=",",
+        metavar="LANG",
         help="keep only these fastText lid.176 languages, e.g. en,fr (default: all)",
-    )  # fmt: skip
+    )
     min_lang_score: float = option(0.0, help="drop captions whose language scores below this")
     lang_lexicon: bool = option(True, help="re-rank unsure language answers with word lists")
     min_words: int = option(1, help="fewest words a caption may have")

@@ -235,14 +235,26 @@ def train_text_model(
     train, test = _split(rows, test_fraction, seed)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp, atomic_path(out_path) as model_path:
+    with (
+        tempfile.TemporaryDirectory(dir=out_path.parent) as tmp,
+        atomic_path(out_path) as model_path,
+    ):
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("".join(f"{_PREFIX}{lab} {txt}\n" for txt, lab in train), "utf-8")
         options = dict(
-            input=str(train_file), epoch=epochs, wordNgrams=word_ngrams, dim=dim,
-            minn=char_ngrams[0], maxn=char_ngrams[1], bucket=bucket, minCount=1, loss="softmax",
-            seed=seed, thread=threads or os.cpu_count() or 1, verbose=0,
-        )  # fmt: skip
+            input=str(train_file),
+            epoch=epochs,
+            wordNgrams=word_ngrams,
+            dim=dim,
+            minn=char_ngrams[0],
+            maxn=char_ngrams[1],
+            bucket=bucket,
+            minCount=1,
+            loss="softmax",
+            seed=seed,
+            thread=threads or os.cpu_count() or 1,
+            verbose=0,
+        )
         _train_supervised(options, lr, model_path)
         model = fasttext.load_model(str(model_path))
     scores = _positive_probs(model, [t for t, _ in test], positive)
@@ -369,9 +381,17 @@ def cmd_textmodel_train(args) -> int:
     """Train from parsed arguments; print the held-out metrics as JSON (bad input: a
     TextModelError, which the CLI prints as one line with exit status 2)."""
     metrics = train_text_model(
-        args.input, args.out, epochs=args.epochs, lr=args.lr, word_ngrams=args.word_ngrams,
-        dim=args.dim, positive_label=args.positive_label, test_fraction=args.test_fraction,
-        seed=args.seed, threads=args.threads, fmt=args.format,
-    )  # fmt: skip
+        args.input,
+        args.out,
+        epochs=args.epochs,
+        lr=args.lr,
+        word_ngrams=args.word_ngrams,
+        dim=args.dim,
+        positive_label=args.positive_label,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        threads=args.threads,
+        fmt=args.format,
+    )
     print(json.dumps(metrics, indent=1))
     return 0

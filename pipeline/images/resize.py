@@ -65,9 +65,10 @@ class ImageConfig:
         None, help="drop images more elongated than this (bad_aspect_ratio)"
     )
     max_pixels: int = option(
-        50_000_000, flag="max-image-pixels",
+        50_000_000,
+        flag="max-image-pixels",
         help="declared pixels above this are refused (decompression bombs)",
-    )  # fmt: skip
+    )
     max_bytes: int = option(20 * 1024 * 1024, flag="max-image-bytes", help="image body cap (bytes)")
     upscale_interpolation: str = option("lanczos", choices=INTERPOLATIONS, help="when upscaling")
     downscale_interpolation: str = option("area", choices=INTERPOLATIONS, help="when downscaling")

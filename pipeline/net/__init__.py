@@ -16,8 +16,16 @@ _EXPORTS = {
     "fetch": ("Fetcher", "parse_http_url", "parse_retry_after"),
     "policy": ("AddressPolicy", "BlockedAddressError", "GuardedResolver", "StaticResolver"),
     "ratelimit": ("HostLimiter",),
-    "result": ("BAD_URL", "BLOCKED_ADDRESS", "FETCH_FAILED", "OK", "ROBOTS_DISALLOWED",
-               "STATUSES", "TOO_LARGE", "FetchResult"),
+    "result": (
+        "BAD_URL",
+        "BLOCKED_ADDRESS",
+        "FETCH_FAILED",
+        "OK",
+        "ROBOTS_DISALLOWED",
+        "STATUSES",
+        "TOO_LARGE",
+        "FetchResult",
+    ),
     "robots": ("RobotsCache", "RobotsDecision", "meta_robots_opt_out", "x_robots_opt_out"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -46,9 +46,12 @@ class FetchConfig:
         help="also allow these addresses (default: public addresses only)",
     )
     total_timeout_s: float = option(
-        20.0, flag="timeout", metavar="SECONDS", runtime=True,
+        20.0,
+        flag="timeout",
+        metavar="SECONDS",
+        runtime=True,
         help="seconds per response attempt: connect, headers and body",
-    )  # fmt: skip
+    )
     connect_timeout_s: float = option(10.0, runtime=True, help="seconds to connect")
     max_bytes: int = option(10 * MIB, flag="max-page-bytes", help="body cap per page (bytes)")
     max_redirects: int = option(5, help="redirects followed per request")
@@ -63,7 +66,9 @@ class FetchConfig:
     )
     max_in_flight: int = option(256, runtime=True, help="requests in flight over all hosts")
     respect_robots: bool = option(True, cli=False, help="obey robots.txt (tests turn it off)")
-    max_crawl_delay_s: float = option(60.0, help="a host asking for a longer crawl-delay is skipped")
+    max_crawl_delay_s: float = option(
+        60.0, help="a host asking for a longer crawl-delay is skipped"
+    )
     robots_max_bytes: int = option(500 * KIB, help="robots.txt bytes parsed (RFC 9309: >= 500 KiB)")
 
     def __post_init__(self) -> None:
@@ -80,10 +85,19 @@ class FetchConfig:
             raise ConfigError("--contact-url must be a non-empty URL without spaces or controls")
         positive = ("total_timeout_s", "connect_timeout_s", "max_bytes", "robots_max_bytes")
         at_least_one = ("per_host_concurrency", "max_in_flight")
-        non_negative = ("max_redirects", "max_retries", "backoff_s", "max_retry_after_s",
-                        "per_host_rps", "max_crawl_delay_s")  # fmt: skip
-        for names, low, text in ((positive, 0, "> 0"), (at_least_one, 1, ">= 1"),
-                                 (non_negative, 0, ">= 0")):  # fmt: skip
+        non_negative = (
+            "max_redirects",
+            "max_retries",
+            "backoff_s",
+            "max_retry_after_s",
+            "per_host_rps",
+            "max_crawl_delay_s",
+        )
+        for names, low, text in (
+            (positive, 0, "> 0"),
+            (at_least_one, 1, ">= 1"),
+            (non_negative, 0, ">= 0"),
+        ):
             for name in names:
                 value = getattr(self, name)
                 if value < low or (text == "> 0" and value == 0):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from manifests.config import ConfigError
+from manifests.config import ConfigError, check_fields, option
 from manifests.layout import DatasetLayout, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -14,16 +14,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ReportConfig:
-    kept_samples: int = 48  # thumbnails in the kept grid
-    dropped_per_reason: int = 6  # cards per drop reason
-    thumb_px: int = 160  # longest thumbnail side, px (shown at 150 CSS px)
-    top_n: int = 20  # rows in the top-queries and languages lists
+    kept_samples: int = option(48, help="thumbnails in the kept grid")
+    dropped_per_reason: int = option(6, help="cards per drop reason")
+    thumb_px: int = option(160, help="longest thumbnail side, px (shown at 150 CSS px)")
+    top_n: int = option(20, help="rows in the top-queries and languages lists")
 
     def __post_init__(self):
+        check_fields(self)
         for name in ("kept_samples", "dropped_per_reason", "thumb_px", "top_n"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"report {name} must be a non-negative integer, not {value!r}")
+            if getattr(self, name) < 0:
+                raise ConfigError(f"report {name} must not be negative, not {getattr(self, name)}")
         if self.thumb_px < 16:
             raise ConfigError(f"report thumb_px must be at least 16, not {self.thumb_px}")
 

@@ -72,11 +72,28 @@ def row(*blocks: str) -> str:
 # --- header --------------------------------------------------------------------------------------
 
 KEY_SETTINGS = (
-    "query_list", "per_query_cap", "seed", "languages", "min_words", "max_words", "text_model",
-    "min_text_score", "min_size", "max_aspect_ratio", "image_size", "resize_mode",
-    "encode_format", "encode_quality", "shard_size", "webdataset", "max_pages", "max_depth",
-    "allow_network", "eval_set", "fetch",
-)  # fmt: skip
+    "query_list",
+    "per_query_cap",
+    "seed",
+    "languages",
+    "min_words",
+    "max_words",
+    "text_model",
+    "min_text_score",
+    "min_size",
+    "max_aspect_ratio",
+    "image_size",
+    "resize_mode",
+    "encode_format",
+    "encode_quality",
+    "shard_size",
+    "webdataset",
+    "max_pages",
+    "max_depth",
+    "allow_network",
+    "eval_set",
+    "fetch",
+)
 
 
 def source_kind_and_where(config: dict) -> tuple[str, str]:
@@ -211,9 +228,11 @@ def languages(langs: list[tuple[str, int, int]], kept_label: str) -> str:
         body = note("No language identified: the text stage has not run on any candidate.")
     else:
         chart = svg.hbar_chart(
-            [(lang, total, kept) for lang, total, kept in langs], title="candidates per language",
-            inner_label=kept_label, outer_label="all candidates",
-        )  # fmt: skip
+            [(lang, total, kept) for lang, total, kept in langs],
+            title="candidates per language",
+            inner_label=kept_label,
+            outer_label="all candidates",
+        )
         body = row(chart, table(["language", "candidates", kept_label], [list(x) for x in langs]))
     return section("languages", "Languages", body)
 
@@ -277,8 +296,9 @@ def clip_scores(histogram: list[tuple[str, int, int]]) -> str:
     chart = svg.hbar_chart(
         [(label, total, kept) for label, total, kept in histogram],
         title="clip_score (cosine of image and caption embeddings)",
-        inner_label="kept", outer_label="scored",
-    )  # fmt: skip
+        inner_label="kept",
+        outer_label="scored",
+    )
     text = note(
         "Scored by the build's --clip-model (rows it dropped are low_clip_score), or by "
         "`pipeline embed` for kept rows the build did not score."
@@ -292,8 +312,11 @@ def overlap(ov: Overlap | None) -> str:
     if ov.note:
         return section("overlap", "Overlap with eval sets", note(ov.note))
     rows = [[name, total, copies, pct(copies, total)] for name, total, copies in ov.rows]
-    return section("overlap", "Overlap with eval sets",
-                   table(["eval set", "images", "with a copy here", "overlap"], rows))  # fmt: skip
+    return section(
+        "overlap",
+        "Overlap with eval sets",
+        table(["eval set", "images", "with a copy here", "overlap"], rows),
+    )
 
 
 # --- sample cards --------------------------------------------------------------------------------
@@ -344,8 +367,10 @@ def kept_grid(samples: list[Sample], totals: dict, limit: int, no_fetch: bool = 
         else:
             why = "No kept sample."
         return section("kept", "Kept samples", note(why))
-    intro = note(f"{len(samples)} of {totals['kept']:,} kept samples (the lowest uids: a fixed "
-                 f"pseudo-random choice, at most {limit}).")  # fmt: skip
+    intro = note(
+        f"{len(samples)} of {totals['kept']:,} kept samples (the lowest uids: a fixed "
+        f"pseudo-random choice, at most {limit})."
+    )
     cards = "".join(card(s, dropped=False) for s in samples)
     return section("kept", "Kept samples", intro + f'<div class="grid">{cards}</div>')
 
@@ -364,7 +389,7 @@ def _dropped_table(samples: list[Sample]) -> str:
             Raw(f'<span class="url">{e(s.url)}</span>'),
             s.error or REASON_TEXT.get(s.status, ""),
             s.lang or "",
-        ]  # fmt: skip
+        ]
         for s in samples
     ]
     return table(["caption", "image URL", "why", "lang"], rows, cls="dropped")

@@ -16,8 +16,15 @@ from pathlib import Path
 
 FORMATS = ("txt", "csv", "tsv", "json", "jsonl", "parquet")
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".lz4")
-_EXTENSIONS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl",
-               ".ndjson": "jsonl", ".parquet": "parquet"}  # fmt: skip
+_EXTENSIONS = {
+    ".txt": "txt",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
 _READ_BLOCK_BYTES = 4 << 20  # pyarrow CSV read block (bytes)
 _KEY_SAMPLE_ROWS = 1000  # JSON objects inspected to tell a missing column from a sparse one
 

@@ -47,8 +47,9 @@ class BalanceStage(Stage):
         first_rows[firsts["row"].to_numpy()] = True
         unique = rows.filter(pa.array(first_rows))
         counts_table = pq.read_table(plan_dir / "query_counts.parquet")
-        counts = dict(zip(counts_table["query"].to_pylist(), counts_table["count"].to_pylist(),
-                          strict=True))  # fmt: skip
+        counts = dict(
+            zip(counts_table["query"].to_pylist(), counts_table["count"].to_pylist(), strict=True)
+        )
         matched = unique["matched_queries"].to_pylist()
         if task.config.balance.query_list is None:  # a curated URL list: every unique pair goes on
             keep = has_match = np.ones(unique.num_rows, dtype=bool)
@@ -56,8 +57,9 @@ class BalanceStage(Stage):
             cap, seed = task.config.balance.per_query_cap, task.config.seed
             keep = balance(unique["uid"].to_pylist(), matched, counts, cap, seed=seed)
             has_match = np.array([bool(m) for m in matched], dtype=bool)
-        status = np.where(keep, schema.PENDING,
-                          np.where(has_match, "over_query_cap", "no_query_match"))  # fmt: skip
+        status = np.where(
+            keep, schema.PENDING, np.where(has_match, "over_query_cap", "no_query_match")
+        )
         samples = unique.append_column("status", pa.array(status.tolist(), pa.string()))
         stats = PartStats()
         stats.drop("repeated_pair", rows.num_rows - unique.num_rows)

@@ -120,7 +120,9 @@ class Stage:
         return [run.task(part) for part in run.parts if not run.is_done(part)]
 
     def process(self, task: PartTask, rows: pa.Table | None) -> PartOutput:
-        raise NotImplementedError
+        """The per-part work: the part's input rows (None for a stage without inputs) in, its
+        rows, side files and any counts the statuses cannot show out. Writes nothing itself."""
+        raise NotImplementedError(f"stage {self.name} has no per-part work")
 
     def summarise(self, run: StageRun, parts: dict[str, PartStats]) -> dict | None:
         """Optional global step after the parts: figures for stats/<stage>.json's `extra`."""
@@ -157,8 +159,9 @@ class Stage:
         from tqdm import tqdm
 
         results = executor.map(run_stage_part, tasks, name=task_name)
-        for _ in tqdm(results, total=len(tasks), desc=desc or self.name, leave=False,
-                      disable=len(tasks) < 2):  # fmt: skip
+        for _ in tqdm(
+            results, total=len(tasks), desc=desc or self.name, leave=False, disable=len(tasks) < 2
+        ):
             pass
 
     def run_part(self, task: PartTask) -> PartStats:
@@ -173,6 +176,7 @@ class Stage:
 
     def commit(self, run: StageRun, part: str, output: PartOutput, started: float) -> PartStats:
         """Write a part's outputs: side files first, rows next, the marker last."""
+        check_drop_counters(self.name, output.stats)  # before anything is written
         for kind, table in output.files.items():
             write_parquet_atomic(table, run.file_path(part, kind), row_group_size=1000)
         if output.rows is not None:
@@ -206,8 +210,15 @@ class Stage:
         """The part's rows as the stage's first input left them (samples schema if they are)."""
         return self.read(task, self.inputs[0], columns=columns)
 
-    def read(self, task: PartTask, stage: str, kind: str | None = None, part: str | None = None,
-             columns: list[str] | None = None, filters=None):  # fmt: skip
+    def read(
+        self,
+        task: PartTask,
+        stage: str,
+        kind: str | None = None,
+        part: str | None = None,
+        columns: list[str] | None = None,
+        filters=None,
+    ):
         """A part's rows (or `kind` side file) of input `stage`, one of this stage's inputs."""
         import pyarrow.parquet as pq
 
@@ -217,10 +228,20 @@ class Stage:
             raise ValueError(f"stage {self.name} reads {stage!r}, which it does not declare")
         source = registry.get(task.inputs[self.inputs.index(stage)])
         part = part or task.part
-        path = (source.file_path(task.layout, part, kind) if kind
-                else source.rows_path(task.layout, part))  # fmt: skip
+        path = (
+            source.file_path(task.layout, part, kind)
+            if kind
+            else source.rows_path(task.layout, part)
+        )
         table_schema = schema.SAMPLES if kind is None and source.samples else None
         return pq.read_table(path, columns=columns, filters=filters, schema=table_schema)
+
+
+def check_drop_counters(stage: str, stats: PartStats) -> None:
+    """Raise ValueError (a bug) on a drop counter outside schema.DropReason."""
+    unknown = sorted(r for r in stats.drops if not schema.is_drop_counter(r))
+    if unknown:
+        raise ValueError(f"stage {stage}: drop reasons outside schema.DropReason: {unknown}")
 
 
 def sql_files(paths) -> str:
@@ -243,8 +264,14 @@ def run_stage_part(task: PartTask) -> PartStats:
 class StageRun:
     """One stage in one dataset folder: its folder, markers, parts and totals (driver side)."""
 
-    def __init__(self, layout: DatasetLayout, stage: Stage, inputs: tuple[str, ...],
-                 config: BuildConfig | None = None, resolver=None):  # fmt: skip
+    def __init__(
+        self,
+        layout: DatasetLayout,
+        stage: Stage,
+        inputs: tuple[str, ...],
+        config: BuildConfig | None = None,
+        resolver=None,
+    ):
         self.layout, self.stage, self.inputs = layout, stage, inputs
         self.config, self.resolver = config, resolver
         self.dir = layout.stage_dir(stage.name)
@@ -265,8 +292,9 @@ class StageRun:
         return json.loads(path.read_text())
 
     def task(self, part: str, cls=PartTask, **extra) -> PartTask:
-        return cls(self.name, str(self.layout.root), part, self.inputs, self.config,
-                   self.resolver, **extra)  # fmt: skip
+        return cls(
+            self.name, str(self.layout.root), part, self.inputs, self.config, self.resolver, **extra
+        )
 
     def rows_path(self, part: str) -> Path:
         return self.stage.rows_path(self.layout, part)
@@ -297,7 +325,9 @@ class StageRun:
     def mark_done(self, part: str, stats: PartStats) -> None:
         unknown = sorted(r for r in stats.drops if not schema.is_drop_counter(r))
         if unknown:
-            raise ValueError(f"stage {self.name}: drop reasons outside schema.DropReason: {unknown}")
+            raise ValueError(
+                f"stage {self.name}: drop reasons outside schema.DropReason: {unknown}"
+            )
         write_json_atomic(stats.to_json(), self.marker(part))
 
     def part_stats(self, part: str) -> PartStats:
@@ -320,40 +350,11 @@ class StageRun:
             record["extra"] = extra
         if self.stage.in_stats:
             write_json_atomic(record, self.layout.stats / f"{self.name}.json")
-        log.info("stage %s: %d in, %d out, drops %s", self.name, total.rows_in, total.rows_out,
-                 dict(total.drops))  # fmt: skip
+        log.info(
+            "stage %s: %d in, %d out, drops %s",
+            self.name,
+            total.rows_in,
+            total.rows_out,
+            dict(total.drops),
+        )
         return record
-
-
-# Columns a run-wide decision (dedup, clip) may set on a pending row.
-DECISION_COLUMNS = ("status", "error", "dup_of", "leak_of")
-
-
-def decisions_table(updates: dict[str, dict], part_of: dict[str, str]):
-    """uid -> update (status, error, dup_of, leak_of) as a table with each row's part, so a part
-    reads only its own decisions."""
-    import pyarrow as pa
-
-    uids = sorted(updates)
-    columns = {"part": [part_of[u] for u in uids], "uid": uids}
-    for name in DECISION_COLUMNS:
-        columns[name] = [updates[u].get(name) for u in uids]
-    return pa.table(columns, schema=pa.schema([(n, pa.string()) for n in columns]))
-
-
-def apply_decisions(rows, decisions, fill=None):
-    """The samples rows of a part with every pending row's decision applied (and `fill(row)`,
-    columns a stage adds to every pending row, first)."""
-    import pyarrow as pa
-
-    by_uid = {d["uid"]: d for d in decisions.to_pylist()}
-    out = rows.to_pylist()
-    for row in out:
-        if row["status"] != schema.PENDING:
-            continue
-        if fill is not None:
-            fill(row)
-        decision = by_uid.get(row["uid"])
-        if decision:
-            row.update({k: decision[k] for k in DECISION_COLUMNS if decision[k] is not None})
-    return pa.Table.from_pylist(out, schema=schema.SAMPLES)

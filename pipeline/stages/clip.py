@@ -18,7 +18,8 @@ import logging
 from manifests import schema
 from manifests.config import ConfigError
 from manifests.layout import write_json_atomic, write_parquet_atomic
-from pipeline.stages.base import PartOutput, Stage, StageRun, apply_decisions, decisions_table
+from pipeline.stages.base import PartOutput, Stage, StageRun
+from pipeline.stages.decisions import apply_decisions, decisions_table
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,13 @@ def _score_part(loaded, run: StageRun, part: str, batch_size: int) -> None:
     image_of = dict(zip(stored["uid"].to_pylist(), stored["image"].to_pylist(), strict=True))
     captions = [c or "" for c in pending["caption"].to_pylist()]
     emb = embed_pairs(loaded, [image_of[u] for u in uids], captions, batch_size, desc=part)
-    table = pa.table({"uid": pa.array(uids, pa.string()),
-                      "clip_score": pa.array(emb.score, pa.float32()),
-                      "image": vector_array(emb.image)})  # fmt: skip
+    table = pa.table(
+        {
+            "uid": pa.array(uids, pa.string()),
+            "clip_score": pa.array(emb.score, pa.float32()),
+            "image": vector_array(emb.image),
+        }
+    )
     write_parquet_atomic(table, run.file_path(part, "scores"))
 
 
@@ -93,8 +98,9 @@ def _read_scores(run: StageRun, parts: list[str], vectors: bool):
     return table["uid"].to_pylist(), table["clip_score"].to_numpy(zero_copy_only=False), image
 
 
-def decide(uids, scores, vectors, min_score=None, top_fraction=None, semdedup_eps=None,
-           seed: int = 0) -> tuple[dict, dict]:  # fmt: skip
+def decide(
+    uids, scores, vectors, min_score=None, top_fraction=None, semdedup_eps=None, seed: int = 0
+) -> tuple[dict, dict]:
     """(uid → {status, error, dup_of}) for the dropped rows, and the figures for stats' extra."""
     import numpy as np
 
@@ -110,9 +116,12 @@ def decide(uids, scores, vectors, min_score=None, top_fraction=None, semdedup_ep
         keep_mask &= scores >= threshold
         extra["threshold"] = round(float(threshold), 6)
     for i in np.flatnonzero(~keep_mask):
-        why = ("the image could not be decoded for scoring" if not readable[i] else
-               f"clip score {scores[i]:.4f} < {threshold:.4f}"
-               + (f" (not in the best {top_fraction:.0%})" if top_fraction is not None else ""))  # fmt: skip
+        why = (
+            "the image could not be decoded for scoring"
+            if not readable[i]
+            else f"clip score {scores[i]:.4f} < {threshold:.4f}"
+            + (f" (not in the best {top_fraction:.0%})" if top_fraction is not None else "")
+        )
         updates[uids[i]] = {"status": "low_clip_score", "error": why}
     if semdedup_eps is not None and keep_mask.sum() > 1:
         from pipeline.embed.semdedup import semantic_duplicates
@@ -121,8 +130,11 @@ def decide(uids, scores, vectors, min_score=None, top_fraction=None, semdedup_ep
         dup = semantic_duplicates(vectors[kept], eps=semdedup_eps, seed=seed)
         for j in np.flatnonzero(dup >= 0):
             i, of = kept[j], kept[dup[j]]
-            updates[uids[i]] = {"status": "semantic_duplicate", "dup_of": uids[of],
-                                "error": f"cosine > {1 - semdedup_eps:.3f} to {uids[of]}"}  # fmt: skip
+            updates[uids[i]] = {
+                "status": "semantic_duplicate",
+                "dup_of": uids[of],
+                "error": f"cosine > {1 - semdedup_eps:.3f} to {uids[of]}",
+            }
         extra["semantic_duplicates"] = int((dup >= 0).sum())
     return updates, extra
 
@@ -142,9 +154,18 @@ class ClipStage(Stage):
     def plan(self, run: StageRun) -> None:
         config = run.config.clip
         _score_all(config, run)
-        uids, scores, vectors = _read_scores(run, run.parts, vectors=config.semdedup_eps is not None)
-        updates, extra = decide(uids, scores, vectors, config.min_clip_score,
-                                config.clip_top_fraction, config.semdedup_eps, run.config.seed)  # fmt: skip
+        uids, scores, vectors = _read_scores(
+            run, run.parts, vectors=config.semdedup_eps is not None
+        )
+        updates, extra = decide(
+            uids,
+            scores,
+            vectors,
+            config.min_clip_score,
+            config.clip_top_fraction,
+            config.semdedup_eps,
+            run.config.seed,
+        )
         part_of = {}
         for part in run.parts:
             part_of.update(dict.fromkeys(_part_uids(run, part), part))
@@ -155,15 +176,17 @@ class ClipStage(Stage):
         import pyarrow.parquet as pq
 
         scores = self.read_scores(task)
-        score_of = dict(zip(scores["uid"].to_pylist(), scores["clip_score"].to_pylist(),
-                            strict=True))  # fmt: skip
+        score_of = dict(
+            zip(scores["uid"].to_pylist(), scores["clip_score"].to_pylist(), strict=True)
+        )
 
         def fill(row: dict) -> None:
             score = score_of.get(row["uid"])
             row["clip_score"] = None if score is None or score != score else score  # NaN: unscored
 
-        decisions = pq.read_table(task.work_dir / "decisions.parquet",
-                                  filters=[("part", "=", task.part)])  # fmt: skip
+        decisions = pq.read_table(
+            task.work_dir / "decisions.parquet", filters=[("part", "=", task.part)]
+        )
         return PartOutput(apply_decisions(rows, decisions, fill))
 
     def read_scores(self, task):

@@ -12,14 +12,8 @@ next step (docs/scaling.md)."""
 
 from manifests import schema
 from manifests.layout import write_parquet_atomic
-from pipeline.stages.base import (
-    PartOutput,
-    Stage,
-    StageRun,
-    apply_decisions,
-    decisions_table,
-    sql_files,
-)
+from pipeline.stages.base import PartOutput, Stage, StageRun, sql_files
+from pipeline.stages.decisions import apply_decisions, decisions_table
 
 
 def _pending_rows(run: StageRun):
@@ -29,15 +23,19 @@ def _pending_rows(run: StageRun):
 
     rows = sql_files(run.input_rows_paths("images"))
     images = sql_files(run.input_file_paths("images", "images"))
-    return duckdb.connect(":memory:").sql(
-        f"""SELECT parse_filename(s.filename, true) AS part, s.uid, s.sha256, s.phash,
+    return (
+        duckdb.connect(":memory:")
+        .sql(
+            f"""SELECT parse_filename(s.filename, true) AS part, s.uid, s.sha256, s.phash,
                    s.original_width AS width, s.original_height AS height,
                    i.phash256, i.phash256_trim
             FROM read_parquet({rows}, filename = true, file_row_number = true) s
             JOIN read_parquet({images}) i USING (uid)
             WHERE s.status = '{schema.PENDING}'
             ORDER BY parse_filename(s.filename, true), s.file_row_number"""
-    ).to_arrow_table()
+        )
+        .to_arrow_table()
+    )
 
 
 def exact_duplicates(uids: list[str], digests: list[str]) -> dict[str, str]:
@@ -79,6 +77,7 @@ class DedupStage(Stage):
     def process(self, task, rows) -> PartOutput:
         import pyarrow.parquet as pq
 
-        decisions = pq.read_table(task.work_dir / "decisions.parquet",
-                                  filters=[("part", "=", task.part)])  # fmt: skip
+        decisions = pq.read_table(
+            task.work_dir / "decisions.parquet", filters=[("part", "=", task.part)]
+        )
         return PartOutput(apply_decisions(rows, decisions))

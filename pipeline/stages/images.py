@@ -14,8 +14,13 @@ from manifests import schema
 from pipeline.stages.base import PartOutput, Stage
 
 # work/images/<part>.images.parquet: what later stages need of a kept image beyond its manifest row
-IMAGE_COLUMNS = {"uid": "string", "image": "binary", "exif": "string", "phash256": "string",
-                 "phash256_trim": "string"}  # fmt: skip
+IMAGE_COLUMNS = {
+    "uid": "string",
+    "image": "binary",
+    "exif": "string",
+    "phash256": "string",
+    "phash256_trim": "string",
+}
 MAX_QUEUED = 32  # fetched image bodies waiting to be resized, per task (memory bound)
 # Fetch statuses that are manifest statuses as they are; anything else is `fetch_failed`.
 FETCH_STATUSES = {"robots_disallowed", "blocked_address", "too_large", "fetch_failed"}
@@ -87,8 +92,11 @@ class ImagesStage(Stage):
         rows = rows.to_pylist()
         todo = [i for i, row in enumerate(rows) if row["status"] == schema.PENDING]
         config = task.config
-        outcomes = asyncio.run(_fetch_part([rows[i]["url"] for i in todo], config.image_fetch(),
-                                           config.images, task.resolver))  # fmt: skip
+        outcomes = asyncio.run(
+            _fetch_part(
+                [rows[i]["url"] for i in todo], config.image_fetch(), config.images, task.resolver
+            )
+        )
         images = {name: [] for name in IMAGE_COLUMNS}
         for i, outcome in zip(todo, outcomes, strict=True):
             stored = {name: outcome.pop(name, None) for name in list(IMAGE_COLUMNS)[1:]}
@@ -97,5 +105,7 @@ class ImagesStage(Stage):
                 for name, value in (("uid", rows[i]["uid"]), *stored.items()):
                     images[name].append(value)
         image_schema = pa.schema([(n, IMAGE_COLUMNS[n]) for n in IMAGE_COLUMNS])
-        return PartOutput(pa.Table.from_pylist(rows, schema=schema.SAMPLES),
-                          files={"images": pa.table(images, schema=image_schema)})  # fmt: skip
+        return PartOutput(
+            pa.Table.from_pylist(rows, schema=schema.SAMPLES),
+            files={"images": pa.table(images, schema=image_schema)},
+        )

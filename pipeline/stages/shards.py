@@ -53,8 +53,9 @@ class ShardsStage(Stage):
             offsets[part] = total
             total += source.part_stats(part).rows_out  # its pending rows
         size = run.config.shards.shard_size
-        write_json_atomic({"offsets": offsets, "total": total, "shard_size": size},
-                          run.dir / "plan.json")  # fmt: skip
+        write_json_atomic(
+            {"offsets": offsets, "total": total, "shard_size": size}, run.dir / "plan.json"
+        )
 
     def all_parts(self, run: StageRun) -> list[str]:
         plan = read_plan(run.layout)
@@ -70,42 +71,67 @@ class ShardsStage(Stage):
                 continue
             low, high = index * size, (index + 1) * size
             ranges = tuple(
-                (p, max(low, plan["offsets"][p]) - plan["offsets"][p],
-                 min(high, end) - plan["offsets"][p])
+                (
+                    p,
+                    max(low, plan["offsets"][p]) - plan["offsets"][p],
+                    min(high, end) - plan["offsets"][p],
+                )
                 for p, end in zip(parts, ends, strict=True)
                 if plan["offsets"][p] < high and end > low
-            )  # fmt: skip
+            )
             tasks.append(run.task(part_name, ShardTask, index=index, ranges=ranges))
         return tasks
 
     def process(self, task: ShardTask, rows) -> PartOutput:
-        import pyarrow.compute as pc
-
         from pipeline.images.process import ProcessedImage
         from pipeline.shards import ShardWriter
 
         config = task.config
-        with ShardWriter(task.layout.shards, task.index, config.images.encode_format,
-                         webdataset=config.shards.webdataset,
-                         samples_per_shard=config.shards.shard_size) as writer:  # fmt: skip
-            for part, first, end in task.ranges:
-                table = self.read(task, "clip", part=part)
-                table = table.filter(pc.equal(table["status"], schema.PENDING)).slice(first, end - first)
-                stored = self.read(task, "images", "images", part=part,
-                                   columns=["uid", "image", "exif"])  # fmt: skip
-                images = {u: (d, e) for u, d, e in zip(*(stored[c].to_pylist() for c in
-                          ("uid", "image", "exif")), strict=True)}  # fmt: skip
-                for row in table.to_pylist():
-                    data, exif = images[row["uid"]]
-                    image = ProcessedImage(
-                        "kept", image=data, encode_format=config.images.encode_format,
-                        width=row["width"], height=row["height"],
-                        original_width=row["original_width"],
-                        original_height=row["original_height"], sha256=row["sha256"], exif=exif,
-                    )  # fmt: skip
-                    writer.write(row["uid"], row["url"], row["caption"], image)
-            n, name = len(writer), writer.name
-        return PartOutput(None, stats=PartStats(rows_in=n, rows_out=n, extra={"shard": name}))
+        writer = ShardWriter(
+            task.layout.shards,
+            task.index,
+            config.images.encode_format,
+            webdataset=config.shards.webdataset,
+            samples_per_shard=config.shards.shard_size,
+        )
+        with writer:
+            for row, data, exif in self._rows(task):
+                image = ProcessedImage(
+                    "kept",
+                    image=data,
+                    encode_format=config.images.encode_format,
+                    width=row["width"],
+                    height=row["height"],
+                    original_width=row["original_width"],
+                    original_height=row["original_height"],
+                    sha256=row["sha256"],
+                    exif=exif,
+                )
+                writer.write(row["uid"], row["url"], row["caption"], image)
+        n = len(writer)
+        return PartOutput(
+            None, stats=PartStats(rows_in=n, rows_out=n, extra={"shard": writer.name})
+        )
+
+    def _rows(self, task: ShardTask):
+        """(samples row, encoded image, exif) of the shard's rows, in order."""
+        import pyarrow.compute as pc
+
+        for part, first, end in task.ranges:
+            table = self.read(task, "clip", part=part)
+            pending = table.filter(pc.equal(table["status"], schema.PENDING))
+            stored = self.read(
+                task, "images", "images", part=part, columns=["uid", "image", "exif"]
+            )
+            images = dict(
+                zip(
+                    stored["uid"].to_pylist(),
+                    zip(stored["image"].to_pylist(), stored["exif"].to_pylist(), strict=True),
+                    strict=True,
+                )
+            )
+            for row in pending.slice(first, end - first).to_pylist():
+                yield (row, *images[row["uid"]])
 
     def summarise(self, run: StageRun, parts) -> dict | None:
         if run.config.shards.webdataset:

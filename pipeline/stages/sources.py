@@ -94,8 +94,11 @@ class SourcesStage(Stage):
     def _warcs(self, run: StageRun, executor) -> list[str]:
         files = warc_files(run.config.source.warc)
         parts = [f"warc-{i:05d}" for i in range(len(files))]
-        todo = [run.task(p, WarcTask, path=str(Path(f).resolve()))
-                for f, p in zip(files, parts, strict=True) if not run.is_done(p)]  # fmt: skip
+        todo = [
+            run.task(p, WarcTask, path=str(Path(f).resolve()))
+            for f, p in zip(files, parts, strict=True)
+            if not run.is_done(p)
+        ]
         self.run_tasks(todo, executor, desc="WARC files")
         return parts
 
@@ -109,9 +112,18 @@ class SourcesStage(Stage):
         pages = [page.to_row() for page in result.pages]
         if result.error is not None:
             log.warning("WARC file %s: %s", task.path, result.error)
-            pages.append({"url": task.path, "final_url": None, "depth": None,
-                          "status": schema.DropReason.UNREADABLE_FILE.value, "http_status": None,
-                          "error": result.error, "pairs": 0, "source": source})  # fmt: skip
+            pages.append(
+                {
+                    "url": task.path,
+                    "final_url": None,
+                    "depth": None,
+                    "status": schema.DropReason.UNREADABLE_FILE.value,
+                    "http_status": None,
+                    "error": result.error,
+                    "pairs": 0,
+                    "source": source,
+                }
+            )
         pairs = [(p.url, p.caption, p.page_url) for p in result.pairs]
         return pages_output(pairs, pages, PartStats(rows_in=len(pages), rows_out=len(pairs)))
 
@@ -121,16 +133,23 @@ class SourcesStage(Stage):
         from pipeline.sources.crawl import site_key
 
         source = run.config.source
-        state = {"frontier": list(dict.fromkeys(source.seeds)), "seen": set(source.seeds),
-                 "fetched": 0, "sites": {site_key(u) for u in source.seeds}}  # fmt: skip
+        state = {
+            "frontier": list(dict.fromkeys(source.seeds)),
+            "seen": set(source.seeds),
+            "fetched": 0,
+            "sites": {site_key(u) for u in source.seeds},
+        }
         parts = []
         async with Fetcher(run.config.net, resolver=run.resolver) as fetcher:
             for depth in range(source.max_depth + 1):
                 part = f"crawl-level-{depth:03d}"
                 if run.is_done(part):  # resume: the marker holds the frontier that came next
                     extra = run.part_stats(part).extra
-                    state.update(frontier=extra["next_frontier"], seen=set(extra["seen"]),
-                                 fetched=extra["fetched"])  # fmt: skip
+                    state.update(
+                        frontier=extra["next_frontier"],
+                        seen=set(extra["seen"]),
+                        fetched=extra["fetched"],
+                    )
                     parts.append(part)
                     continue
                 state["frontier"] = state["frontier"][: max(0, source.max_pages - state["fetched"])]
@@ -149,8 +168,11 @@ class SourcesStage(Stage):
         budget = source.max_pages - state["fetched"] if depth < source.max_depth else 0
         state["frontier"] = next_frontier(level, state["seen"], state["sites"], budget)
         stats = PartStats(rows_in=len(level.pages), rows_out=len(level.pairs))
-        stats.extra = {"next_frontier": state["frontier"], "seen": sorted(state["seen"]),
-                       "fetched": state["fetched"]}  # fmt: skip
+        stats.extra = {
+            "next_frontier": state["frontier"],
+            "seen": sorted(state["seen"]),
+            "fetched": state["fetched"],
+        }
         self.commit(run, part, pages_output(level.pairs, level.pages, stats), started)
         log.info("crawl depth %d: %d pages, %d pairs", depth, len(level.pages), len(level.pairs))
 
@@ -159,9 +181,13 @@ class SourcesStage(Stage):
         from pipeline.sources.urllist import iter_url_list_chunks
 
         source, parts = run.config.source, []
-        chunks = iter_url_list_chunks(source.url_list, rows_per_chunk=source.rows_per_part,
-                                      url_col=source.url_col, caption_col=source.caption_col,
-                                      input_format=source.input_format)  # fmt: skip
+        chunks = iter_url_list_chunks(
+            source.url_list,
+            rows_per_chunk=source.rows_per_part,
+            url_col=source.url_col,
+            caption_col=source.caption_col,
+            input_format=source.input_format,
+        )
         started = time.perf_counter()
         for index, chunk in enumerate(chunks):
             part = f"list-{index:05d}"
@@ -169,8 +195,12 @@ class SourcesStage(Stage):
             if not run.is_done(part):
                 table = chunk.table
                 # A URL list has no pages, so no page_url; a missing caption matches no query.
-                pairs = [(u, c or "", None) for u, c in
-                         zip(table["url"].to_pylist(), table["caption"].to_pylist(), strict=True)]  # fmt: skip
+                pairs = [
+                    (u, c or "", None)
+                    for u, c in zip(
+                        table["url"].to_pylist(), table["caption"].to_pylist(), strict=True
+                    )
+                ]
                 stats = PartStats(rows_in=chunk.rows_in, rows_out=len(pairs))
                 stats.drop("empty_url", chunk.dropped_empty_url)
                 stats.drop("malformed_row", chunk.dropped_malformed)

@@ -24,18 +24,39 @@ from pipeline.testing.shapesite import CLASSES, shapes_site
 from pipeline.testing.toydata import draw
 from tests.dags.test_dags import run_airflow
 
-TASKS = ["build_unfiltered", "train_first", "embed", "build_filtered", "train_second",
-         "evaluate_both"]  # fmt: skip
+TASKS = [
+    "build_unfiltered",
+    "train_first",
+    "embed",
+    "build_filtered",
+    "train_second",
+    "evaluate_both",
+]
 
 
 def _params(tmp_path, **overrides) -> dict:
-    values = dict(out=str(tmp_path / "loop"), query_list=None, seeds=[], warc=[],
-                  url_list=str(tmp_path / "urls.csv"), allow_network=["127.0.0.1/32"],
-                  executor="local", ray_address=None, build_options={"image_size": 32},
-                  min_clip_score=None, clip_top_fraction=0.7, semdedup_eps=None, device="cpu",
-                  model="clip-nano", subset="", samples=64, batch_size=8,
-                  train_options={"workers": 0}, eval_sets=[str(tmp_path / "evals" / "shapes")],
-                  eval_options={"probe": False})  # fmt: skip
+    values = dict(
+        out=str(tmp_path / "loop"),
+        query_list=None,
+        seeds=[],
+        warc=[],
+        url_list=str(tmp_path / "urls.csv"),
+        allow_network=["127.0.0.1/32"],
+        executor="local",
+        ray_address=None,
+        build_options={"image_size": 32},
+        min_clip_score=None,
+        clip_top_fraction=0.7,
+        semdedup_eps=None,
+        device="cpu",
+        model="clip-nano",
+        subset="",
+        samples=64,
+        batch_size=8,
+        train_options={"workers": 0},
+        eval_sets=[str(tmp_path / "evals" / "shapes")],
+        eval_options={"probe": False},
+    )
     values.update(overrides)
     return values
 
@@ -47,17 +68,21 @@ def test_both_builds_share_the_source_and_only_the_second_is_filtered(tmp_path):
     checkpoint.write_bytes(b"a checkpoint file")  # BuildConfig checks only that it is a file
     params = _params(tmp_path, semdedup_eps=0.05)
     where = paths(params)
-    assert where == {name: str(tmp_path / "loop" / name) for name in
-                     ("round1", "run1", "round2", "run2")} | {
-        "results": str(tmp_path / "loop" / "bootstrap.json")}  # fmt: skip
+    assert where == {
+        name: str(tmp_path / "loop" / name) for name in ("round1", "run1", "round2", "run2")
+    } | {"results": str(tmp_path / "loop" / "bootstrap.json")}
     first = build_round(params, "round1").options()
     second = build_round(params, "round2", str(checkpoint)).options()
     assert (first["out"], second["out"]) == (where["round1"], where["round2"])
     assert first["url_list"] == second["url_list"] == str(tmp_path / "urls.csv")
     assert first["image_size"] == second["image_size"] == 32
     assert first["clip_model"] is None and first["clip_top_fraction"] is None
-    assert (second["clip_model"], second["clip_top_fraction"], second["semdedup_eps"],
-            second["device"]) == (str(checkpoint), 0.7, 0.05, "cpu")  # fmt: skip
+    assert (
+        second["clip_model"],
+        second["clip_top_fraction"],
+        second["semdedup_eps"],
+        second["device"],
+    ) == (str(checkpoint), 0.7, 0.05, "cpu")
     assert second["min_clip_score"] is None
 
 
@@ -111,15 +136,20 @@ def test_both_runs_train_the_same_model_for_the_same_samples(tmp_path):
     second, ray2 = train_options(train_params(params, "/d/round2", "run2"))
     assert (first.pop("data"), first.pop("out")) == ("/d/round1", str(tmp_path / "loop/run1"))
     assert (second.pop("data"), second.pop("out")) == ("/d/round2", str(tmp_path / "loop/run2"))
-    assert first == second == dict(resume=True, model="clip-nano", samples=64, batch_size=8,
-                                   workers=0, lr=0.002)  # fmt: skip
+    assert (
+        first
+        == second
+        == dict(resume=True, model="clip-nano", samples=64, batch_size=8, workers=0, lr=0.002)
+    )
     assert ray1 == ray2 == {}  # the builds' ray_address is not a Ray Train job
     TrainConfig.from_dict({**first, "data": "/d", "out": "/r"})  # options the trainer takes
 
 
 def test_compare_puts_both_models_side_by_side():
-    first = {"shapes": {"zero_shot": {"top1": 0.25, "top5": 0.5, "mean_per_class_recall": 0.2}},
-             "only_first": {"zero_shot": {"top1": 0.1}}}  # fmt: skip
+    first = {
+        "shapes": {"zero_shot": {"top1": 0.25, "top5": 0.5, "mean_per_class_recall": 0.2}},
+        "only_first": {"zero_shot": {"top1": 0.1}},
+    }
     second = {"shapes": {"zero_shot": {"top1": 0.5, "top5": 0.75, "mean_per_class_recall": 0.4}}}
     assert compare(first, second) == {
         "shapes": {
@@ -152,18 +182,30 @@ def bootstrap_runs(tmp_path_factory):
             csv.writer(fh).writerows(
                 [("url", "caption"), *((r["url"], r["caption"]) for r in rows)]
             )
-        conf = _params(tmp, build_options={"timeout": 5.0, "image_size": 32, "shard_size": 50},
-                       samples=32 * 25, batch_size=32, eval_sets=[str(_eval_set(tmp / "shapes"))],
-                       train_options={"workers": 0, "threads": 1, "lr": 0.002, "warmup": 5,
-                                      "log_every": 5, "shuffle_buffer": 128},
-                       eval_options={"probe": False, "retrieval": False, "workers": 0,
-                                     "templates": "plain"})  # fmt: skip
+        conf = _params(
+            tmp,
+            build_options={"timeout": 5.0, "image_size": 32, "shard_size": 50},
+            samples=32 * 25,
+            batch_size=32,
+            eval_sets=[str(_eval_set(tmp / "shapes"))],
+            train_options={
+                "workers": 0,
+                "threads": 1,
+                "lr": 0.002,
+                "warmup": 5,
+                "log_every": 5,
+                "shuffle_buffer": 128,
+            },
+            eval_options={"probe": False, "retrieval": False, "workers": 0, "templates": "plain"},
+        )
         runs = [
             {"dag_id": "clip_bootstrap", "conf": conf, "mark": server.base + "__run1__"},
             {"dag_id": "clip_bootstrap", "conf": conf, "mark": server.base + "__run2__"},
-            {"dag_id": "clip_bootstrap", "conf": {**conf, "out": str(tmp / "bad"),
-                                                  "clip_top_fraction": 1.5}},
-        ]  # fmt: skip
+            {
+                "dag_id": "clip_bootstrap",
+                "conf": {**conf, "out": str(tmp / "bad"), "clip_top_fraction": 1.5},
+            },
+        ]
         result, output = run_airflow(tmp / "airflow", runs, timeout=280)
         yield result, output, tmp, server, rows
     finally:
@@ -178,10 +220,13 @@ def test_clip_bootstrap_parses_and_chains_its_tasks(bootstrap_runs):
     assert result["heavy_after_parse"] == []
     assert result["dags"]["clip_bootstrap"] == TASKS
     assert result["upstream"]["clip_bootstrap"] == {
-        "build_unfiltered": [], "train_first": ["build_unfiltered"],
-        "embed": ["build_unfiltered", "train_first"], "build_filtered": ["embed", "train_first"],
-        "train_second": ["build_filtered"], "evaluate_both": ["train_first", "train_second"],
-    }  # fmt: skip
+        "build_unfiltered": [],
+        "train_first": ["build_unfiltered"],
+        "embed": ["build_unfiltered", "train_first"],
+        "build_filtered": ["embed", "train_first"],
+        "train_second": ["build_filtered"],
+        "evaluate_both": ["train_first", "train_second"],
+    }
     assert result["refused"] == []
 
 
@@ -193,10 +238,13 @@ def test_clip_bootstrap_runs_the_loop_end_to_end(bootstrap_runs):
     assert run["state"] == "success", output[-6000:]
     loop = tmp / "loop"
     assert run["returned"] == {
-        "build_unfiltered": str(loop / "round1"), "train_first": str(loop / "run1/latest.pt"),
-        "embed": str(loop / "round1/embeddings"), "build_filtered": str(loop / "round2"),
-        "train_second": str(loop / "run2/latest.pt"), "evaluate_both": str(loop / "bootstrap.json"),
-    }  # fmt: skip
+        "build_unfiltered": str(loop / "round1"),
+        "train_first": str(loop / "run1/latest.pt"),
+        "embed": str(loop / "round1/embeddings"),
+        "build_filtered": str(loop / "round2"),
+        "train_second": str(loop / "run2/latest.pt"),
+        "evaluate_both": str(loop / "bootstrap.json"),
+    }
     # round 1 keeps every pair; round 2 scored every pair with run1's model and kept the best 70%
     statuses = manifests.open(loop / "round1").execute("SELECT status FROM samples").fetchall()
     assert statuses == [("kept",)] * len(rows)
@@ -208,8 +256,10 @@ def test_clip_bootstrap_runs_the_loop_end_to_end(bootstrap_runs):
     assert (kept, dropped, scored) == (round(0.7 * len(rows)), len(rows) - kept, len(rows))
     assert (loop / "round1" / "embeddings" / "meta.json").exists()
     # both runs trained the same number of samples
-    last = [(loop / r / "metrics.csv").read_text().splitlines()[-1].split(",")[1]
-            for r in ("run1", "run2")]  # fmt: skip
+    last = [
+        (loop / r / "metrics.csv").read_text().splitlines()[-1].split(",")[1]
+        for r in ("run1", "run2")
+    ]
     assert last == ["800", "800"]
     summary = json.loads((loop / "bootstrap.json").read_text())
     table = summary["zero_shot"]["shapes"]
@@ -219,8 +269,10 @@ def test_clip_bootstrap_runs_the_loop_end_to_end(bootstrap_runs):
         table["second"]["top1"] - table["first"]["top1"]
     )
     assert (summary["first"]["kept"], summary["second"]["kept"]) == (len(rows), kept)
-    assert summary["filter"] == {"clip_model": str(loop / "run1/latest.pt"),
-                                 "clip_top_fraction": 0.7}  # fmt: skip
+    assert summary["filter"] == {
+        "clip_model": str(loop / "run1/latest.pt"),
+        "clip_top_fraction": 0.7,
+    }
     assert summary["second"]["clip_stage"]["rows_in"] == len(rows)
 
 

@@ -8,9 +8,17 @@ from manifests.config import ConfigError
 
 
 def _params(tmp_path, **overrides) -> dict:
-    values = dict(out=str(tmp_path / "ds"), query_list=None, seeds=["http://127.0.0.1:1/"],
-                  warc=[], url_list=None, allow_network=["127.0.0.1/32"], executor="local",
-                  ray_address="", build_options={"max_pages": 5, "languages": ["en"]})  # fmt: skip
+    values = dict(
+        out=str(tmp_path / "ds"),
+        query_list=None,
+        seeds=["http://127.0.0.1:1/"],
+        warc=[],
+        url_list=None,
+        allow_network=["127.0.0.1/32"],
+        executor="local",
+        ray_address="",
+        build_options={"max_pages": 5, "languages": ["en"]},
+    )
     values.update(overrides)
     return values
 
@@ -18,11 +26,15 @@ def _params(tmp_path, **overrides) -> dict:
 def test_build_config_takes_the_named_params_and_build_options(tmp_path):
     config = build_config(_params(tmp_path))
     assert (config.out, config.source.seeds, config.execution.kind) == (
-        str(tmp_path / "ds"), ["http://127.0.0.1:1/"], "local",
-    )  # fmt: skip
+        str(tmp_path / "ds"),
+        ["http://127.0.0.1:1/"],
+        "local",
+    )
     assert (config.source.max_pages, config.text.languages, config.net.allow_networks) == (
-        5, ["en"], ["127.0.0.1/32"],
-    )  # fmt: skip
+        5,
+        ["en"],
+        ["127.0.0.1/32"],
+    )
     assert config.execution.ray_address is None  # the UI's emptied text field
 
 
@@ -48,14 +60,30 @@ def test_bad_params_are_config_errors(tmp_path, overrides, message):
 def test_train_options_are_a_trainconfig_with_resume(tmp_path):
     from trainer.config import TrainConfig
 
-    params = dict(data=str(tmp_path / "ds"), subset="", model="clip-tiny",
-                  run_dir=str(tmp_path / "run"), samples=64, batch_size=8, ray_address="auto",
-                  num_workers=2, use_gpu=False,
-                  train_options={"workers": 0, "compile": False, "lr": 0.001})  # fmt: skip
+    params = dict(
+        data=str(tmp_path / "ds"),
+        subset="",
+        model="clip-tiny",
+        run_dir=str(tmp_path / "run"),
+        samples=64,
+        batch_size=8,
+        ray_address="auto",
+        num_workers=2,
+        use_gpu=False,
+        train_options={"workers": 0, "compile": False, "lr": 0.001},
+    )
     options, ray = train_options(params)
-    assert options == dict(data=str(tmp_path / "ds"), out=str(tmp_path / "run"), resume=True,
-                           model="clip-tiny", samples=64, batch_size=8, workers=0,
-                           compile=False, lr=0.001)  # fmt: skip
+    assert options == dict(
+        data=str(tmp_path / "ds"),
+        out=str(tmp_path / "run"),
+        resume=True,
+        model="clip-tiny",
+        samples=64,
+        batch_size=8,
+        workers=0,
+        compile=False,
+        lr=0.001,
+    )
     assert ray == {"ray_address": "auto", "num_workers": 2}
     cfg = TrainConfig.from_dict(options)
     assert (cfg.resume, cfg.samples, cfg.lr, cfg.subset) == (True, 64, 0.001, "")
@@ -64,20 +92,31 @@ def test_train_options_are_a_trainconfig_with_resume(tmp_path):
 
 
 def test_eval_options_are_evaloptions(tmp_path):
-    params = dict(data=str(tmp_path / "ds"), run_dir=str(tmp_path / "run"), eval_out=None,
-                  eval_sets=[str(tmp_path / "pets"), str(tmp_path / "cars")],
-                  eval_options={"probe": False, "templates": "plain"})  # fmt: skip
+    params = dict(
+        data=str(tmp_path / "ds"),
+        run_dir=str(tmp_path / "run"),
+        eval_out=None,
+        eval_sets=[str(tmp_path / "pets"), str(tmp_path / "cars")],
+        eval_options={"probe": False, "templates": "plain"},
+    )
     opts = eval_options(params, str(tmp_path / "run" / "latest.pt"))
     assert opts.out == str(tmp_path / "run" / "eval.json")
     assert opts.eval_set == [str(tmp_path / "pets"), str(tmp_path / "cars")]
-    assert (opts.checkpoint, opts.data) == (str(tmp_path / "run" / "latest.pt"), str(tmp_path / "ds"))
+    assert (opts.checkpoint, opts.data) == (
+        str(tmp_path / "run" / "latest.pt"),
+        str(tmp_path / "ds"),
+    )
     assert (opts.probe, opts.templates, opts.retrieval) == (False, "plain", True)
     with pytest.raises(ConfigError, match="unknown option.*probes"):
         eval_options({**params, "eval_options": {"probes": False}}, "c.pt")
 
 
 def test_a_failing_trainer_run_fails_the_task_with_the_reason(tmp_path):
-    params = dict(data=str(tmp_path / "no-such-dataset"), run_dir=str(tmp_path / "run"),
-                  samples=8, batch_size=4)  # fmt: skip
+    params = dict(
+        data=str(tmp_path / "no-such-dataset"),
+        run_dir=str(tmp_path / "run"),
+        samples=8,
+        batch_size=4,
+    )
     with pytest.raises(ConfigError, match="no-such-dataset does not exist"):
         run_training(params)

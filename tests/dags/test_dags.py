@@ -44,8 +44,12 @@ def run_airflow(home: Path, runs: list[dict], timeout: float) -> tuple[dict, str
     spec.write_text(json.dumps({"runs": runs}))
     done = subprocess.run(
         [sys.executable, "-m", "tests.dags.airflow_run", str(spec)],
-        cwd=REPO, env=airflow_env(home), capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=REPO,
+        env=airflow_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     output = done.stdout + done.stderr
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
     assert done.returncode == 0 and lines, output[-6000:]
@@ -69,24 +73,39 @@ def dag_runs(tmp_path_factory):
     try:
         (tmp / "queries.txt").write_text("\n".join(QUERIES) + "\n")
         dataset = dict(
-            out=str(tmp / "ds"), query_list=str(tmp / "queries.txt"), seeds=[site.base],
-            allow_network=["127.0.0.1/32"], executor="local",
-            build_options=dict(timeout=3.0, languages=["en"], min_size=16, image_size=64,
-                               shard_size=4, max_image_bytes=2 * 1024 * 1024),
-        )  # fmt: skip
+            out=str(tmp / "ds"),
+            query_list=str(tmp / "queries.txt"),
+            seeds=[site.base],
+            allow_network=["127.0.0.1/32"],
+            executor="local",
+            build_options=dict(
+                timeout=3.0,
+                languages=["en"],
+                min_size=16,
+                image_size=64,
+                shard_size=4,
+                max_image_bytes=2 * 1024 * 1024,
+            ),
+        )
         training = dict(
-            data=str(tmp / "ds"), run_dir=str(tmp / "run"), model="clip-tiny", samples=8,
-            batch_size=4, eval_sets=[str(eval_set(tmp / "evals" / "pets"))],
+            data=str(tmp / "ds"),
+            run_dir=str(tmp / "run"),
+            model="clip-tiny",
+            samples=8,
+            batch_size=4,
+            eval_sets=[str(eval_set(tmp / "evals" / "pets"))],
             train_options=dict(workers=0, threads=1, log_every=1, shuffle_buffer=8),
             eval_options=dict(probe=False, retrieval=False, workers=0, templates="plain"),
-        )  # fmt: skip
+        )
         runs = [
             {"dag_id": "clip_dataset", "conf": dataset, "mark": site.base + "__run1__"},
             {"dag_id": "clip_dataset", "conf": dataset, "mark": site.base + "__run2__"},
             {"dag_id": "clip_train", "conf": training, "mark": site.base + "__run3__"},
-            {"dag_id": "clip_dataset", "conf": {**dataset, "out": str(tmp / "bad"),
-                                                "build_options": {"max_pagez": 3}}},
-        ]  # fmt: skip
+            {
+                "dag_id": "clip_dataset",
+                "conf": {**dataset, "out": str(tmp / "bad"), "build_options": {"max_pagez": 3}},
+            },
+        ]
         result, output = run_airflow(tmp / "airflow", runs, timeout=280)
         yield result, output, tmp, site
     finally:
@@ -123,8 +142,9 @@ def test_clip_dataset_builds_the_test_site_end_to_end(dag_runs):
     assert set(first["returned"].values()) == {str(out), str(out / "report.html")}
     layout = DatasetLayout(out)
     # `clip` ran as a no-op (no clip_model) and leaves no stats; `publish` never has any
-    assert all((layout.stats / f"{s}.json").exists() for s in STAGE_NAMES
-               if s not in ("clip", "publish"))  # fmt: skip
+    assert all(
+        (layout.stats / f"{s}.json").exists() for s in STAGE_NAMES if s not in ("clip", "publish")
+    )
     shards = sorted(layout.shards.glob("*.parquet"))
     assert shards and (out / "report.html").stat().st_size > 10_000
     con = manifests.open(out)

@@ -38,11 +38,30 @@ def _parser():
 
 
 def test_flags_come_from_the_fields_and_only_given_ones_reach_the_config():
-    args = _parser().parse_args(["go", "--no-loud", "--langs", "en,fr", "--langs", "de",
-                                 "--set", "a", "b", "--set", "c", "--shots", "1,4"])  # fmt: skip
+    args = _parser().parse_args(
+        [
+            "go",
+            "--no-loud",
+            "--langs",
+            "en,fr",
+            "--langs",
+            "de",
+            "--set",
+            "a",
+            "b",
+            "--set",
+            "c",
+            "--shots",
+            "1,4",
+        ]
+    )
     values = given(args, Options)
-    assert values == {"loud": False, "langs": ["en", "fr", "de"], "set": ["a", "b", "c"],
-                      "shots": [1, 4]}  # fmt: skip
+    assert values == {
+        "loud": False,
+        "langs": ["en", "fr", "de"],
+        "set": ["a", "b", "c"],
+        "shots": [1, 4],
+    }
     options = from_flat(Options, values)  # flat names: the flag without dashes
     assert (options.sets, options.count) == (["a", "b", "c"], 2)  # count: the field's default
     assert given(_parser().parse_args(["go"]), Options) == {}
@@ -63,7 +82,9 @@ def test_bad_input_is_one_line_with_the_command_and_status_2(capsys):
 def test_v_adds_the_traceback_and_a_bug_is_never_passed_off_as_bad_input(capsys):
     assert run_cli("tool", _parser(), ["go", "-v", "--count", "-1"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" in err and err.rstrip().endswith("tool go: error: count must not be negative")
+    assert "Traceback" in err and err.rstrip().endswith(
+        "tool go: error: count must not be negative"
+    )
     with pytest.raises(RuntimeError, match="a bug"):
         run_cli("tool", _parser(), ["go", "--count", "13"])
 
@@ -72,12 +93,15 @@ def test_both_clis_follow_the_conventions():
     from pipeline.cli import build_parser as pipeline_parser
     from trainer.cli import build_parser as trainer_parser
 
-    build = pipeline_parser().parse_args(["build", "--out", "d", "--no-webdataset", "-q",
-                                          "--eval-set", "a", "--eval-set", "b"])  # fmt: skip
+    build = pipeline_parser().parse_args(
+        ["build", "--out", "d", "--no-webdataset", "-q", "--eval-set", "a", "--eval-set", "b"]
+    )
     assert (build.webdataset, build.eval_set, build.quiet) == (False, ["a", "b"], True)
     run = trainer_parser().parse_args(["run", "--no-compile", "--eval-set", "a", "b", "-v"])
     assert (run.compile, run.eval_set, run.verbose) == (False, ["a", "b"], True)
-    ev = trainer_parser().parse_args(["eval", "--checkpoint", "c", "--no-probe", "--device", "cuda:1"])
+    ev = trainer_parser().parse_args(
+        ["eval", "--checkpoint", "c", "--no-probe", "--device", "cuda:1"]
+    )
     assert (ev.probe, ev.device) == (False, "cuda:1")
     with pytest.raises(ConfigError, match="--device must be auto"):
         pipeline_parser().parse_args(["embed", "d", "--checkpoint", "c", "--device", "gpu"])

@@ -40,9 +40,13 @@ class Outer:
 
 def test_fields_are_checked_and_coerced():
     assert Inner(ratio=2).ratio == 2.0 and isinstance(Inner(ratio=2).ratio, float)
-    for bad, words in [({"size": "3"}, "--size must be int"), ({"size": True}, "not a boolean"),
-                       ({"names": "x"}, "--name must be a list"), ({"names": [1]}, "--name must be str"),
-                       ({"ratio": "1"}, "--ratio must be")]:  # fmt: skip
+    for bad, words in [
+        ({"size": "3"}, "--size must be int"),
+        ({"size": True}, "not a boolean"),
+        ({"names": "x"}, "--name must be a list"),
+        ({"names": [1]}, "--name must be str"),
+        ({"ratio": "1"}, "--ratio must be"),
+    ]:
         with pytest.raises(ConfigError, match=words):
             Inner(**bad)
     with pytest.raises(ConfigError, match="--mode must be one of a, b, not 'c'"):
@@ -53,8 +57,14 @@ def test_sections_nest_and_have_flat_names():
     assert list(leaf_fields(Outer)) == ["out", "fast", "size", "ratio", "name", "mode"]
     config = from_flat(Outer, {"out": "d", "size": 5, "name": ["a"]})
     assert (config.inner.size, config.inner.names, config.mode) == (5, ["a"], "a")
-    assert to_flat(config) == {"out": "d", "fast": False, "size": 5, "ratio": None,
-                               "name": ["a"], "mode": "a"}  # fmt: skip
+    assert to_flat(config) == {
+        "out": "d",
+        "fast": False,
+        "size": 5,
+        "ratio": None,
+        "name": ["a"],
+        "mode": "a",
+    }
     assert from_dict(Outer, {"out": "d", "inner": {"size": 7}}).inner.size == 7
     assert runtime_options(Outer) == {"fast"}
 

@@ -26,17 +26,31 @@ def test_empty_dataset_has_every_view_with_the_contract_columns(tmp_path):
 def test_samples_view_reads_parts_and_subsets_select_from_it(tmp_path):
     layout = _dataset(tmp_path)
     rows = [
-        {"uid": "a", "url": "http://x/a.jpg", "caption": "a cat", "status": "kept", "lang": "en",
-         "matched_queries": ["cat"]},
-        {"uid": "b", "url": "http://x/b.jpg", "caption": "un chat", "status": "kept", "lang": "fr",
-         "matched_queries": []},
+        {
+            "uid": "a",
+            "url": "http://x/a.jpg",
+            "caption": "a cat",
+            "status": "kept",
+            "lang": "en",
+            "matched_queries": ["cat"],
+        },
+        {
+            "uid": "b",
+            "url": "http://x/b.jpg",
+            "caption": "un chat",
+            "status": "kept",
+            "lang": "fr",
+            "matched_queries": [],
+        },
         {"uid": "c", "url": "http://x/c.jpg", "caption": "a dog", "status": "no_query_match"},
-    ]  # fmt: skip
+    ]
     table = schema.conform(pa.Table.from_pylist(rows), schema.SAMPLES)
     write_parquet_atomic(table.slice(0, 2), layout.samples / "part-00000.parquet")
     write_parquet_atomic(table.slice(2), layout.samples / "part-00001.parquet")
-    write_json_atomic({"stage": "match", "rows_in": 3, "rows_out": 3, "drops": {"x": 1}},
-                      layout.stats / "match.json")  # fmt: skip
+    write_json_atomic(
+        {"stage": "match", "rows_in": 3, "rows_out": 3, "drops": {"x": 1}},
+        layout.stats / "match.json",
+    )
     con = manifests.open(layout.root)
     assert con.execute("SELECT count(*) FROM samples").fetchone() == (3,)
     english = con.execute(f"SELECT uid FROM ({manifests.subset_sql('english')})").fetchall()

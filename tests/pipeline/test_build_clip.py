@@ -20,9 +20,16 @@ def _build(tmp_path, rows, name: str, **options) -> str:
         writer = csv.writer(fh)
         writer.writerow(["url", "caption"])
         writer.writerows((r["url"], r["caption"]) for r in rows)
-    config = BuildConfig.of(out=str(tmp_path / name), url_list=str(urls), executor="local",
-                         allow_network=["127.0.0.1/32"], timeout=5.0, image_size=32,
-                         shard_size=50, **options)  # fmt: skip
+    config = BuildConfig.of(
+        out=str(tmp_path / name),
+        url_list=str(urls),
+        executor="local",
+        allow_network=["127.0.0.1/32"],
+        timeout=5.0,
+        image_size=32,
+        shard_size=50,
+        **options,
+    )
     run_build(config)
     return config.out
 
@@ -45,8 +52,10 @@ def test_clip_filter_drops_mismatched_captions(tmp_path, shapes_model):
     try:
         out = _build(tmp_path, rows, "top", clip_model=str(shapes_model), clip_top_fraction=0.7)
         precision, recall, matched_lost = precision_recall(out, rows)
-        print(f"top 70%: precision {precision:.3f} recall {recall:.3f} "
-              f"matched dropped {matched_lost:.3f}")  # fmt: skip
+        print(
+            f"top 70%: precision {precision:.3f} recall {recall:.3f} "
+            f"matched dropped {matched_lost:.3f}"
+        )
         assert precision >= 0.8 and recall >= 0.8 and matched_lost <= 0.1
         con = manifests.open(out)
         scored, kept_min, dropped_max, unscored = con.execute(
@@ -66,8 +75,14 @@ def test_clip_filter_drops_mismatched_captions(tmp_path, shapes_model):
         _build(tmp_path, rows, "top", clip_model=str(shapes_model), clip_top_fraction=0.7)
         assert json.loads((Path(out) / "stats" / "clip.json").read_text())["extra"] == before
         # the same pairs under a fixed threshold, then SemDeDup among the rows kept
-        out = _build(tmp_path, rows, "min", clip_model=str(shapes_model), min_clip_score=0.2,
-                     semdedup_eps=0.02)  # fmt: skip
+        out = _build(
+            tmp_path,
+            rows,
+            "min",
+            clip_model=str(shapes_model),
+            min_clip_score=0.2,
+            semdedup_eps=0.02,
+        )
         con = manifests.open(out)
         low = con.execute(
             "SELECT count(*) FILTER (status = 'kept' AND clip_score < 0.2), "
@@ -75,8 +90,10 @@ def test_clip_filter_drops_mismatched_captions(tmp_path, shapes_model):
         ).fetchone()
         assert low == (0, 0)
         precision, recall, matched_lost = precision_recall(out, rows)
-        print(f"min 0.2: precision {precision:.3f} recall {recall:.3f} "
-              f"matched dropped {matched_lost:.3f}")  # fmt: skip
+        print(
+            f"min 0.2: precision {precision:.3f} recall {recall:.3f} "
+            f"matched dropped {matched_lost:.3f}"
+        )
         _check_semantic_duplicates(con, rows)
     finally:
         server.close()

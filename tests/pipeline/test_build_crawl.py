@@ -68,7 +68,9 @@ def test_warc_replay_gives_the_same_pairs(tmp_path, test_site):
     site, _ = test_site
     live = _config(tmp_path, site, warc_out=str(tmp_path / "crawl.warc.gz"))
     run_build(live)
-    replay = _config(tmp_path, site, out=str(tmp_path / "replay"), seeds=[], warc=[live.source.warc_out])
+    replay = _config(
+        tmp_path, site, out=str(tmp_path / "replay"), seeds=[], warc=[live.source.warc_out]
+    )
     run_build(replay)
     assert _pairs(replay.out) == _pairs(live.out)
     query = "SELECT uid, status, matched_queries FROM samples ORDER BY uid"
@@ -138,16 +140,28 @@ def test_killed_build_resumes_to_identical_manifests(tmp_path, test_site, crash_
     out = tmp_path / "killed"
     queries = tmp_path / "queries.txt"
     argv = [
-        "build", "--query-list", str(queries),
-        "--seeds", site.base, "--out", str(out), "--allow-network", "127.0.0.1/32",
-        "--timeout", "3", "--executor", "local",
-    ]  # fmt: skip
-    killed = subprocess.run(killed_after(crash_after, argv), capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+        "build",
+        "--query-list",
+        str(queries),
+        "--seeds",
+        site.base,
+        "--out",
+        str(out),
+        "--allow-network",
+        "127.0.0.1/32",
+        "--timeout",
+        "3",
+        "--executor",
+        "local",
+    ]
+    killed = subprocess.run(
+        killed_after(crash_after, argv), capture_output=True, text=True, timeout=120
+    )
     assert killed.returncode == KILLED, killed.stderr  # killed mid-build
     hits_before = list(site.hits)
-    resumed = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *argv], capture_output=True, text=True, timeout=120
+    )
     assert resumed.returncode == 0, resumed.stderr
     refetched = site.hits[len(hits_before) :]
     if crash_after == "sources:2":  # levels 0 and 1 were finished: not fetched again

@@ -23,10 +23,18 @@ def _config(tmp_path, site, **overrides) -> BuildConfig:
     queries = tmp_path / "queries.txt"
     queries.write_text("\n".join(QUERIES) + "\n", encoding="utf-8")
     values = dict(
-        out=str(tmp_path / "ds"), query_list=str(queries), seeds=[site.base],
-        allow_network=["127.0.0.1/32"], timeout=3.0, executor="local", languages=["en"],
-        min_size=16, max_image_bytes=2 * 1024 * 1024, image_size=64, shard_size=4,
-    )  # fmt: skip
+        out=str(tmp_path / "ds"),
+        query_list=str(queries),
+        seeds=[site.base],
+        allow_network=["127.0.0.1/32"],
+        timeout=3.0,
+        executor="local",
+        languages=["en"],
+        min_size=16,
+        max_image_bytes=2 * 1024 * 1024,
+        image_size=64,
+        shard_size=4,
+    )
     values.update(overrides)
     return BuildConfig.of(**values)
 
@@ -52,8 +60,10 @@ def test_every_candidate_ends_with_a_final_status(built):
     cat_uid = con.execute("SELECT uid FROM samples WHERE url LIKE '%/img/cat.png'").fetchone()[0]
     dup_of = con.execute("SELECT dup_of FROM samples WHERE url LIKE '%copy-of-cat.png'").fetchone()
     assert dup_of == (cat_uid,)
-    errors = con.execute("SELECT count(*) FROM samples WHERE status != 'kept' AND error IS NULL "
-                         "AND status NOT IN ('no_query_match', 'over_query_cap')").fetchone()  # fmt: skip
+    errors = con.execute(
+        "SELECT count(*) FROM samples WHERE status != 'kept' AND error IS NULL "
+        "AND status NOT IN ('no_query_match', 'over_query_cap')"
+    ).fetchone()
     assert errors == (0,)  # every drop says why
     assert not [h for h in site.hits if h.startswith("/private/")]
 
@@ -101,11 +111,33 @@ def test_bomb_and_huge_body_stay_far_below_two_gib(tmp_path, test_site):
         "sys.exit(status)\n"
     )
     argv = [
-        sys.executable, "-c", code, "build", "--query-list", config.balance.query_list, "--seeds",
-        site.base, "--out", config.out, "--allow-network", "127.0.0.1/32", "--timeout", "3",
-        "--executor", "local", "--languages", "en", "--min-size", "16", "--max-image-bytes",
-        str(2 * 1024 * 1024), "--image-size", "64", "--shard-size", "4",
-    ]  # fmt: skip
+        sys.executable,
+        "-c",
+        code,
+        "build",
+        "--query-list",
+        config.balance.query_list,
+        "--seeds",
+        site.base,
+        "--out",
+        config.out,
+        "--allow-network",
+        "127.0.0.1/32",
+        "--timeout",
+        "3",
+        "--executor",
+        "local",
+        "--languages",
+        "en",
+        "--min-size",
+        "16",
+        "--max-image-bytes",
+        str(2 * 1024 * 1024),
+        "--image-size",
+        "64",
+        "--shard-size",
+        "4",
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stderr[-3000:]
     peak_kib = int(done.stdout.split("PEAK_KIB")[1].split()[0])
@@ -128,17 +160,38 @@ def test_killed_build_fetches_no_finished_part_again(tmp_path, test_site, crash_
     run_build(whole)
     out = tmp_path / "killed"
     argv = [
-        "build", "--query-list", str(tmp_path / "queries.txt"),
-        "--seeds", site.base, "--out", str(out), "--allow-network", "127.0.0.1/32", "--timeout", "3",
-        "--executor", "local", "--languages", "en", "--min-size", "16", "--max-image-bytes",
-        str(2 * 1024 * 1024), "--image-size", "64", "--shard-size", "4",
-    ]  # fmt: skip
-    killed = subprocess.run(killed_after(crash_after, argv), capture_output=True, text=True,
-                            timeout=200)  # fmt: skip
+        "build",
+        "--query-list",
+        str(tmp_path / "queries.txt"),
+        "--seeds",
+        site.base,
+        "--out",
+        str(out),
+        "--allow-network",
+        "127.0.0.1/32",
+        "--timeout",
+        "3",
+        "--executor",
+        "local",
+        "--languages",
+        "en",
+        "--min-size",
+        "16",
+        "--max-image-bytes",
+        str(2 * 1024 * 1024),
+        "--image-size",
+        "64",
+        "--shard-size",
+        "4",
+    ]
+    killed = subprocess.run(
+        killed_after(crash_after, argv), capture_output=True, text=True, timeout=200
+    )
     assert killed.returncode == KILLED, killed.stderr
     before = len(site.hits)
-    resumed = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], capture_output=True,
-                             text=True, timeout=200)  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *argv], capture_output=True, text=True, timeout=200
+    )
     assert resumed.returncode == 0, resumed.stderr
     refetched = site.hits[before:]
     assert "/img/cat.png" not in refetched  # level 0's image part had finished

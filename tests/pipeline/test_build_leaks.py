@@ -31,10 +31,16 @@ def test_planted_eval_copies_are_leaks_and_overlap_marks_exactly_them(tmp_path, 
     queries = tmp_path / "queries.txt"
     queries.write_text("cat\ndog\nbird\nfish\nowl\nhorse\n")
     config = BuildConfig.of(
-        out=str(tmp_path / "ds"), query_list=str(queries), seeds=[site.base],
-        allow_network=["127.0.0.1/32"], timeout=3.0, executor="local", image_size=64,
-        eval_set=[str(evalset)], near_dup_radius=4,
-    )  # fmt: skip
+        out=str(tmp_path / "ds"),
+        query_list=str(queries),
+        seeds=[site.base],
+        allow_network=["127.0.0.1/32"],
+        timeout=3.0,
+        executor="local",
+        image_size=64,
+        eval_set=[str(evalset)],
+        near_dup_radius=4,
+    )
     run_build(config)
     con = manifests.open(config.out)
     leaks = dict(

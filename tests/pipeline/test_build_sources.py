@@ -28,9 +28,13 @@ def test_url_list_build_keeps_every_row_with_a_status(tmp_path):
     src = tmp_path / "list.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     config = BuildConfig.of(
-        out=str(tmp_path / "ds"), query_list=_queries(tmp_path), url_list=str(src),
-        rows_per_part=2, executor="local", fetch=False,
-    )  # fmt: skip
+        out=str(tmp_path / "ds"),
+        query_list=_queries(tmp_path),
+        url_list=str(src),
+        rows_per_part=2,
+        executor="local",
+        fetch=False,
+    )
     run_build(config)
     con = manifests.open(config.out)
     got = con.execute("SELECT url, status, matched_queries FROM samples ORDER BY url").fetchall()
@@ -62,15 +66,24 @@ def test_warc_build_as_ray_tasks_matches_local(tmp_path, test_site):
     site, _ = test_site
     warc = tmp_path / "site.warc.gz"
     common = dict(query_list=_queries(tmp_path), allow_network=["127.0.0.1/32"], timeout=3.0)
-    run_build(BuildConfig.of(out=str(tmp_path / "crawl"), seeds=[site.base], warc_out=str(warc),
-                          executor="local", **common))  # fmt: skip
+    run_build(
+        BuildConfig.of(
+            out=str(tmp_path / "crawl"),
+            seeds=[site.base],
+            warc_out=str(warc),
+            executor="local",
+            **common,
+        )
+    )
     # Two WARC files (the same crawl twice): repeated pairs collapse to one row each.
     copy = tmp_path / "copy.warc.gz"
     copy.write_bytes(warc.read_bytes())
-    local = BuildConfig.of(out=str(tmp_path / "local"), warc=[str(tmp_path / "*.warc.gz")],
-                        executor="local", **common)  # fmt: skip
-    ray_cfg = BuildConfig.of(out=str(tmp_path / "ray"), warc=[str(tmp_path / "*.warc.gz")],
-                          executor="ray", **common)  # fmt: skip
+    local = BuildConfig.of(
+        out=str(tmp_path / "local"), warc=[str(tmp_path / "*.warc.gz")], executor="local", **common
+    )
+    ray_cfg = BuildConfig.of(
+        out=str(tmp_path / "ray"), warc=[str(tmp_path / "*.warc.gz")], executor="ray", **common
+    )
     run_build(local)
     run_build(ray_cfg)
     query = "SELECT uid, url, caption, page_url, status FROM samples ORDER BY uid"
@@ -100,3 +113,38 @@ def test_stages_run_one_at_a_time_give_the_same_manifests(tmp_path):
     )
     with pytest.raises(ConfigError, match="unknown stage"):
         run_build(staged, stages=["crawl"])
+
+
+@pytest.mark.timeout(120)
+def test_pipeline_crawl_records_a_warc_that_replays_to_the_same_pairs(tmp_path, test_site, capsys):
+    from pipeline.cli import main
+
+    site, _ = test_site
+    warc = tmp_path / "site.warc.gz"
+    argv = [
+        "crawl",
+        "--seeds",
+        site.base,
+        "--warc-out",
+        str(warc),
+        "--allow-network",
+        "127.0.0.1/32",
+        "--timeout",
+        "3",
+        "--max-depth",
+        "1",
+    ]
+    assert main(argv) == 0
+    assert "into " + str(warc) in capsys.readouterr().out
+    replay = BuildConfig.of(
+        out=str(tmp_path / "replay"),
+        warc=[str(warc)],
+        executor="local",
+        query_list=_queries(tmp_path),
+        fetch=False,
+    )
+    run_build(replay)
+    pairs = manifests.open(replay.out).execute("SELECT url, caption, page_url FROM samples")
+    assert set(pairs.fetchall()) == expected_pairs(site.base, max_depth=1)
+    assert main(argv[:-2] + ["--max-depth", "x"]) == 2  # bad input: one line, status 2
+    assert capsys.readouterr().err.startswith("pipeline crawl: error:")

@@ -79,8 +79,17 @@ def test_resolve_url_rules():
     assert resolve_url(PAGE, "../img/a.jpg#frag") == "http://example.org/img/a.jpg"
     assert resolve_url(PAGE, "//cdn.example.net/a.jpg") == "http://cdn.example.net/a.jpg"
     assert resolve_url(PAGE, " /a\n.jpg ") == "http://example.org/a.jpg"
-    for bad in ("data:image/png;base64,AA", "javascript:void(0)", "about:blank", "blob:x",
-                "ftp://example.org/a.jpg", "mailto:a@b.c", "", None, "http://[bad"):  # fmt: skip
+    for bad in (
+        "data:image/png;base64,AA",
+        "javascript:void(0)",
+        "about:blank",
+        "blob:x",
+        "ftp://example.org/a.jpg",
+        "mailto:a@b.c",
+        "",
+        None,
+        "http://[bad",
+    ):
         assert resolve_url(PAGE, bad) is None
 
 
@@ -94,9 +103,23 @@ def test_resolve_url_rules():
     ],
 )
 def test_url_resolver_fast_paths_agree_with_urljoin(base):
-    raws = ["a.jpg", "/b/c.jpg?x=1&y=2", "//cdn.test/d.jpg", "HTTPS://Other.test/E.jpg",
-            "../up.jpg", "./same.jpg", "?page=2", "#top", "sub/dir/f.jpg#frag", "a:b/c.jpg",
-            "g.jpg;p", "http:rel.jpg", "/x/./y/../z.jpg", "%20sp ace.jpg", "ünï.jpg"]  # fmt: skip
+    raws = [
+        "a.jpg",
+        "/b/c.jpg?x=1&y=2",
+        "//cdn.test/d.jpg",
+        "HTTPS://Other.test/E.jpg",
+        "../up.jpg",
+        "./same.jpg",
+        "?page=2",
+        "#top",
+        "sub/dir/f.jpg#frag",
+        "a:b/c.jpg",
+        "g.jpg;p",
+        "http:rel.jpg",
+        "/x/./y/../z.jpg",
+        "%20sp ace.jpg",
+        "ünï.jpg",
+    ]
     resolve = UrlResolver(base)
     for raw in raws:
         scheme, _, rest = urljoin(base, raw).split("#")[0].partition(":")

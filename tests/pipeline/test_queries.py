@@ -80,9 +80,34 @@ def test_match(matcher, caption, expected):
 
 def test_match_many_agrees_with_match(matcher):
     rng = random.Random(0)
-    pieces = ["cat", "CAT", "hot", "dog", "hot dog", "café", "ß", "strasse", "猫", "ケース",
-              "iphone", "c++", "vitamin c", "t-shirt", "🐱", "ไทย", "x", ",", "!", "\x00", "\n",
-              "  ", "_", "é", "concatenate", "123"]  # fmt: skip
+    pieces = [
+        "cat",
+        "CAT",
+        "hot",
+        "dog",
+        "hot dog",
+        "café",
+        "ß",
+        "strasse",
+        "猫",
+        "ケース",
+        "iphone",
+        "c++",
+        "vitamin c",
+        "t-shirt",
+        "🐱",
+        "ไทย",
+        "x",
+        ",",
+        "!",
+        "\x00",
+        "\n",
+        "  ",
+        "_",
+        "é",
+        "concatenate",
+        "123",
+    ]
     captions = [
         "".join(rng.choice(pieces) + rng.choice(["", " ", "-"]) for _ in range(rng.randint(0, 8)))
         for _ in range(400)

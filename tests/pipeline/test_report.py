@@ -27,9 +27,20 @@ QUERIES = ["cat", "dog", "bird", "fish", "owl", "horse", "chat"]
 
 
 def _url_list(path, base: str) -> None:
-    captions = ["a cat on a sofa", "a dog and a ball", EVIL, "a gold fish", "an owl at night",
-                "a fish in a cafe", "a brown horse", "a moved owl", "a fish at depth one",
-                "a fish two", "a fish three", "a fish four"]  # fmt: skip
+    captions = [
+        "a cat on a sofa",
+        "a dog and a ball",
+        EVIL,
+        "a gold fish",
+        "an owl at night",
+        "a fish in a cafe",
+        "a brown horse",
+        "a moved owl",
+        "a fish at depth one",
+        "a fish two",
+        "a fish three",
+        "a fish four",
+    ]
     rows = [(base + p[1:], c) for p, c in zip(GOOD_IMAGES, captions, strict=True)]
     rows += [
         (base + "img/copy-of-cat.png", "the same cat again"),  # same bytes as cat.png: duplicate
@@ -49,10 +60,18 @@ def _build(tmp, name: str, base: str, **overrides):
     (tmp / "q.txt").write_text("\n".join(QUERIES) + "\n", encoding="utf-8")
     _url_list(tmp / "list.csv", base)
     values = dict(
-        out=str(tmp / name), query_list=str(tmp / "q.txt"), url_list=str(tmp / "list.csv"),
-        allow_network=["127.0.0.1/32"], timeout=3.0, executor="local", languages=["en"],
-        min_size=16, image_size=64, shard_size=4, per_query_cap=6,
-    )  # fmt: skip
+        out=str(tmp / name),
+        query_list=str(tmp / "q.txt"),
+        url_list=str(tmp / "list.csv"),
+        allow_network=["127.0.0.1/32"],
+        timeout=3.0,
+        executor="local",
+        languages=["en"],
+        min_size=16,
+        image_size=64,
+        shard_size=4,
+        per_query_cap=6,
+    )
     values.update(overrides)
     return run_build(BuildConfig.of(**values)).root
 
@@ -132,13 +151,27 @@ def test_funnel_and_statuses_equal_the_manifests(datasets, full_report):
     con = manifests.open(datasets["full"])
     stats = con.execute('SELECT stage, rows_in, rows_out, dropped FROM stats ORDER BY "order"')
     expected = [(s, i, o, d) for s, i, o, d in stats.fetchall()]
-    assert [x[0] for x in expected] == ["sources", "match", "balance", "text", "images",
-                                        "dedup", "shards"]  # fmt: skip
+    assert [x[0] for x in expected] == [
+        "sources",
+        "match",
+        "balance",
+        "text",
+        "images",
+        "dedup",
+        "shards",
+    ]
     shown = [(r[0], _int(r[1]), _int(r[2]), _int(r[3])) for r in _table_rows(html, "funnel")]
     assert shown == expected
     statuses = dict(con.execute("SELECT status, count(*) FROM samples GROUP BY 1").fetchall())
-    assert {"kept", "duplicate", "too_small", "not_an_image", "robots_disallowed", "language",
-            "no_query_match"} <= set(statuses)  # fmt: skip
+    assert {
+        "kept",
+        "duplicate",
+        "too_small",
+        "not_an_image",
+        "robots_disallowed",
+        "language",
+        "no_query_match",
+    } <= set(statuses)
     assert {r[0]: _int(r[1]) for r in _table_rows(html, "statuses")} == statuses
     drops = {(r[0], r[1]): _int(r[2]) for r in _table_rows(html, "drops")}
     for stage, _, _, _ in expected:
@@ -213,8 +246,9 @@ def test_unfinished_build_and_overlap_file(datasets):
     (root / "stats").mkdir(parents=True)
     shutil.copy(datasets["full"] / "run.json", root / "run.json")
     shutil.copy(datasets["full"] / "stats" / "sources.json", root / "stats" / "sources.json")
-    table = pa.table({"eval_set": ["pets", "pets", "cars", "cars"],
-                      "has_copy": [True, False, False, False]})  # fmt: skip
+    table = pa.table(
+        {"eval_set": ["pets", "pets", "cars", "cars"], "has_copy": [True, False, False, False]}
+    )
     pq.write_table(table, root / "overlap.parquet")
     html = render(root)
     assert [r[0] for r in _table_rows(html, "funnel")] == ["sources"]

@@ -81,9 +81,15 @@ def test_parquet_shard_reads_back(tmp_path):
     assert [row["key"] for row in table] == [f"00003{i:04d}" for i in range(5)]
     stats = json.loads((tmp_path / "00003_stats.json").read_text())
     assert set(stats) == {
-        "count", "successes", "failed_to_download", "failed_to_resize",
-        "duration", "start_time", "end_time", "status_dict",
-    }  # fmt: skip
+        "count",
+        "successes",
+        "failed_to_download",
+        "failed_to_resize",
+        "duration",
+        "start_time",
+        "end_time",
+        "status_dict",
+    }
     assert (stats["count"], stats["successes"]) == (8, 5)
     assert (stats["failed_to_download"], stats["failed_to_resize"]) == (2, 1)
     assert stats["status_dict"] == {"success": 5, "decode_failed": 1, "fetch_failed": 2}
@@ -143,9 +149,15 @@ def test_open_clip_train_reads_the_tar(tmp_path):
     write_webdataset_sizes(tmp_path)
     assert get_dataset_size(str(tmp_path / "{00000..00001}.tar")) == (4, 2)
     args = SimpleNamespace(
-        val_data=str(tmp_path / "00000.tar"), val_num_samples=3, batch_size=2, workers=0,
-        train_data=None, dataset_resampled=False, seed=0, world_size=1,
-    )  # fmt: skip
+        val_data=str(tmp_path / "00000.tar"),
+        val_num_samples=3,
+        batch_size=2,
+        workers=0,
+        train_data=None,
+        dataset_resampled=False,
+        seed=0,
+        world_size=1,
+    )
     preprocess = transforms.Compose([transforms.Resize(16), transforms.ToTensor()])
     data = get_wds_dataset(
         args, preprocess, is_train=False, tokenizer=open_clip.get_tokenizer("RN50")

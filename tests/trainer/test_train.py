@@ -248,9 +248,25 @@ def test_periodic_zero_shot_is_logged_beside_the_losses(shapes_dataset, tmp_path
             folder.mkdir(parents=True)
             draw(colour, shape, rng).save(folder / "0.png")
     out = tmp_path / "run"
-    argv = ["--data", shapes_dataset, "--out", out, "--samples", 96, "--batch-size", 16,
-            "--workers", 0, "--eval-set", evalset, "--eval-every", 3, "--eval-templates", "plain",
-            *FAST]  # fmt: skip
+    argv = [
+        "--data",
+        shapes_dataset,
+        "--out",
+        out,
+        "--samples",
+        96,
+        "--batch-size",
+        16,
+        "--workers",
+        0,
+        "--eval-set",
+        evalset,
+        "--eval-every",
+        3,
+        "--eval-templates",
+        "plain",
+        *FAST,
+    ]
     assert run(argv) == 0
     rows = read_rows(out / "eval.csv")
     assert [r["step"] for r in rows] == [3, 6]

@@ -12,13 +12,15 @@ from trainer.evaluation.errors import EvalError
 class EvalOptions:
     checkpoint: str = option(help="checkpoint written by `trainer run` (or open_clip)")
     eval_set: list[str] = option(
-        default_factory=list, metavar="DIR",
+        default_factory=list,
+        metavar="DIR",
         help="ImageFolder eval set DIR/<class name>/<image> (repeatable)",
-    )  # fmt: skip
+    )
     data: str = option(
-        "", metavar="DIR",
+        "",
+        metavar="DIR",
         help="dataset folder: clean vs overlap from DIR/overlap.parquet, retrieval on held-out rows",
-    )  # fmt: skip
+    )
     subset: str = option("", help="named subset for retrieval (default: kept)")
     out: str = option(
         "", metavar="FILE.json", help="results (+ .meta.json, .md, .html, .kshot.png)"
@@ -45,9 +47,10 @@ class EvalOptions:
     )
     probe_c: float = option(0.0, help="fixed C instead of the sweep (0: sweep)")
     probe_train: list[str] = option(
-        default_factory=list, metavar="[EVALSET=]DIR",
+        default_factory=list,
+        metavar="[EVALSET=]DIR",
         help="train the probe on DIR (same class folders) and test on all of the eval set",
-    )  # fmt: skip
+    )
     split_seed: int = option(0, help="seed of the probe's splits")
     # retrieval (with --data)
     retrieval: bool = option(True, help="image<->text recall@1/5/10 on the held-out rows of --data")
@@ -59,7 +62,9 @@ class EvalOptions:
             try:
                 self.probe_shots = [int(k) for k in self.probe_shots.split(",") if k.strip()]
             except ValueError:
-                raise EvalError(f"--probe-shots must be integers, not {self.probe_shots!r}") from None
+                raise EvalError(
+                    f"--probe-shots must be integers, not {self.probe_shots!r}"
+                ) from None
         check_fields(self)
         check_device(self.device)
         if not self.checkpoint:

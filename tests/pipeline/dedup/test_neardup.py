@@ -99,13 +99,22 @@ def test_representative_is_the_largest_then_smallest_uid():
     assert dup_of == ["u2", None, "u2", "u2", "v0", None]
     # Chains join clusters (single linkage): radius 2 still links u5-u2-u3 but not u4.
     assert cluster_near_duplicates(uids, codes, areas, radius=2) == [
-        "u2", None, "u2", None, "v0", None]  # fmt: skip
+        "u2",
+        None,
+        "u2",
+        None,
+        "v0",
+        None,
+    ]
 
 
 def test_missing_areas_and_empty_input():
     codes = codes_from_ints([7, 7, 2**63])
     assert cluster_near_duplicates(["b", "a", "c"], codes, [None, float("nan"), 5], 0) == [
-        "a", None, None]  # fmt: skip
+        "a",
+        None,
+        None,
+    ]
     assert cluster_near_duplicates([], np.zeros((0, 8), np.uint8), [], 4) == []
 
 

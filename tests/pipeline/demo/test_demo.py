@@ -39,8 +39,9 @@ def test_demo_builds_reports_and_trains(tmp_path, capsys):
     statuses = dict(con.execute("SELECT status, count(*) FROM samples GROUP BY 1").fetchall())
     assert statuses["kept"] > 100
     # The demo's robots.txt forbids /private/ and one page opts out: neither gives a pair.
-    assert con.execute("SELECT count(*) FROM samples WHERE page_url LIKE '%/private/%' "
-                       "OR page_url LIKE '%optout%'").fetchone() == (0,)  # fmt: skip
+    assert con.execute(
+        "SELECT count(*) FROM samples WHERE page_url LIKE '%/private/%' OR page_url LIKE '%optout%'"
+    ).fetchone() == (0,)
     # A second run replaces the demo's own folder; any other folder is refused.
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "file").write_text("x")

@@ -100,9 +100,20 @@ def _looks_right_in_chromium(page, shot) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("no chromium on this machine to render the page")
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1000,700", page.as_uri()],
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1000,700",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     pixels = Image.open(shot).convert("RGB").getdata()
     purple = sum(1 for r, g, b in pixels if r > 100 and b > 120 and g < 80)
     assert purple > 2000, purple  # four thumbnails with purple shapes in them

@@ -140,7 +140,14 @@ def test_cli_command(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["positive_label"] == "good"
     from pipeline.cli import main
 
-    argv = ["textmodel", "train", "--input", str(tmp_path / "none.txt"), "--out", str(tmp_path / "x")]
+    argv = [
+        "textmodel",
+        "train",
+        "--input",
+        str(tmp_path / "none.txt"),
+        "--out",
+        str(tmp_path / "x"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("pipeline textmodel: error:") and "no such file" in err

@@ -104,8 +104,9 @@ def test_reused_transforms_give_img2dataset_bytes(mode):
     # Our copy of the Resizer reuses its albumentations transforms; the bytes must be the ones
     # img2dataset's own Resizer writes, for upscales and downscales, call after call.
     pristine = _pristine_img2dataset_resizer()
-    theirs = pristine.Resizer(image_size=96, resize_mode=pristine.ResizeMode[mode],
-                              resize_only_if_bigger=False)  # fmt: skip
+    theirs = pristine.Resizer(
+        image_size=96, resize_mode=pristine.ResizeMode[mode], resize_only_if_bigger=False
+    )
     ours = ImageResizer(ImageConfig(image_size=96, resize_mode=mode))
     sources = [encode(noise(w, h, seed=w), "JPEG") for w, h in [(400, 300), (50, 70), (90, 96)]]
     for data in sources * 2:

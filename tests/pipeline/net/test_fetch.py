@@ -62,9 +62,12 @@ def test_ok_body_headers_and_user_agent(site):
     site.text(
         "/page",
         "<html>hi</html>",
-        headers=[("Content-Type", "text/html"), ("X-Robots-Tag", "noindex"),
-                 ("X-Robots-Tag", "noai")],
-    )  # fmt: skip
+        headers=[
+            ("Content-Type", "text/html"),
+            ("X-Robots-Tag", "noindex"),
+            ("X-Robots-Tag", "noai"),
+        ],
+    )
     r = fetch_one(config(), site.url("/page"))
     assert (r.status, r.http_status, r.body, r.error) == ("ok", 200, b"<html>hi</html>", None)
     assert r.final_url == r.url == site.url("/page") and r.redirects == []

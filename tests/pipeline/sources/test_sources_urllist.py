@@ -160,8 +160,9 @@ def test_chunks_cover_fixed_input_rows(tmp_path, fmt):
     if fmt == "csv":
         path.write_text("url,caption\n" + "".join(f"{u},c{i}\n" for i, u in enumerate(urls)))
     elif fmt == "jsonl":
-        path.write_text("".join(json.dumps({"url": u, "caption": f"c{i}"}) + "\n"
-                                for i, u in enumerate(urls)))  # fmt: skip
+        path.write_text(
+            "".join(json.dumps({"url": u, "caption": f"c{i}"}) + "\n" for i, u in enumerate(urls))
+        )
     elif fmt == "parquet":
         captions = [f"c{i}" for i in range(len(urls))]
         pq.write_table(pa.table({"url": urls, "caption": captions}), path, row_group_size=17)

@@ -37,15 +37,19 @@ class StageBench:
     def put(self, stage: str, part: str, table: pa.Table, kind: str | None = None) -> None:
         """An input part as `stage` would have left it (rows, or its `kind` side file)."""
         target = registry.get(stage)
-        path = (target.file_path(self.layout, part, kind) if kind
-                else target.rows_path(self.layout, part))  # fmt: skip
+        path = (
+            target.file_path(self.layout, part, kind)
+            if kind
+            else target.rows_path(self.layout, part)
+        )
         write_parquet_atomic(table, path)
 
     def run(self, name: str, resolver=None) -> dict:
         """Run stage `name` to the end; its stats record."""
         stage = registry.get(name)
-        run = StageRun(self.layout, stage, registry.resolve_inputs(stage, self.config),
-                       self.config, resolver)  # fmt: skip
+        run = StageRun(
+            self.layout, stage, registry.resolve_inputs(stage, self.config), self.config, resolver
+        )
         stage.check_config(run)
         return stage.execute(run, LocalExecutor())
 

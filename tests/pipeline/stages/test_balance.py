@@ -7,11 +7,15 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _matched(rows):
-    return pa.table({
-        "url": [u for u, _, _ in rows], "caption": [c for _, c, _ in rows],
-        "page_url": [None] * len(rows), "uid": [sample_uid(u, c) for u, c, _ in rows],
-        "matched_queries": pa.array([q for _, _, q in rows], pa.list_(pa.string())),
-    })  # fmt: skip
+    return pa.table(
+        {
+            "url": [u for u, _, _ in rows],
+            "caption": [c for _, c, _ in rows],
+            "page_url": [None] * len(rows),
+            "uid": [sample_uid(u, c) for u, c, _ in rows],
+            "matched_queries": pa.array([q for _, _, q in rows], pa.list_(pa.string())),
+        }
+    )
 
 
 def test_balance_keeps_first_copies_caps_queries_and_counts_every_row(bench, tmp_path):
@@ -19,8 +23,17 @@ def test_balance_keeps_first_copies_caps_queries_and_counts_every_row(bench, tmp
     queries.write_text("cat\ndog\n", encoding="utf-8")
     b = bench(parts=["p0", "p1"], query_list=str(queries), per_query_cap=2, seed=3)
     cats = [(f"http://a.test/cat{i}.jpg", "a cat", ["cat"]) for i in range(6)]
-    b.put("match", "p0", _matched([*cats[:3], ("http://a.test/d.jpg", "a dog", ["dog"]),
-                                   ("http://a.test/n.jpg", "nothing", [])]))  # fmt: skip
+    b.put(
+        "match",
+        "p0",
+        _matched(
+            [
+                *cats[:3],
+                ("http://a.test/d.jpg", "a dog", ["dog"]),
+                ("http://a.test/n.jpg", "nothing", []),
+            ]
+        ),
+    )
     # p1 repeats a pair of p0: the copy in the earlier part is the one kept
     b.put("match", "p1", _matched([*cats[3:], cats[0]]))
     record = b.run("balance")
@@ -41,7 +54,11 @@ def test_balance_keeps_first_copies_caps_queries_and_counts_every_row(bench, tmp
 
 def test_without_a_query_list_every_unique_pair_goes_on(bench):
     b = bench()
-    b.put("match", "p0", _matched([("http://a.test/1.jpg", "x", []), ("http://a.test/1.jpg", "x", [])]))
+    b.put(
+        "match",
+        "p0",
+        _matched([("http://a.test/1.jpg", "x", []), ("http://a.test/1.jpg", "x", [])]),
+    )
     record = b.run("balance")
     assert [r["status"] for r in b.rows("balance", "p0")] == ["pending"]
     assert record["drops"] == {"repeated_pair": 1}

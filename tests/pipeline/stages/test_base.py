@@ -50,9 +50,17 @@ def _run(b, stage):
 
 def test_the_base_counts_times_marks_and_skips_finished_parts(bench):
     b = bench(parts=["p0", "p1"])
-    b.put("balance", "p0", sample_rows([{"url": "http://a/1", "caption": "good"},
-                                        {"url": "http://a/2", "caption": "bad"},
-                                        {"url": "http://a/3", "caption": "x", "status": "language"}]))  # fmt: skip
+    b.put(
+        "balance",
+        "p0",
+        sample_rows(
+            [
+                {"url": "http://a/1", "caption": "good"},
+                {"url": "http://a/2", "caption": "bad"},
+                {"url": "http://a/3", "caption": "x", "status": "language"},
+            ]
+        ),
+    )
     b.put("balance", "p1", sample_rows([{"url": "http://a/4", "caption": "bad"}]))
     stage = Upper()
     record = _run(b, stage)

@@ -16,9 +16,12 @@ def image_server():
         "/tiny.png": (200, {"Content-Type": "image/png"}, picture("tiny", size=8)),
         "/page.html": (200, {"Content-Type": "text/html"}, b"<html>not an image</html>"),
         "/no/secret.png": (200, {"Content-Type": "image/png"}, picture("secret")),
-        "/optout.png": (200, {"Content-Type": "image/png", "X-Robots-Tag": "noimageai"},
-                        picture("optout")),
-    }  # fmt: skip
+        "/optout.png": (
+            200,
+            {"Content-Type": "image/png", "X-Robots-Tag": "noimageai"},
+            picture("optout"),
+        ),
+    }
     with LoopbackServer(routes=routes) as server:
         yield server
 
@@ -27,15 +30,25 @@ def test_images_fetch_check_and_store_every_pending_image(bench, image_server):
     base = image_server.base
     b = bench(allow_network=["127.0.0.1/32"], timeout=3.0, min_size=16, image_size=32)
     names = ["ok.png", "tiny.png", "page.html", "no/secret.png", "optout.png", "missing.png"]
-    b.put("text", "p0", sample_rows(
-        [{"url": base + n, "caption": n} for n in names]
-        + [{"url": base + "ok.png", "caption": "dropped before", "status": "language"}]
-    ))  # fmt: skip
+    b.put(
+        "text",
+        "p0",
+        sample_rows(
+            [{"url": base + n, "caption": n} for n in names]
+            + [{"url": base + "ok.png", "caption": "dropped before", "status": "language"}]
+        ),
+    )
     record = b.run("images")
     status = {r["caption"]: r["status"] for r in b.rows("images", "p0")}
-    assert status == {"ok.png": "pending", "tiny.png": "too_small", "page.html": "not_an_image",
-                      "no/secret.png": "robots_disallowed", "optout.png": "opted_out",
-                      "missing.png": "fetch_failed", "dropped before": "language"}  # fmt: skip
+    assert status == {
+        "ok.png": "pending",
+        "tiny.png": "too_small",
+        "page.html": "not_an_image",
+        "no/secret.png": "robots_disallowed",
+        "optout.png": "opted_out",
+        "missing.png": "fetch_failed",
+        "dropped before": "language",
+    }
     assert "/no/secret.png" not in image_server.hits  # robots.txt was read first
     stored = pq.read_table(b.layout.stage_dir("images") / "p0.images.parquet").to_pylist()
     assert len(stored) == 1 and stored[0]["image"][:2] == b"\xff\xd8"  # the kept one, as JPEG

@@ -15,8 +15,16 @@ def test_match_gives_uids_and_the_queries_each_caption_contains(bench, tmp_path)
     queries = tmp_path / "queries.txt"
     queries.write_text("red fox\nfox\ndog\n", encoding="utf-8")
     b = bench(parts=["p0", "p1"], query_list=str(queries))
-    b.put("sources", "p0", _candidates([("http://a.test/1.jpg", "A Red Fox at dusk"),
-                                         ("http://a.test/2.jpg", "foxes and a dog")]))  # fmt: skip
+    b.put(
+        "sources",
+        "p0",
+        _candidates(
+            [
+                ("http://a.test/1.jpg", "A Red Fox at dusk"),
+                ("http://a.test/2.jpg", "foxes and a dog"),
+            ]
+        ),
+    )
     b.put("sources", "p1", _candidates([("http://a.test/3.jpg", "a cat")]))
     record = b.run("match")
     rows = b.rows("match", "p0") + b.rows("match", "p1")

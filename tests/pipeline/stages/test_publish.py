@@ -16,8 +16,13 @@ def test_publish_gives_every_pending_row_its_place_in_the_shards(bench):
     rows = b.rows("publish", "p0") + b.rows("publish", "p1")
     assert (b.layout.samples / "p0.parquet").exists()  # the manifests themselves
     placed = [(r["shard"], r["shard_row"]) for r in rows if r["status"] == "kept"]
-    assert placed == [("00000.parquet", 0), ("00000.parquet", 1), ("00001.parquet", 0),
-                      ("00001.parquet", 1), ("00002.parquet", 0)]  # fmt: skip
+    assert placed == [
+        ("00000.parquet", 0),
+        ("00000.parquet", 1),
+        ("00001.parquet", 0),
+        ("00001.parquet", 1),
+        ("00002.parquet", 0),
+    ]
     dropped = [r for r in rows if r["status"] == "duplicate"]
     assert len(dropped) == 1 and dropped[0]["shard"] is None
     for r in rows:  # each kept row points at its own image

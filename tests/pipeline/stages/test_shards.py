@@ -23,18 +23,40 @@ def put_dedup_part(b, part: str, n: int, dropped: int = 0):
     """`n` pending rows (and `dropped` duplicates) with stored images, as dedup leaves them,
     and dedup's marker (its rows_out is the count the shards plan reads)."""
     rows = sample_rows(
-        [{"url": f"http://a.test/{part}/{i}.jpg", "caption": f"{part} {i}", "width": 8,
-          "height": 8, "original_width": 8, "original_height": 8, "sha256": f"{part}{i}"}
-         for i in range(n)]
-        + [{"url": f"http://a.test/{part}/d{i}.jpg", "caption": "d", "status": "duplicate"}
-           for i in range(dropped)]
-    )  # fmt: skip
+        [
+            {
+                "url": f"http://a.test/{part}/{i}.jpg",
+                "caption": f"{part} {i}",
+                "width": 8,
+                "height": 8,
+                "original_width": 8,
+                "original_height": 8,
+                "sha256": f"{part}{i}",
+            }
+            for i in range(n)
+        ]
+        + [
+            {"url": f"http://a.test/{part}/d{i}.jpg", "caption": "d", "status": "duplicate"}
+            for i in range(dropped)
+        ]
+    )
     b.put("dedup", part, rows)
     uids = rows["uid"].to_pylist()[:n]
-    b.put("images", part, pa.table(
-        {"uid": uids, "image": [_jpeg(i) for i in range(n)], "exif": [None] * n,
-         "phash256": ["0"] * n, "phash256_trim": ["0"] * n},
-        schema=pa.schema([(k, IMAGE_COLUMNS[k]) for k in IMAGE_COLUMNS])), kind="images")  # fmt: skip
+    b.put(
+        "images",
+        part,
+        pa.table(
+            {
+                "uid": uids,
+                "image": [_jpeg(i) for i in range(n)],
+                "exif": [None] * n,
+                "phash256": ["0"] * n,
+                "phash256_trim": ["0"] * n,
+            },
+            schema=pa.schema([(k, IMAGE_COLUMNS[k]) for k in IMAGE_COLUMNS]),
+        ),
+        kind="images",
+    )
     StageRun(b.layout, registry.get("dedup"), ()).mark_done(part, PartStats(rows_out=n))
     return uids
 

@@ -5,13 +5,16 @@ import pytest
 
 pytestmark = pytest.mark.timeout(60)
 
-PAGE = b"<html><body><img src='/a.jpg' alt='a red fox'><img src='b.png' alt='two dogs'></body></html>"
+PAGE = (
+    b"<html><body><img src='/a.jpg' alt='a red fox'><img src='b.png' alt='two dogs'></body></html>"
+)
 
 
 def _http(body: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s" % (
-        len(body), body,
-    )  # fmt: skip
+        len(body),
+        body,
+    )
 
 
 def arc_file(url: str, body: bytes) -> bytes:
@@ -25,12 +28,15 @@ def arc_file(url: str, body: bytes) -> bytes:
 
 def test_url_list_parts_are_cut_where_the_list_is_read(bench, tmp_path):
     src = tmp_path / "list.csv"
-    src.write_text("url,caption\nhttp://a.test/1.jpg,one\n,no url\nhttp://a.test/2.jpg,two\n"
-                   "http://a.test/3.jpg,\n")  # fmt: skip
+    src.write_text(
+        "url,caption\nhttp://a.test/1.jpg,one\n,no url\nhttp://a.test/2.jpg,two\n"
+        "http://a.test/3.jpg,\n"
+    )
     b = bench(url_list=str(src), rows_per_part=2)
     record = b.run("sources")
     assert pq.read_table(b.layout.work / "sources" / "list-00000.parquet").to_pylist() == [
-        {"url": "http://a.test/1.jpg", "caption": "one", "page_url": None}]  # fmt: skip
+        {"url": "http://a.test/1.jpg", "caption": "one", "page_url": None}
+    ]
     second = pq.read_table(b.layout.work / "sources" / "list-00001.parquet")
     assert second["caption"].to_pylist() == ["two", ""]  # no caption: matches no query
     assert (record["rows_in"], record["rows_out"], record["drops"]) == (4, 3, {"empty_url": 1})

@@ -7,12 +7,25 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_text_labels_every_row_and_drops_only_pending_ones(bench):
     b = bench(languages=["en"], min_words=2)
-    b.put("balance", "p0", sample_rows([
-        {"url": "http://a.test/1.jpg", "caption": "a red fox jumps over the lazy dog"},
-        {"url": "http://a.test/2.jpg", "caption": "un renard roux saute par-dessus le chien"},
-        {"url": "http://a.test/3.jpg", "caption": "fox"},
-        {"url": "http://a.test/4.jpg", "caption": "le chat noir dort sur le canapé", "status": "over_query_cap"},
-    ]))  # fmt: skip
+    b.put(
+        "balance",
+        "p0",
+        sample_rows(
+            [
+                {"url": "http://a.test/1.jpg", "caption": "a red fox jumps over the lazy dog"},
+                {
+                    "url": "http://a.test/2.jpg",
+                    "caption": "un renard roux saute par-dessus le chien",
+                },
+                {"url": "http://a.test/3.jpg", "caption": "fox"},
+                {
+                    "url": "http://a.test/4.jpg",
+                    "caption": "le chat noir dort sur le canapé",
+                    "status": "over_query_cap",
+                },
+            ]
+        ),
+    )
     record = b.run("text")
     rows = {r["url"][-5:]: r for r in b.rows("text", "p0")}
     assert rows["1.jpg"]["status"] == "pending" and rows["1.jpg"]["lang"] == "en"
