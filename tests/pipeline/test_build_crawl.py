@@ -139,21 +139,9 @@ def test_killed_build_resumes_to_identical_manifests(tmp_path, test_site, crash_
 
     out = tmp_path / "killed"
     queries = tmp_path / "queries.txt"
-    argv = [
-        "build",
-        "--query-list",
-        str(queries),
-        "--seeds",
-        site.base,
-        "--out",
-        str(out),
-        "--allow-network",
-        "127.0.0.1/32",
-        "--timeout",
-        "3",
-        "--executor",
-        "local",
-    ]
+    options = "--allow-network 127.0.0.1/32 --timeout 3 --executor local"
+    argv = ["build", "--query-list", str(queries), "--seeds", site.base, "--out", str(out)]
+    argv += options.split()
     killed = subprocess.run(
         killed_after(crash_after, argv), capture_output=True, text=True, timeout=120
     )

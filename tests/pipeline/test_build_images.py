@@ -39,6 +39,16 @@ def _config(tmp_path, site, **overrides) -> BuildConfig:
     return BuildConfig.of(**values)
 
 
+def _argv(tmp_path, site, out) -> list[str]:
+    """`_config` as a command line (queries.txt must exist: _config writes it)."""
+    options = (
+        "--allow-network 127.0.0.1/32 --timeout 3 --executor local --languages en --min-size 16 "
+        f"--max-image-bytes {2 * 1024 * 1024} --image-size 64 --shard-size 4"
+    )
+    base = ["--query-list", str(tmp_path / "queries.txt"), "--seeds", site.base, "--out", str(out)]
+    return ["build", *base, *options.split()]
+
+
 @pytest.fixture
 def built(tmp_path, test_site):
     site, external = test_site
@@ -102,7 +112,6 @@ def test_bomb_and_huge_body_stay_far_below_two_gib(tmp_path, test_site):
     30 MB body (measured in a fresh process: this one's peak includes earlier tests)."""
     site, _ = test_site
     config = _config(tmp_path, site)
-    (tmp_path / "queries.txt").write_text("\n".join(QUERIES) + "\n", encoding="utf-8")
     code = (
         "import resource, sys\n"
         "from pipeline.cli import main\n"
@@ -110,34 +119,7 @@ def test_bomb_and_huge_body_stay_far_below_two_gib(tmp_path, test_site):
         "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
         "sys.exit(status)\n"
     )
-    argv = [
-        sys.executable,
-        "-c",
-        code,
-        "build",
-        "--query-list",
-        config.balance.query_list,
-        "--seeds",
-        site.base,
-        "--out",
-        config.out,
-        "--allow-network",
-        "127.0.0.1/32",
-        "--timeout",
-        "3",
-        "--executor",
-        "local",
-        "--languages",
-        "en",
-        "--min-size",
-        "16",
-        "--max-image-bytes",
-        str(2 * 1024 * 1024),
-        "--image-size",
-        "64",
-        "--shard-size",
-        "4",
-    ]
+    argv = [sys.executable, "-c", code, *_argv(tmp_path, site, config.out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stderr[-3000:]
     peak_kib = int(done.stdout.split("PEAK_KIB")[1].split()[0])
@@ -159,31 +141,7 @@ def test_killed_build_fetches_no_finished_part_again(tmp_path, test_site, crash_
     whole = _config(tmp_path, site, out=str(tmp_path / "whole"))
     run_build(whole)
     out = tmp_path / "killed"
-    argv = [
-        "build",
-        "--query-list",
-        str(tmp_path / "queries.txt"),
-        "--seeds",
-        site.base,
-        "--out",
-        str(out),
-        "--allow-network",
-        "127.0.0.1/32",
-        "--timeout",
-        "3",
-        "--executor",
-        "local",
-        "--languages",
-        "en",
-        "--min-size",
-        "16",
-        "--max-image-bytes",
-        str(2 * 1024 * 1024),
-        "--image-size",
-        "64",
-        "--shard-size",
-        "4",
-    ]
+    argv = _argv(tmp_path, site, out)
     killed = subprocess.run(
         killed_after(crash_after, argv), capture_output=True, text=True, timeout=200
     )
