@@ -1,5 +1,5 @@
 """DuckDB access to a dataset: `open(dir)` gives a connection with the views `samples`, `pages`,
-`shards`, `stats` (and `embeddings` after `pipeline embed`), and `subset_sql(name)` the SELECT
+`origins`, `shards`, `stats` (and `embeddings` after `pipeline embed`), and `subset_sql(name)` the SELECT
 of a named subset."""
 
 import builtins
@@ -34,6 +34,7 @@ def _duck_type(arrow_type) -> str:
         pa.float64(): "DOUBLE",
         pa.binary(): "BLOB",
         pa.bool_(): "BOOLEAN",
+        pa.timestamp("ms", tz="UTC"): "TIMESTAMPTZ",
     }[arrow_type]
 
 
@@ -70,6 +71,7 @@ def _stats_table(con, stats_dir: Path) -> None:
                 "dropped": int(sum(record.get("drops", {}).values())),
                 "drops": json.dumps(record.get("drops", {}), sort_keys=True),
                 "seconds": float(record.get("seconds", 0.0)),
+                "unit": record.get("unit", "rows"),
             }
         )
     rows.sort(key=lambda r: (r["order"], r["stage"]))
@@ -84,6 +86,7 @@ def _stats_table(con, stats_dir: Path) -> None:
                 ("dropped", pa.int64()),
                 ("drops", pa.string()),
                 ("seconds", pa.float64()),
+                ("unit", pa.string()),  # what rows_in/rows_out count: rows, urls, origins
             ]
         ),
     )
@@ -156,6 +159,7 @@ def open(dataset_dir, read_only: bool = True):  # noqa: A001 - the contract name
     _parquet_view(con, "samples", layout.samples, schema.SAMPLES)
     _embeddings_view(con, layout.root / "embeddings")
     _parquet_view(con, "pages", layout.pages, schema.PAGES)
+    _parquet_view(con, "origins", layout.origins, schema.ORIGINS)
     _stats_table(con, layout.stats)
     _shards_view(con, layout.shards)
     return con

@@ -4,6 +4,7 @@
 DIR/run.json                     resolved config and versions
 DIR/manifests/samples/*.parquet  one row per candidate (schema.SAMPLES)
 DIR/manifests/pages/*.parquet    one row per page seen (schema.PAGES)
+DIR/manifests/origins/*.parquet  robots.txt of every origin asked, once per build (schema.ORIGINS)
 DIR/shards/*.parquet             training shards (schema.shard_schema), with *_stats.json
 DIR/stats/<stage>.json           rows in/out, drops per reason, seconds
 DIR/subsets/*.sql                named subsets local to this dataset (beside manifests/subsets/)
@@ -40,6 +41,10 @@ class DatasetLayout:
     @property
     def pages(self) -> Path:
         return self.manifests / "pages"
+
+    @property
+    def origins(self) -> Path:
+        return self.manifests / "origins"
 
     @property
     def shards(self) -> Path:

@@ -104,6 +104,22 @@ PAGES = pa.schema(
     ]
 )
 
+# One row per per-origin file the build asked a site for (robots.txt today): fetched once per
+# origin per build and reused by every task and by a resumed build; the audit of what each site
+# said, and when.
+ORIGINS = pa.schema(
+    [
+        ("origin", pa.string()),  # scheme://host[:port]
+        ("file", pa.string()),  # 'robots.txt'
+        ("url", pa.string()),
+        ("fetched_at", pa.timestamp("ms", tz="UTC")),
+        ("status", pa.string()),  # the fetch's status: ok, fetch_failed, blocked_address, ...
+        ("http_status", pa.int32()),
+        ("error", pa.string()),
+        ("body", pa.binary()),  # the file as served (robots.txt: its first robots_max_bytes)
+    ]
+)
+
 # Training shards: img2dataset's parquet columns, so open_clip and DataComp tooling read them.
 # The image column is named after the encode format (`jpg`, `webp` or `png`).
 IMAGE_COLUMNS = ("jpg", "webp", "png")

@@ -32,11 +32,24 @@ class ExecutorConfig:
     max_tasks_in_flight: int = option(
         0, runtime=True, help="Ray tasks submitted at once; 0: twice the cluster's CPUs"
     )
+    urls_per_fetch_part: int = option(
+        10_000,
+        help="image URLs per fetch part (a host with more is split into lanes sharing its budget)",
+    )
+    driver_memory_mb: int = option(
+        2048,
+        runtime=True,
+        help="memory the driver's planning queries (DuckDB) may use; past it they spill to disk",
+    )
 
     def __post_init__(self):
         check_fields(self)
         if self.max_tasks_in_flight < 0:
             raise ConfigError("--max-tasks-in-flight must not be negative")
+        if self.urls_per_fetch_part < 1:
+            raise ConfigError("--urls-per-fetch-part must be at least 1")
+        if self.driver_memory_mb < 64:
+            raise ConfigError("--driver-memory-mb must be at least 64")
 
 
 class LocalExecutor:
@@ -47,11 +60,22 @@ class LocalExecutor:
     def shutdown(self) -> None:
         pass
 
+    def parallelism(self) -> int:
+        """Tasks that run at once: what a plan may split work into to go faster."""
+        return 1
+
 
 class RayExecutor:
     def __init__(self, config: ExecutorConfig, num_cpus: int | None = None):
         """num_cpus: CPUs of a runtime started here (None: Ray counts them); ignored when Ray
         is running already or ray_address names a cluster."""
+        import sys
+
+        if config.ray_address is None and "ray" not in sys.modules:
+            # A runtime of this process alone: on loopback, not on the machine's network
+            # address, where any host that reaches it could join it or talk to it. (Ray reads
+            # this when it is imported.)
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         import ray
 
         self._ray = ray
@@ -70,14 +94,19 @@ class RayExecutor:
                 if local
                 else None,
             )
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.max_in_flight = config.max_tasks_in_flight or max(2, 2 * cpus)
+        self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.max_in_flight = config.max_tasks_in_flight or max(2, 2 * self.cpus)
+
+    def parallelism(self) -> int:
+        return self.cpus
 
     def map(self, fn: Callable, items: Iterable, name: Callable | None = None) -> Iterator:
         """Yield fn(item) for every item, as tasks finish (not in input order). `name(item)`:
         the task's name on the cluster's dashboard (default: the function's)."""
         ray = self._ray
-        remote = ray.remote(num_cpus=1, max_retries=2)(fn)
+        # SPREAD: a stage's parts go to every node (their disks and network links), not to
+        # whichever node freed a CPU first.
+        remote = ray.remote(num_cpus=1, max_retries=2, scheduling_strategy="SPREAD")(fn)
         pending = []
         for item in items:
             if len(pending) >= self.max_in_flight:
@@ -145,6 +174,9 @@ class AutoExecutor:
     def shutdown(self) -> None:
         if self._ray is not None:
             self._ray.shutdown()
+
+    def parallelism(self) -> int:
+        return self._ray.parallelism() if self._ray is not None else max(1, self.cpus)
 
 
 def make_executor(config: ExecutorConfig):

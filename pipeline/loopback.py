@@ -33,11 +33,17 @@ class Hit(str):
 
     headers: dict[str, str]
     t: float
+    end: float | None  # time.monotonic() when the answer was sent (None while in flight)
 
     def __new__(cls, path: str, headers: dict[str, str] | None = None, t: float = 0.0) -> Hit:
         hit = super().__new__(cls, path)
-        hit.headers, hit.t = headers or {}, t
+        hit.headers, hit.t, hit.end = headers or {}, t, None
         return hit
+
+    @property
+    def host(self) -> str:
+        """The Host header without its port: which site of a many-host web was asked."""
+        return self.headers.get("Host", "").rsplit(":", 1)[0].lower()
 
     @property
     def path(self) -> str:
@@ -118,7 +124,8 @@ class LoopbackServer:
     # ------------------------------------------------------------------ requests
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         # Runs on the server's loop only, so the counters need no lock.
-        self.hits.append(Hit(request.path_qs, dict(request.headers), time.monotonic()))
+        hit = Hit(request.path_qs, dict(request.headers), time.monotonic())
+        self.hits.append(hit)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -126,6 +133,7 @@ class LoopbackServer:
             return await route(request) if callable(route) else respond(route)
         finally:
             self.active -= 1
+            hit.end = time.monotonic()
 
     @property
     def base(self) -> str:

@@ -4,6 +4,9 @@ import pytest
 
 # img2dataset imports albumentations, which otherwise asks the network for updates at import.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Every Ray runtime a test starts in this process, and this process as a driver of the tests'
+# clusters, use 127.0.0.1 as their node address: never the machine's network interface.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture

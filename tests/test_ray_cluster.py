@@ -8,137 +8,16 @@ its Ray processes down with it) and then that process group; `ray stop` is not u
 kills every Ray process of the user on the machine, other tests' included.
 """
 
-import contextlib
 import csv
-import json
-import os
-import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 import manifests
 from manifests.layout import DatasetLayout
+from pipeline.testing.raycluster import VENV_BIN, RayHead, http_json, ray_env
 from pipeline.testing.site import IMAGE_CASES, expected_pairs
-
-VENV_BIN = str(Path(sys.executable).parent)
-# Ray 2.60 clusters require a token (token auth is on by default); this cluster's own, handed
-# to every process of the test through the environment instead of ~/.ray/auth_token.
-TOKEN = secrets.token_hex(32)
-PORT_OPTIONS = (
-    "--port",
-    "--dashboard-port",
-    "--ray-client-server-port",
-    "--node-manager-port",
-    "--object-manager-port",
-    "--dashboard-agent-listen-port",
-    "--dashboard-agent-grpc-port",
-    "--runtime-env-agent-port",
-    "--metrics-export-port",
-)
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct ports free on 127.0.0.1 right now (all held open while picking)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def ray_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
-    env.update(
-        PATH=VENV_BIN + os.pathsep + env.get("PATH", ""),  # `pipeline` for the job's shell
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN=TOKEN,
-        # One node on loopback: take 127.0.0.1 as this node's address instead of asking the
-        # routing table which interface reaches the outside.
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-        NO_ALBUMENTATIONS_UPDATE="1",
-    )
-    return env
-
-
-def http_json(url: str, timeout: float = 5.0):
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
-class RayHead:
-    """`ray start --head --block` on 127.0.0.1 with 2 CPUs and the dashboard (job server)."""
-
-    def __init__(self):
-        self.temp_dir = tempfile.mkdtemp(prefix="rayc", dir="/tmp")  # short: socket paths
-        ports = dict(zip(PORT_OPTIONS, free_ports(len(PORT_OPTIONS)), strict=True))
-        self.gcs = f"127.0.0.1:{ports['--port']}"
-        self.dashboard = f"http://127.0.0.1:{ports['--dashboard-port']}"
-        argv = [
-            f"{VENV_BIN}/ray",
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--num-cpus",
-            "2",
-            "--include-dashboard",
-            "true",
-            "--dashboard-host",
-            "127.0.0.1",
-            "--disable-usage-stats",
-            "--temp-dir",
-            self.temp_dir,
-        ]
-        for option, port in ports.items():
-            argv += [option, str(port)]
-        with open(Path(self.temp_dir) / "ray-start.log", "w") as log:  # the child keeps it open
-            self.process = subprocess.Popen(
-                argv, env=ray_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.output()
-            try:
-                http_json(f"{self.dashboard}/api/jobs/")
-                return
-            except urllib.error.HTTPError as exc:
-                assert exc.code not in (401, 403), f"the job server refused our token: {exc}"
-                time.sleep(1)
-            except OSError:  # not listening yet
-                time.sleep(1)
-        raise AssertionError(f"no job server at {self.dashboard}:\n{self.output()}")
-
-    def output(self) -> str:
-        return (Path(self.temp_dir) / "ray-start.log").read_text()[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # --block: shuts its node down on exit
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=30)
-        # Whatever of our process group outlived it (the group's id is our process's id).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,8 @@ class Fetcher:
 
     resolver: base DNS resolver (default: aiohttp's); tests pass a StaticResolver (fake DNS).
     trace_configs: aiohttp TraceConfigs, e.g. to count connections in tests or for metrics.
+    shares: host -> HostShare for hosts whose budget this fetcher holds only part of.
+    robots: RobotsRecords fetched before (by another task, or a run being resumed) to reuse.
     """
 
     def __init__(
@@ -114,11 +116,14 @@ class Fetcher:
         resolver: AbstractResolver | None = None,
         *,
         trace_configs: list[aiohttp.TraceConfig] | None = None,
+        shares: dict | None = None,
+        robots: list | None = None,
     ):
         self.config = config or FetchConfig()
+        self._shares, self._robots_records = shares, robots or []
         self.policy = AddressPolicy(self.config.allow_networks)
         self._base_resolver = resolver
-        self._trace_configs = list(trace_configs or [])
+        self._trace_configs = [_gate_trace(), *(trace_configs or [])]
         self._session: aiohttp.ClientSession | None = None
         self.resolver: GuardedResolver | None = None
         self.limiter: HostLimiter | None = None
@@ -143,10 +148,13 @@ class Fetcher:
             trust_env=False,  # no proxy from the environment: it would bypass the address check
             trace_configs=self._trace_configs,
         )
-        self.limiter = HostLimiter(cfg.per_host_concurrency, cfg.per_host_rps, cfg.max_in_flight)
+        self.limiter = HostLimiter(
+            cfg.per_host_concurrency, cfg.per_host_rps, cfg.max_in_flight, self._shares
+        )
         self.robots = RobotsCache(
             self._fetch_robots_txt, cfg.user_agent_token, max_crawl_delay_s=cfg.max_crawl_delay_s
         )
+        self.robots.preload(self._robots_records)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -264,13 +272,13 @@ class Fetcher:
         cfg = self.config
         assert self.limiter is not None and self._session is not None
         try:
-            async with self.limiter.slot(host, delay):
+            async with self.limiter.slot(host, delay, defer=True) as gate:
                 log.debug("GET %s", u)
-                async with (
-                    asyncio.timeout(cfg.total_timeout_s),
-                    self._session.get(u, allow_redirects=False) as resp,
-                ):
-                    return await _read_response(resp, u, cap, truncate)
+                async with asyncio.timeout(cfg.total_timeout_s) as deadline:
+                    gate.deadline = deadline  # the wait for our turn is not the server's time
+                    get = self._session.get(u, allow_redirects=False, trace_request_ctx=gate)
+                    async with get as resp:
+                        return await _read_response(resp, u, cap, truncate)
         except aiohttp.ConnectionTimeoutError:
             return _Outcome(
                 FETCH_FAILED,
@@ -293,6 +301,27 @@ class Fetcher:
             return _Outcome(FETCH_FAILED, error=f"connection error: {_short(exc)}", retryable=True)
         except aiohttp.ClientError as exc:  # malformed response and the like
             return _Outcome(FETCH_FAILED, error=f"HTTP error: {_short(exc)}")
+
+
+def _gate_trace() -> aiohttp.TraceConfig:
+    """The host limiter's turn is waited for here, once the request's connection is ready (new
+    or reused) and before it is written: what a server sees is spaced, not our connect calls."""
+
+    async def wait_turn(_session, ctx, _params) -> None:
+        gate = ctx.trace_request_ctx
+        if gate is not None:
+            await gate.wait()
+
+    async def written(_session, ctx, _params) -> None:
+        gate = ctx.trace_request_ctx
+        if gate is not None:
+            gate.sent()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(wait_turn)
+    trace.on_connection_reuseconn.append(wait_turn)
+    trace.on_request_headers_sent.append(written)
+    return trace
 
 
 async def _read_response(

@@ -37,6 +37,31 @@ class RobotsDecision:
     crawl_delay_s: float = 0.0  # minimum seconds between request starts on this host
 
 
+@dataclass(frozen=True)
+class RobotsRecord:
+    """One robots.txt fetch as the dataset records it (DIR/manifests/origins): what was asked,
+    when, and what came back, so every task and a resumed build reuse it instead of asking the
+    site again."""
+
+    origin: str  # scheme://host[:port], lower case: the unit robots.txt applies to (RFC 9309)
+    url: str  # the robots.txt URL
+    fetched_at: float  # time.time() of the fetch
+    status: str  # the fetch's status (ok, fetch_failed, blocked_address, ...)
+    http_status: int | None
+    error: str | None
+    body: bytes | None  # the first robots_max_bytes of the file, when it was fetched
+
+
+def origin_of(url: str | URL) -> str:
+    """The robots.txt origin of a URL: scheme://host, with the port unless it is the default."""
+    u = url if isinstance(url, URL) else URL(url)
+    return str(u.origin())
+
+
+def _key(u: URL) -> tuple[str, str, int]:
+    return ((u.scheme or "").lower(), (u.raw_host or "").lower(), u.port or 0)
+
+
 @dataclass
 class _Rules:
     parser: Protego | None  # None: no rules (allow all) or disallow all, see disallow_reason
@@ -71,6 +96,7 @@ class RobotsCache:
         self.error_ttl_s = error_ttl_s
         self.max_entries = max_entries
         self.loads = 0  # robots.txt fetches started (for stats and tests)
+        self.records: list[RobotsRecord] = []  # every fetch this cache made, to be stored
         self._cache: OrderedDict[tuple[str, str, int], _Rules] = OrderedDict()
         self._inflight: dict[tuple[str, str, int], asyncio.Future[_Rules]] = {}
 
@@ -85,8 +111,30 @@ class RobotsCache:
             )
         return RobotsDecision(True, None, rules.crawl_delay_s)
 
+    def preload(self, records) -> int:
+        """Take robots.txt answers fetched earlier (by another task, or before a resume) as if
+        this cache had fetched them; an answer older than its time to live is left out, so it is
+        fetched again. Returns how many were taken."""
+        taken = 0
+        for rec in records:
+            res = FetchResult(
+                rec.url,
+                rec.url,
+                rec.status,
+                http_status=rec.http_status,
+                body=rec.body,
+                error=rec.error,
+            )
+            rules = self._interpret(rec.url, res)
+            age = max(0.0, time.time() - rec.fetched_at)
+            rules.expires -= age  # _interpret dated it now; it is `age` older
+            if rules.expires > time.monotonic():
+                self._cache[_key(URL(rec.origin))] = rules
+                taken += 1
+        return taken
+
     async def _rules(self, u: URL) -> _Rules:
-        key = ((u.scheme or "").lower(), (u.raw_host or "").lower(), u.port or 0)
+        key = _key(u)
         hit = self._cache.get(key)
         if hit is not None and hit.expires > time.monotonic():
             self._cache.move_to_end(key)
@@ -107,7 +155,19 @@ class RobotsCache:
     async def _load(self, key: tuple[str, str, int], u: URL) -> _Rules:
         robots_url = str(u.origin().with_path("/robots.txt"))
         self.loads += 1
+        fetched_at = time.time()
         res = await self._fetch(robots_url)
+        self.records.append(
+            RobotsRecord(
+                origin_of(u),
+                robots_url,
+                fetched_at,
+                res.status,
+                res.http_status,
+                res.error,
+                res.body,
+            )
+        )
         rules = self._interpret(robots_url, res)
         log.debug("robots %s -> %s", robots_url, rules.disallow_reason or "rules loaded")
         self._cache[key] = rules

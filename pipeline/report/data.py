@@ -23,6 +23,7 @@ class Stage:
     dropped: int
     drops: dict[str, int]
     seconds: float
+    unit: str = "rows"
 
 
 @dataclass
@@ -66,10 +67,10 @@ def load_run(layout: DatasetLayout) -> dict | None:
 
 def stages(con) -> list[Stage]:
     rows = con.execute(
-        "SELECT stage, rows_in, rows_out, dropped, drops, seconds FROM stats "
+        "SELECT stage, rows_in, rows_out, dropped, drops, seconds, unit FROM stats "
         'ORDER BY "order", stage'
     ).fetchall()
-    return [Stage(s, i, o, d, json.loads(drops), sec) for s, i, o, d, drops, sec in rows]
+    return [Stage(s, i, o, d, json.loads(drops), sec, u) for s, i, o, d, drops, sec, u in rows]
 
 
 def status_counts(con) -> list[tuple[str, int]]:

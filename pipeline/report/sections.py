@@ -168,17 +168,27 @@ def funnel(stages: list[Stage], statuses: list[tuple[str, int]], source_kind: st
         body = note("No stage statistics yet (DIR/stats/ is empty): the build has not run a stage.")
     else:
         rows = [
-            [s.stage, s.rows_in, s.rows_out, s.dropped, _drops_text(s.drops), f"{s.seconds:.2f}"]
+            [
+                s.stage,
+                s.rows_in,
+                s.rows_out,
+                s.unit,
+                s.dropped,
+                _drops_text(s.drops),
+                f"{s.seconds:.2f}",
+            ]
             for s in stages
         ]
         stage_table = table(
-            ["stage", "rows in", "rows out", "dropped", "drops by reason", "seconds"],
+            ["stage", "in", "out", "counting", "dropped", "drops by reason", "seconds"],
             rows,
             cls="funnel",
             row_attrs=lambda i: f' data-stage="{e(stages[i].stage)}"',
         )
         chart = svg.hbar_chart(
-            [(s.stage, s.rows_out, None) for s in stages], title="rows out per stage", width=400
+            [(s.stage, s.rows_out, None) for s in stages if s.unit == "rows"],
+            title="rows out per stage",
+            width=400,
         )
         pages = (
             note("sources: rows in are pages, rows out are the (image URL, caption) pairs on them.")

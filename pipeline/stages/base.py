@@ -107,6 +107,7 @@ class Stage:
     samples: ClassVar[bool] = True  # its rows are `samples` rows: drops counted from statuses
     reads_part_rows: ClassVar[bool] = True  # the base reads the part's input rows for process()
     in_stats: ClassVar[bool] = True  # a row in the `stats` view (DIR/stats/<stage>.json)
+    unit: ClassVar[str] = "rows"  # what its rows in/out count: rows, or urls, origins, ...
 
     # --- what a stage declares ------------------------------------------------------------
     def enabled(self, config: BuildConfig) -> bool:
@@ -144,6 +145,7 @@ class Stage:
     def execute(self, run: StageRun, executor) -> dict:
         """plan (once), the parts not done (as tasks of `executor`), summarise, totals."""
         if type(self).plan is not Stage.plan and not run.is_done("plan"):
+            run.parallelism = executor.parallelism()
             started = time.perf_counter()
             self.plan(run)
             run.mark_done("plan", PartStats(seconds=time.perf_counter() - started))
@@ -206,6 +208,14 @@ class Stage:
             else:
                 stats.drop(status)
 
+    def input_stage(self, task: PartTask, stage: str) -> Stage:
+        """The stage that provides declared input `stage` in this build."""
+        from pipeline.stages import registry
+
+        if stage not in self.inputs:
+            raise ValueError(f"stage {self.name} reads {stage!r}, which it does not declare")
+        return registry.get(task.inputs[self.inputs.index(stage)])
+
     def read_rows(self, task: PartTask, columns: list[str] | None = None):
         """The part's rows as the stage's first input left them (samples schema if they are)."""
         return self.read(task, self.inputs[0], columns=columns)
@@ -222,12 +232,7 @@ class Stage:
         """A part's rows (or `kind` side file) of input `stage`, one of this stage's inputs."""
         import pyarrow.parquet as pq
 
-        from pipeline.stages import registry
-
-        if stage not in self.inputs:
-            raise ValueError(f"stage {self.name} reads {stage!r}, which it does not declare")
-        source = registry.get(task.inputs[self.inputs.index(stage)])
-        part = part or task.part
+        source, part = self.input_stage(task, stage), part or task.part
         path = (
             source.file_path(task.layout, part, kind)
             if kind
@@ -235,6 +240,19 @@ class Stage:
         )
         table_schema = schema.SAMPLES if kind is None and source.samples else None
         return pq.read_table(path, columns=columns, filters=filters, schema=table_schema)
+
+
+def planning_db(run: StageRun):
+    """A DuckDB connection for a stage's plan: memory capped (--driver-memory-mb), spilling to
+    the stage's folder past it, so the driver's memory does not grow with the rows."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    limit = run.config.execution.driver_memory_mb if run.config else 2048
+    con.execute(f"SET memory_limit = '{limit}MB'")
+    con.execute(f"SET temp_directory = '{run.dir / '.duckdb-spill'}'")
+    con.execute("SET preserve_insertion_order = false")  # every plan orders what it writes
+    return con
 
 
 def check_drop_counters(stage: str, stats: PartStats) -> None:
@@ -274,6 +292,7 @@ class StageRun:
     ):
         self.layout, self.stage, self.inputs = layout, stage, inputs
         self.config, self.resolver = config, resolver
+        self.parallelism = 1  # tasks the executor runs at once (set for a stage's plan)
         self.dir = layout.stage_dir(stage.name)
         self.started = time.perf_counter()
 
@@ -343,6 +362,7 @@ class StageRun:
         record = {
             "stage": self.name,
             "order": registry.order(self.name),
+            "unit": self.stage.unit,
             **total.to_json(),
             "wall_seconds": round(time.perf_counter() - self.started, 4),
         }

@@ -18,6 +18,8 @@ _REGISTRY = (
     ("match", "pipeline.stages.match:MatchStage"),
     ("balance", "pipeline.stages.balance:BalanceStage"),
     ("text", "pipeline.stages.text:TextStage"),
+    ("robots", "pipeline.stages.robots:RobotsStage"),  # every origin's robots.txt, once
+    ("fetch", "pipeline.stages.fetch:FetchStage"),  # every distinct URL, once, by host lanes
     ("images", "pipeline.stages.images:ImagesStage"),
     ("dedup", "pipeline.stages.dedup:DedupStage"),
     ("clip", "pipeline.stages.clip:ClipStage"),  # only with --clip-model

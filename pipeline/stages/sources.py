@@ -71,6 +71,8 @@ class SourcesStage(Stage):
     def file_path(self, layout, part: str, kind: str) -> Path:
         if kind == "pages":  # the audit log of the page side is a manifest from the start
             return layout.pages / f"{part}.parquet"
+        if kind == "origins":  # the robots.txt the crawl read: the build's store of them
+            return layout.origins / f"{part}.parquet"
         return super().file_path(layout, part, kind)
 
     def check_config(self, run: StageRun) -> None:
@@ -130,6 +132,7 @@ class SourcesStage(Stage):
     # --- crawl: one part per depth level, in this process --------------------------------------
     async def _crawl(self, run: StageRun) -> list[str]:
         from pipeline.net.fetch import Fetcher
+        from pipeline.origins import read_records
         from pipeline.sources.crawl import site_key
 
         source = run.config.source
@@ -140,7 +143,8 @@ class SourcesStage(Stage):
             "sites": {site_key(u) for u in source.seeds},
         }
         parts = []
-        async with Fetcher(run.config.net, resolver=run.resolver) as fetcher:
+        stored = read_records(run.layout)  # a resumed crawl asks no site for robots.txt again
+        async with Fetcher(run.config.net, resolver=run.resolver, robots=stored) as fetcher:
             for depth in range(source.max_depth + 1):
                 part = f"crawl-level-{depth:03d}"
                 if run.is_done(part):  # resume: the marker holds the frontier that came next
@@ -168,12 +172,21 @@ class SourcesStage(Stage):
         budget = source.max_pages - state["fetched"] if depth < source.max_depth else 0
         state["frontier"] = next_frontier(level, state["seen"], state["sites"], budget)
         stats = PartStats(rows_in=len(level.pages), rows_out=len(level.pairs))
+        robots, state["robots"] = (
+            fetcher.robots.records[state.get("robots", 0) :],
+            len(fetcher.robots.records),
+        )
         stats.extra = {
             "next_frontier": state["frontier"],
             "seen": sorted(state["seen"]),
             "fetched": state["fetched"],
         }
-        self.commit(run, part, pages_output(level.pairs, level.pages, stats), started)
+        output = pages_output(level.pairs, level.pages, stats)
+        if robots:
+            from pipeline.origins import records_table
+
+            output.files["origins"] = records_table(robots)
+        self.commit(run, part, output, started)
         log.info("crawl depth %d: %d pages, %d pairs", depth, len(level.pages), len(level.pairs))
 
     # --- URL lists: streamed here, one part per rows_per_part rows -----------------------------

@@ -149,18 +149,22 @@ def test_report_is_one_self_contained_file(datasets, full_report):
 def test_funnel_and_statuses_equal_the_manifests(datasets, full_report):
     _, html = full_report
     con = manifests.open(datasets["full"])
-    stats = con.execute('SELECT stage, rows_in, rows_out, dropped FROM stats ORDER BY "order"')
-    expected = [(s, i, o, d) for s, i, o, d in stats.fetchall()]
+    query = 'SELECT stage, rows_in, rows_out, unit, dropped FROM stats ORDER BY "order"'
+    expected = con.execute(query).fetchall()
     assert [x[0] for x in expected] == [
         "sources",
         "match",
         "balance",
         "text",
+        "robots",
+        "fetch",
         "images",
         "dedup",
         "shards",
     ]
-    shown = [(r[0], _int(r[1]), _int(r[2]), _int(r[3])) for r in _table_rows(html, "funnel")]
+    units = {stage: unit for stage, _, _, unit, _ in expected}
+    assert (units["robots"], units["fetch"], units["images"]) == ("origins", "urls", "rows")
+    shown = [(r[0], _int(r[1]), _int(r[2]), r[3], _int(r[4])) for r in _table_rows(html, "funnel")]
     assert shown == expected
     statuses = dict(con.execute("SELECT status, count(*) FROM samples GROUP BY 1").fetchall())
     assert {
@@ -174,7 +178,7 @@ def test_funnel_and_statuses_equal_the_manifests(datasets, full_report):
     } <= set(statuses)
     assert {r[0]: _int(r[1]) for r in _table_rows(html, "statuses")} == statuses
     drops = {(r[0], r[1]): _int(r[2]) for r in _table_rows(html, "drops")}
-    for stage, _, _, _ in expected:
+    for stage, *_ in expected:
         record = json.loads((datasets["full"] / "stats" / f"{stage}.json").read_text())
         for reason, count in record["drops"].items():
             assert drops.pop((reason, stage)) == count

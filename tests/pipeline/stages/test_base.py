@@ -39,6 +39,9 @@ class InProcess:
     def __init__(self, stage):
         self.stage = stage
 
+    def parallelism(self) -> int:
+        return 1
+
     def map(self, fn, tasks, name=None):
         return (self.stage.run_part(t) for t in tasks)
 

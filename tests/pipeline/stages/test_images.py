@@ -38,6 +38,8 @@ def test_images_fetch_check_and_store_every_pending_image(bench, image_server):
             + [{"url": base + "ok.png", "caption": "dropped before", "status": "language"}]
         ),
     )
+    for name in ("robots", "fetch"):  # robots.txt once, then every distinct URL once
+        b.run(name)
     record = b.run("images")
     status = {r["caption"]: r["status"] for r in b.rows("images", "p0")}
     assert status == {
@@ -55,5 +57,9 @@ def test_images_fetch_check_and_store_every_pending_image(bench, image_server):
     assert stored[0]["phash256"] and stored[0]["phash256_trim"]
     assert (record["rows_in"], record["rows_out"]) == (6, 1)
     hits = len(image_server.hits)
-    b.run("images")  # done: a rerun fetches nothing again
+    for name in ("robots", "fetch", "images"):  # done: a rerun fetches nothing again
+        b.run(name)
     assert len(image_server.hits) == hits
+    assert image_server.count("/robots.txt") == 1
+    # ok.png is listed twice (one row dropped before): fetched once
+    assert image_server.count("/ok.png") == 1
