@@ -53,7 +53,9 @@ class ExecutorConfig:
 
 
 class LocalExecutor:
-    def map(self, fn: Callable, items: Iterable, name: Callable | None = None) -> Iterator:
+    def map(
+        self, fn: Callable, items: Iterable, name: Callable | None = None, resources=None
+    ) -> Iterator:
         for item in items:
             yield fn(item)
 
@@ -100,20 +102,51 @@ class RayExecutor:
     def parallelism(self) -> int:
         return self.cpus
 
-    def map(self, fn: Callable, items: Iterable, name: Callable | None = None) -> Iterator:
+    def _gpu_options(self, resources) -> dict:
+        """A GPU per task only where the cluster has GPUs (CPU workers otherwise). Ray ends a
+        GPU task's worker process after each task by default (max_calls=1); 0 keeps it, so a
+        model the worker loaded serves its later parts too."""
+        wants = (resources or {}).get("num_gpus", 0)
+        if not wants or self._ray.cluster_resources().get("GPU", 0) < wants:
+            return {}
+        return {"num_gpus": wants, "max_calls": 0}
+
+    def _nodes(self) -> list[str]:
+        """The alive nodes that run tasks (have CPUs), in a fixed order."""
+        found = [
+            n["NodeID"]
+            for n in self._ray.nodes()
+            if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0
+        ]
+        return sorted(found)
+
+    def _affinity(self, nodes: list[str], index: int):
+        """Parts go round robin to the nodes (their disks, network links and CPUs), not to
+        whichever node freed a CPU first; soft: a node that is gone hands its share on."""
+        if len(nodes) < 2:
+            return "DEFAULT"
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return NodeAffinitySchedulingStrategy(node_id=nodes[index % len(nodes)], soft=True)
+
+    def map(
+        self, fn: Callable, items: Iterable, name: Callable | None = None, resources=None
+    ) -> Iterator:
         """Yield fn(item) for every item, as tasks finish (not in input order). `name(item)`:
-        the task's name on the cluster's dashboard (default: the function's)."""
+        the task's name on the cluster's dashboard (default: the function's); `resources`:
+        {"num_gpus": 1} for a task that uses a GPU where the cluster has any."""
         ray = self._ray
-        # SPREAD: a stage's parts go to every node (their disks and network links), not to
-        # whichever node freed a CPU first.
-        remote = ray.remote(num_cpus=1, max_retries=2, scheduling_strategy="SPREAD")(fn)
+        remote = ray.remote(num_cpus=1, max_retries=2, **self._gpu_options(resources))(fn)
+        nodes = self._nodes()
         pending = []
-        for item in items:
+        for index, item in enumerate(items):
             if len(pending) >= self.max_in_flight:
                 done, pending = ray.wait(pending, num_returns=1)
                 yield ray.get(done[0])
-            task = remote.options(name=name(item)) if name else remote
-            pending.append(task.remote(item))
+            options = {"scheduling_strategy": self._affinity(nodes, index)}
+            if name:
+                options["name"] = name(item)
+            pending.append(remote.options(**options).remote(item))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
@@ -162,13 +195,15 @@ class AutoExecutor:
     def uses_ray(self) -> bool:
         return self._ray is not None
 
-    def map(self, fn: Callable, items: Iterable, name: Callable | None = None) -> Iterator:
+    def map(
+        self, fn: Callable, items: Iterable, name: Callable | None = None, resources=None
+    ) -> Iterator:
         items = list(items)  # small task descriptions: their count picks the executor
         if self._ray is None and self.cpus >= 2 and len(items) >= 2:
             log.info("executor auto: starting Ray with %d CPUs", self.cpus)
             self._ray = RayExecutor(self.config, num_cpus=self.cpus)
         if self._ray is not None and (self._always_ray or len(items) >= 2):
-            return self._ray.map(fn, items, name)
+            return self._ray.map(fn, items, name, resources)
         return self._local.map(fn, items)
 
     def shutdown(self) -> None:

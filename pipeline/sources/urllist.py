@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from manifests.config import ConfigError
+
 FORMATS = ("txt", "csv", "tsv", "json", "jsonl", "parquet")
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".lz4")
 _EXTENSIONS = {
@@ -52,23 +54,23 @@ def detect_format(path: str | Path, input_format: str | None = None) -> str:
         for suffix in _COMPRESSION_SUFFIXES:
             fmt = fmt.removesuffix(suffix)
         if fmt not in FORMATS:
-            raise ValueError(f"unknown input format {input_format!r}; expected one of {FORMATS}")
+            raise ConfigError(f"unknown input format {input_format!r}; expected one of {FORMATS}")
         return fmt
     name = Path(path).name.lower()
     for suffix in _COMPRESSION_SUFFIXES:
         name = name.removesuffix(suffix)
     fmt = _EXTENSIONS.get(Path(name).suffix)
     if fmt is None:
-        raise ValueError(
+        raise ConfigError(
             f"cannot tell the format of {path} from its extension; "
             f"pass input_format (one of {FORMATS})"
         )
     return fmt
 
 
-def _missing_column(kind: str, column: str, available: list[str], path: Path) -> ValueError:
+def _missing_column(kind: str, column: str, available: list[str], path: Path) -> ConfigError:
     hint = " (pass caption_col=None for a list without captions)" if kind == "caption" else ""
-    return ValueError(
+    return ConfigError(
         f"{path}: {kind} column {column!r} not found; available columns: {available}{hint}"
     )
 
@@ -166,7 +168,7 @@ def _json_rows(path: Path) -> Iterator[object]:
         for i in range(rows):
             yield {k: v[i] for k, v in columns.items() if i < len(v)}
     else:
-        raise ValueError(f"{path}: a JSON URL list must be an array of objects")
+        raise ConfigError(f"{path}: a JSON URL list must be an array of objects")
 
 
 def _jsonl_rows(path: Path) -> Iterator[object]:
@@ -315,6 +317,47 @@ def iter_url_list_chunks(
                 urls, captions, filled, malformed = [], [], 0, 0
     if filled or malformed:
         yield _finish_chunk(urls, captions, first_row, malformed)
+
+
+def parquet_rows(path: str | Path) -> int:
+    """Rows of a Parquet URL list, from its footer alone."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(str(path)).metadata.num_rows
+
+
+def read_parquet_range(
+    path: str | Path,
+    first: int,
+    end: int,
+    *,
+    url_col: str = "url",
+    caption_col: str | None = "caption",
+) -> UrlList:
+    """Rows [first, end) of a Parquet URL list as one chunk, reading only the row groups that
+    hold them: what a task reads of its part, the same chunk iter_url_list_chunks gives."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(str(path))
+    names = parquet.schema_arrow.names
+    for kind, column in (("url", url_col), ("caption", caption_col)):
+        if column and column not in names:
+            raise _missing_column(kind, column, names, Path(path))
+    groups, start, offset = [], 0, None
+    for g in range(parquet.metadata.num_row_groups):
+        rows = parquet.metadata.row_group(g).num_rows
+        if start + rows > first and start < end:
+            groups.append(g)
+            offset = start if offset is None else offset
+        start += rows
+    columns = [url_col] + ([caption_col] if caption_col else [])
+    table = parquet.read_row_groups(groups, columns=columns) if groups else None
+    if table is None:
+        return _finish_chunk([], [], first, 0)
+    table = table.slice(first - offset, end - first)
+    urls = [_to_string(table.column(url_col))]
+    captions = [_to_string(table.column(caption_col))] if caption_col else []
+    return _finish_chunk(urls, captions, first, 0)
 
 
 def read_url_list(

@@ -8,7 +8,7 @@ known only here, so this stage writes them to DIR/work/parts.json for the others
 How it splits into parts depends on the source: one task per WARC file (on the executor); one
 part per crawl depth level (in this process: each level needs the one before, and one fetcher
 keeps its robots.txt cache across levels); one part per `rows_per_part` rows of a URL list, read
-as a stream in this process (the list is split where it is read)."""
+in tasks (pipeline.stages.urllists: by row groups for Parquet, one streaming task for text)."""
 
 import asyncio
 import glob
@@ -78,6 +78,10 @@ class SourcesStage(Stage):
     def check_config(self, run: StageRun) -> None:
         if run.config.source.kind == "warc":
             warc_files(run.config.source.warc)
+        elif run.config.source.kind == "url_list":
+            from pipeline.stages.urllists import check
+
+            check(run.config.source)
 
     def execute(self, run: StageRun, executor) -> dict:
         kind = run.config.source.kind
@@ -88,7 +92,9 @@ class SourcesStage(Stage):
         elif kind == "warc":
             parts = self._warcs(run, executor)
         else:
-            parts = self._url_list(run)
+            from pipeline.stages.urllists import url_list_parts
+
+            parts = url_list_parts(self, run, executor)
         write_json_atomic(parts, run.layout.work / "parts.json")
         return run.finish(parts)
 
@@ -104,10 +110,15 @@ class SourcesStage(Stage):
         self.run_tasks(todo, executor, desc="WARC files")
         return parts
 
-    def process(self, task: WarcTask, rows) -> PartOutput:
+    def process(self, task, rows) -> PartOutput:
         """One WARC/WAT/ARC file -> a candidates part and a pages part; a file that cannot be
-        read is one `unreadable_file` pages row with the reason, not a failed build."""
+        read is one `unreadable_file` pages row with the reason, not a failed build. (Or rows
+        of a Parquet URL list: pipeline.stages.urllists.)"""
         from pipeline.sources.warc import read_warc_file
+        from pipeline.stages.urllists import ListTask, read_range
+
+        if isinstance(task, ListTask):
+            return read_range(task)
 
         source = Path(task.path).name
         result = read_warc_file(task.path)
@@ -189,37 +200,12 @@ class SourcesStage(Stage):
         self.commit(run, part, output, started)
         log.info("crawl depth %d: %d pages, %d pairs", depth, len(level.pages), len(level.pairs))
 
-    # --- URL lists: streamed here, one part per rows_per_part rows -----------------------------
-    def _url_list(self, run: StageRun) -> list[str]:
-        from pipeline.sources.urllist import iter_url_list_chunks
+    def run_part(self, task) -> PartStats:
+        from pipeline.stages import urllists
 
-        source, parts = run.config.source, []
-        chunks = iter_url_list_chunks(
-            source.url_list,
-            rows_per_chunk=source.rows_per_part,
-            url_col=source.url_col,
-            caption_col=source.caption_col,
-            input_format=source.input_format,
-        )
-        started = time.perf_counter()
-        for index, chunk in enumerate(chunks):
-            part = f"list-{index:05d}"
-            parts.append(part)
-            if not run.is_done(part):
-                table = chunk.table
-                # A URL list has no pages, so no page_url; a missing caption matches no query.
-                pairs = [
-                    (u, c or "", None)
-                    for u, c in zip(
-                        table["url"].to_pylist(), table["caption"].to_pylist(), strict=True
-                    )
-                ]
-                stats = PartStats(rows_in=chunk.rows_in, rows_out=len(pairs))
-                stats.drop("empty_url", chunk.dropped_empty_url)
-                stats.drop("malformed_row", chunk.dropped_malformed)
-                self.commit(run, part, PartOutput(candidates_table(pairs), stats=stats), started)
-            started = time.perf_counter()
-        return parts
+        if isinstance(task, urllists.ListTask) and task.stream:
+            return urllists.stream(self, task)
+        return super().run_part(task)
 
 
 async def _crawl_recorded(run: StageRun, fetcher, part: str, depth: int, frontier: list[str]):

@@ -102,7 +102,8 @@ def test_clip_filter_drops_mismatched_captions(tmp_path, shapes_model):
 def test_clip_options_are_checked(tmp_path):
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"not a checkpoint")
-    base = dict(out=str(tmp_path / "ds"), url_list=str(ckpt))
+    (tmp_path / "urls.csv").write_text("url,caption\n")
+    base = dict(out=str(tmp_path / "ds"), url_list=str(tmp_path / "urls.csv"))
     with pytest.raises(ConfigError, match="need.*--clip-model"):
         BuildConfig.of(**base, min_clip_score=0.3)
     with pytest.raises(ConfigError, match="not both"):

@@ -67,3 +67,51 @@ def test_a_warc_glob_matching_nothing_fails_before_any_work(bench, tmp_path):
     b = bench(url_list=None, warc=[str(tmp_path / "none-*.warc.gz")])
     with pytest.raises(ConfigError, match="matches no file"):
         b.run("sources")
+
+
+def _rows(n: int) -> list[dict]:
+    return [
+        {"url": f"http://a.test/{i}.jpg" if i % 7 else "", "caption": f"row {i}"} for i in range(n)
+    ]
+
+
+def test_a_parquet_list_is_read_by_row_groups_in_tasks_into_the_same_parts_as_a_stream(tmp_path):
+    import csv
+
+    import pyarrow as pa
+
+    from tests.pipeline.stages.conftest import StageBench
+
+    rows = _rows(95)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "l.parquet", row_group_size=16)
+    with open(tmp_path / "l.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["url", "caption"])
+        writer.writeheader()
+        writer.writerows(rows)
+    results = {}
+    for name in ("l.parquet", "l.csv"):
+        b = StageBench(
+            tmp_path / f"ds-{name}", ["unused"], url_list=str(tmp_path / name), rows_per_part=20
+        )
+        record = b.run("sources")
+        parts = sorted((b.layout.work / "sources").glob("list-*.parquet"))
+        results[name] = ([pq.read_table(p).to_pylist() for p in parts], record["drops"])
+        marker = (b.layout.work / "sources" / "list-stream.done").exists()
+        assert marker == (name == "l.csv")  # a text list is one streaming task
+    assert results["l.parquet"] == results["l.csv"]
+    parts, drops = results["l.parquet"]
+    assert [len(p) for p in parts] == [17, 17, 17, 17, 13]  # 20 rows each, empty URLs dropped
+    assert drops == {"empty_url": 14}
+
+
+def test_a_missing_column_fails_before_any_task_with_the_columns_there_are(bench, tmp_path):
+    import pyarrow as pa
+
+    from manifests.config import ConfigError
+
+    pq.write_table(pa.table({"link": ["http://a.test/x.jpg"]}), tmp_path / "l.parquet")
+    b = bench(url_list=str(tmp_path / "l.parquet"))
+    with pytest.raises(
+        ConfigError, match=r"url column 'url' not found; available columns: \['link'\]"
+    ):
+        b.run("sources")
