@@ -1,10 +1,11 @@
 """`clip_dataset`: build a CLIP dataset with `pipeline build`, one Airflow task per stage of
 the registry (pipeline.stages.registry), in its order, then the report:
 
-    sources >> match >> balance >> text >> images >> dedup >> clip >> shards >> publish >> report
+    sources >> match >> balance >> text >> robots >> fetch >> images >> dedup >> score >> clip
+        >> shards >> publish >> report
 
-`clip` scores pairs with `build_options.clip_model` (and drops by min_clip_score or
-clip_top_fraction, SemDeDup with semdedup_eps); without a clip model it does nothing, as the
+`score` scores pairs with `build_options.clip_model` and `clip` drops by min_clip_score or
+clip_top_fraction (SemDeDup with semdedup_eps); without a clip model they do nothing, as the
 image stages do with `no_fetch`.
 
 Each task runs `pipeline.build.run_build(config, stages=[NAME])` (what `pipeline build --stage

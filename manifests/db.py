@@ -72,6 +72,7 @@ def _stats_table(con, stats_dir: Path) -> None:
                 "drops": json.dumps(record.get("drops", {}), sort_keys=True),
                 "seconds": float(record.get("seconds", 0.0)),
                 "unit": record.get("unit", "rows"),
+                "peak_rss_mb": float(record.get("peak_rss_mb", 0.0)),
             }
         )
     rows.sort(key=lambda r: (r["order"], r["stage"]))
@@ -87,6 +88,7 @@ def _stats_table(con, stats_dir: Path) -> None:
                 ("drops", pa.string()),
                 ("seconds", pa.float64()),
                 ("unit", pa.string()),  # what rows_in/rows_out count: rows, urls, origins
+                ("peak_rss_mb", pa.float64()),  # the most memory a process of its parts used
             ]
         ),
     )

@@ -34,7 +34,20 @@ OPTIONS = dict(
     rows_per_part=30,
     image_size=32,
     shard_size=15,
+    near_dup_radius=4,
+    clip_top_fraction=0.9,
+    semdedup_eps=0.005,  # clip-nano's random weights embed all images close together
+    device="cpu",
 )
+
+
+@pytest.fixture(scope="module")
+def options(tmp_path_factory):
+    """OPTIONS with a CLIP checkpoint (clip-nano, random weights) for the score and clip stages."""
+    from tests.trainer.evaluation.helpers import save_checkpoint
+
+    checkpoint = save_checkpoint(tmp_path_factory.mktemp("model") / "nano.pt")
+    return {**OPTIONS, "clip_model": str(checkpoint)}
 
 
 @pytest.fixture(scope="module")
@@ -82,20 +95,20 @@ def tasks_by_stage(head) -> dict[str, set[str]]:
 
 
 @pytest.fixture(scope="module")
-def local_build(web, tmp_path_factory):
+def local_build(web, options, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("local")
     config = BuildConfig.of(
-        out=str(tmp / "ds"), url_list=url_list(tmp / "urls.csv", web), executor="local", **OPTIONS
+        out=str(tmp / "ds"), url_list=url_list(tmp / "urls.csv", web), executor="local", **options
     )
     run_build(config, resolver=web.resolver())
     return tmp / "ds"
 
 
-def driver(cluster, web, out, urls) -> subprocess.Popen:
+def driver(cluster, web, out, urls, options) -> subprocess.Popen:
     """A `pipeline build` driver process of its own on the cluster (this process has run local
     Ray runtimes of other tests: a driver here would carry their state), with the web's DNS."""
     options = {
-        **OPTIONS,
+        **options,
         "out": str(out),
         "url_list": urls,
         "executor": "ray",
@@ -117,13 +130,13 @@ def driver(cluster, web, out, urls) -> subprocess.Popen:
 
 @pytest.mark.timeout(400)
 def test_a_ray_build_on_two_nodes_is_polite_and_makes_the_same_manifests(
-    cluster, web, local_build, tmp_path
+    cluster, web, options, local_build, tmp_path
 ):
     config = BuildConfig.of(
-        out=str(tmp_path / "ds"), url_list=url_list(tmp_path / "u.csv", web), **OPTIONS
+        out=str(tmp_path / "ds"), url_list=url_list(tmp_path / "u.csv", web), **options
     )
     before = len(web.hits())
-    build = driver(cluster, web, config.out, config.source.url_list)
+    build = driver(cluster, web, config.out, config.source.url_list, options)
     assert build.wait(timeout=300) == 0, build.stdout.read()[-3000:]
     assert samples(config.out) == samples(local_build)
     hits = web.hits()[before:]
@@ -136,16 +149,24 @@ def test_a_ray_build_on_two_nodes_is_polite_and_makes_the_same_manifests(
     big = json.loads((DatasetLayout(config.out).stage_dir("fetch") / "lanes.json").read_text())
     assert len(big) >= 4  # lanes: the big host's two and the small hosts' packed ones
     spread = tasks_by_stage(cluster)
-    for stage in ("match", "balance", "text", "fetch", "images", "shards", "publish"):
+    per_part = ("match", "balance", "text", "fetch", "images", "dedup", "score", "clip")
+    for stage in (*per_part, "shards", "publish"):
         assert len(spread.get(stage, ())) == 2, (stage, spread)
+    stats = DatasetLayout(config.out).stats
+    dedup, clip = (
+        json.loads((stats / f"{s}.json").read_text())["extra"] for s in ("dedup", "clip")
+    )
+    assert clip["scored"] == 60 and clip["semantic_duplicates"] > 0 and dedup["buckets"] == 2
+    phases = DatasetLayout(config.out).stage_dir("dedup") / "phases"
+    assert (phases / "pairs-1.done").exists() and (phases / "near-1.done").exists()
 
 
 @pytest.mark.timeout(500)
 def test_a_worker_node_killed_mid_build_then_a_rerun_gives_the_same_manifests(
-    cluster, web, local_build, tmp_path
+    cluster, web, options, local_build, tmp_path
 ):
     out, urls = tmp_path / "ds", url_list(tmp_path / "u.csv", web)
-    first = driver(cluster, web, out, urls)
+    first = driver(cluster, web, out, urls, options)
     fetch_dir = DatasetLayout(out).stage_dir("fetch")
     deadline = time.monotonic() + 200
     while not list(fetch_dir.glob("lane*.done")):  # mid-fetch: some lanes done, not all
@@ -154,7 +175,7 @@ def test_a_worker_node_killed_mid_build_then_a_rerun_gives_the_same_manifests(
     victim, _ = cluster.workers[0]
     stop_node(victim, kill=True)
     first.wait(timeout=300)  # Ray retries the lost tasks on the other node, or the run fails
-    second = driver(cluster, web, out, urls)
+    second = driver(cluster, web, out, urls, options)
     assert second.wait(timeout=300) == 0, second.stdout.read()[-3000:]
     assert samples(out) == samples(local_build)
     done = sorted(p.name for p in fetch_dir.glob("lane*.parquet"))

@@ -110,7 +110,7 @@ def codes_to_u64(codes: np.ndarray) -> np.ndarray:
     return codes.view(">u8").ravel().astype(np.uint64)
 
 
-def _key_values(values: np.ndarray, plan: JoinPlan, key: tuple[int, ...]) -> np.ndarray:
+def key_values(values: np.ndarray, plan: JoinPlan, key: tuple[int, ...]) -> np.ndarray:
     out = np.zeros(values.shape[0], dtype=np.uint64)
     for c in key:
         start, size = plan.chunks[c]
@@ -149,25 +149,31 @@ def _sortjoin_pairs(values: np.ndarray, radius: int) -> tuple[np.ndarray, np.nda
     found_i, found_j = [], []
     for key in plan.keys:
         # Sort (key, index) packed in one uint64: a plain sort is faster than an argsort.
-        packed = np.sort((_key_values(values, plan, key) << np.uint64(index_bits)) | ids)
+        packed = np.sort((key_values(values, plan, key) << np.uint64(index_bits)) | ids)
         order = (packed & index_mask).astype(np.int64)
         skey = packed >> np.uint64(index_bits)
         del packed
-        same = skey[1:] == skey[:-1]  # same[x]: positions x and x+1 share the key
-        run = same  # run[x]: positions x..x+d all share the key
-        for d in range(1, BIG_GROUP + 1):
-            hits = np.flatnonzero(run)
-            if hits.size == 0:
-                break
-            i, j = _verify(values, order[hits], order[hits + d], radius)
-            found_i.append(i)
-            found_j.append(j)
-            run = run[: n - d - 1] & same[d:]
-        else:
-            _big_groups(values, skey, order, radius, found_i, found_j)
+        pairs_sharing_key(values, skey, order, radius, found_i, found_j)
     if not found_i:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(found_i), np.concatenate(found_j)
+
+
+def pairs_sharing_key(values, skey, order, radius, found_i, found_j) -> None:
+    """Append to found_i/found_j the pairs within `radius` among rows that share a key: `skey`
+    the sorted key values, `order` the row (index into `values`) at each sorted position."""
+    n = skey.shape[0]
+    same = skey[1:] == skey[:-1]  # same[x]: positions x and x+1 share the key
+    run = same  # run[x]: positions x..x+d all share the key
+    for d in range(1, BIG_GROUP + 1):
+        hits = np.flatnonzero(run)
+        if hits.size == 0:
+            return
+        i, j = _verify(values, order[hits], order[hits + d], radius)
+        found_i.append(i)
+        found_j.append(j)
+        run = run[: n - d - 1] & same[d:]
+    _big_groups(values, skey, order, radius, found_i, found_j)
 
 
 def _big_groups(values, skey, order, radius, found_i, found_j) -> None:
@@ -233,7 +239,7 @@ def near_duplicate_pairs(
     return (packed // np.uint64(n)).astype(np.int64), (packed % np.uint64(n)).astype(np.int64)
 
 
-def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -254,7 +260,7 @@ def cluster_labels(codes: np.ndarray, radius: int, method: str = "auto") -> np.n
         i.size,
         radius,
     )
-    return _components(uniq.size, i, j)[inverse.ravel()]
+    return components(uniq.size, i, j)[inverse.ravel()]
 
 
 def cluster_near_duplicates(uids, codes, areas, radius: int, method: str = "auto") -> list:

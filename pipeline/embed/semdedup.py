@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_CLUSTERS = 50_000  # the paper used 50k clusters for LAION-440M
 BLOCK_FLOATS = 1 << 24  # similarity floats per block (64 MiB)
+TRAIN_POINTS_PER_CENTROID = 256  # faiss trains on a sample of at most k x 256 rows
 KMEANS_ITERATIONS = 20
 
 
@@ -34,7 +35,8 @@ def default_clusters(n: int) -> int:
     return max(1, min(MAX_CLUSTERS, round(math.sqrt(n))))
 
 
-def _validate(embeddings):
+def unit_rows(embeddings):
+    """float32 [N, dim] copies of the rows, L2-normalised; ValueError on bad input."""
     import numpy as np
 
     arr = np.asarray(embeddings)
@@ -52,15 +54,15 @@ def _validate(embeddings):
     return x
 
 
-def _clusters(x, k: int, seed: int):
-    """(cluster label [N], cosine to its centroid [N]) from spherical k-means."""
+def train_centroids(x, k: int, seed: int):
+    """Unit centroids [k, dim] of spherical k-means over unit rows x [N, dim] (faiss samples
+    at most 256 rows per centroid for training)."""
     import faiss
     import numpy as np
 
     if k == 1:
         c = x.mean(axis=0, keepdims=True)
-        c /= max(float(np.linalg.norm(c)), 1e-12)
-        return np.zeros(x.shape[0], dtype=np.int64), (x @ c[0]).astype(np.float32)
+        return c / max(float(np.linalg.norm(c)), 1e-12)
     km = faiss.Kmeans(
         x.shape[1],
         k,
@@ -68,14 +70,26 @@ def _clusters(x, k: int, seed: int):
         seed=seed,
         spherical=True,
         verbose=False,
-        max_points_per_centroid=256,
+        max_points_per_centroid=TRAIN_POINTS_PER_CENTROID,
     )
     km.train(x)
-    sims, labels = km.index.search(x, 1)  # inner product with unit centroids = cosine
+    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+
+
+def assign(x, centroids):
+    """(cluster label int64 [N], cosine to its centroid float32 [N]) for unit rows x."""
+    import faiss
+    import numpy as np
+
+    if centroids.shape[0] == 1:
+        return np.zeros(x.shape[0], dtype=np.int64), (x @ centroids[0]).astype(np.float32)
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(centroids)
+    sims, labels = index.search(x, 1)  # inner product with unit centroids = cosine
     return labels[:, 0].astype(np.int64), sims[:, 0]
 
 
-def _dedup_cluster(v, threshold: float):
+def dedup_cluster(v, threshold: float):
     """Local duplicate pointers for one ordered cluster [c, d]: -1 kept, else a kept local row."""
     import numpy as np
 
@@ -108,20 +122,20 @@ def semantic_duplicates(
 
     if not isinstance(eps, (int, float)) or not 0.0 < eps < 1.0:
         raise ValueError(f"eps must be a number in (0, 1), not {eps!r}")
-    x = _validate(embeddings)
+    x = unit_rows(embeddings)
     n = x.shape[0]
     if n_clusters is None:
         n_clusters = default_clusters(n)
     if not isinstance(n_clusters, int) or not 1 <= n_clusters <= n:
         raise ValueError(f"n_clusters must be an integer in [1, {n}], not {n_clusters!r}")
-    labels, to_centroid = _clusters(x, n_clusters, seed)
+    labels, to_centroid = assign(x, train_centroids(x, n_clusters, seed))
     # Cluster by cluster, least similar to the centroid first; ties by row index (lexsort is stable).
     order = np.lexsort((np.arange(n), to_centroid, labels))
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     out = np.full(n, -1, dtype=np.int64)
     for rows in np.split(order, bounds):
         if rows.size > 1:
-            local = _dedup_cluster(x[rows], 1.0 - eps)
+            local = dedup_cluster(x[rows], 1.0 - eps)
             hit = local >= 0
             out[rows[hit]] = rows[local[hit]]
     log.info(

@@ -42,6 +42,7 @@ class PartStats:
     drops: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)  # small per-part figures (summaries for a stage)
+    peak_rss_mb: float = 0.0  # the peak memory of the process that ran the part (totals: max)
 
     def drop(self, reason: str, n: int = 1) -> None:
         if n:
@@ -52,6 +53,7 @@ class PartStats:
         self.rows_out += other.rows_out
         self.drops.update(other.drops)
         self.seconds += other.seconds
+        self.peak_rss_mb = max(self.peak_rss_mb, other.peak_rss_mb)
 
     def to_json(self) -> dict:
         return {
@@ -59,6 +61,7 @@ class PartStats:
             "rows_out": self.rows_out,
             "drops": dict(sorted(self.drops.items())),
             "seconds": round(self.seconds, 4),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
             "extra": self.extra,
         }
 
@@ -70,6 +73,7 @@ class PartStats:
             drops=Counter(record.get("drops", {})),
             seconds=record.get("seconds", 0.0),
             extra=record.get("extra", {}),
+            peak_rss_mb=record.get("peak_rss_mb", 0.0),
         )
 
 
@@ -132,6 +136,11 @@ class Stage:
     def check_config(self, run: StageRun) -> None:
         """Checks in the driver before any stage of the build runs (a bad model fails now)."""
 
+    def task_resources(self, config: BuildConfig) -> dict:
+        """What a task needs beyond one CPU: {"num_gpus": 1} where a GPU helps (a cluster
+        without GPUs runs it on a CPU)."""
+        return {}
+
     def all_parts(self, run: StageRun) -> list[str]:
         """Every part of the stage, done or not (what its stats add up)."""
         return run.parts
@@ -145,7 +154,7 @@ class Stage:
     def execute(self, run: StageRun, executor) -> dict:
         """plan (once), the parts not done (as tasks of `executor`), summarise, totals."""
         if type(self).plan is not Stage.plan and not run.is_done("plan"):
-            run.parallelism = executor.parallelism()
+            run.parallelism, run.executor = executor.parallelism(), executor
             started = time.perf_counter()
             self.plan(run)
             run.mark_done("plan", PartStats(seconds=time.perf_counter() - started))
@@ -160,7 +169,9 @@ class Stage:
         with a progress bar."""
         from tqdm import tqdm
 
-        results = executor.map(run_stage_part, tasks, name=task_name)
+        config = tasks[0].config if tasks else None
+        resources = self.task_resources(config) if config is not None else None
+        results = executor.map(run_stage_part, tasks, name=task_name, resources=resources)
         for _ in tqdm(
             results, total=len(tasks), desc=desc or self.name, leave=False, disable=len(tasks) < 2
         ):
@@ -184,6 +195,7 @@ class Stage:
         if output.rows is not None:
             write_parquet_atomic(output.rows, run.rows_path(part))
         output.stats.seconds = time.perf_counter() - started
+        output.stats.peak_rss_mb = peak_rss_mb()
         run.mark_done(part, output.stats)
         return output.stats
 
@@ -262,6 +274,15 @@ def check_drop_counters(stage: str, stats: PartStats) -> None:
         raise ValueError(f"stage {stage}: drop reasons outside schema.DropReason: {unknown}")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
 def sql_files(paths) -> str:
     """A DuckDB list literal of file paths."""
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
@@ -293,6 +314,7 @@ class StageRun:
         self.layout, self.stage, self.inputs = layout, stage, inputs
         self.config, self.resolver = config, resolver
         self.parallelism = 1  # tasks the executor runs at once (set for a stage's plan)
+        self.executor = None  # set for a stage's plan: a plan may run tasks of its own
         self.dir = layout.stage_dir(stage.name)
         self.started = time.perf_counter()
 

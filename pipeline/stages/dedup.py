@@ -1,53 +1,26 @@
 """Stage `dedup`: exact duplicates, eval-set leaks and near-duplicate clusters, across the run.
 
-Plan, over every row still `pending` (pipeline.dedup.decide): exact duplicates by sha256 of the
-fetched bytes (the first in source order is kept, the others become `duplicate` with `dup_of`);
-copies of an `--eval-set` image become `eval_leak` with `leak_of` = "<set>/<class>/<file>", and
-DIR/overlap.parquet marks every eval image that has a copy; with `--near-dup-radius N`, clusters
-of phashes within N bits keep their largest image and the rest become `duplicate`. The decisions
-go to work/dedup/decisions.parquet; each part then applies its own.
+Over every row still `pending` that has an image: copies of an `--eval-set` image become
+`eval_leak` with `leak_of` = "<set>/<class>/<file>" (DIR/overlap.parquet marks every eval image
+that has a copy); exact duplicates by sha256 of the fetched bytes (the first in source order is
+kept, the others become `duplicate` with `dup_of`); with `--near-dup-radius N`, clusters of
+phashes within N bits keep their largest image and the rest become `duplicate` (or
+`--near-dup-status`). Leaks win over everything, and an exact duplicate of a row that became a
+near-duplicate points at the cluster's representative.
 
-The plan still reads every pending row's hashes in the driver (DuckDB): distributing it is the
-next step (docs/scaling.md)."""
+All of it runs as phases of tasks that shuffle through bucketed files (pipeline/stages/phases.py;
+dedupexact.py, dedupnear.py): the driver hashes the eval sets, lists tasks and waits, so its
+memory does not grow with the rows. The decisions equal pipeline.dedup.decide's single-process
+ones on the same rows (a test keeps that code as the oracle)."""
 
-from manifests import schema
-from manifests.layout import write_parquet_atomic
-from pipeline.stages.base import PartOutput, Stage, StageRun, sql_files
-from pipeline.stages.decisions import apply_decisions, decisions_table
+from __future__ import annotations
 
+import math
 
-def _pending_rows(run: StageRun):
-    """Every pending row in source order with its part and hashes; width/height are the original
-    size, which picks a cluster's representative (the largest image)."""
-    import duckdb
+from pipeline.stages.base import PartOutput, PartStats, Stage, StageRun
 
-    rows = sql_files(run.input_rows_paths("images"))
-    images = sql_files(run.input_file_paths("images", "images"))
-    return (
-        duckdb.connect(":memory:")
-        .sql(
-            f"""SELECT parse_filename(s.filename, true) AS part, s.uid, s.sha256, s.phash,
-                   s.original_width AS width, s.original_height AS height,
-                   i.phash256, i.phash256_trim
-            FROM read_parquet({rows}, filename = true, file_row_number = true) s
-            JOIN read_parquet({images}) i USING (uid)
-            WHERE s.status = '{schema.PENDING}'
-            ORDER BY parse_filename(s.filename, true), s.file_row_number"""
-        )
-        .to_arrow_table()
-    )
-
-
-def exact_duplicates(uids: list[str], digests: list[str]) -> dict[str, str]:
-    """uid -> uid kept, for every row whose sha256 an earlier row already has."""
-    first: dict[str, str] = {}
-    dup_of = {}
-    for uid, digest in zip(uids, digests, strict=True):
-        if digest in first:
-            dup_of[uid] = first[digest]
-        else:
-            first[digest] = uid
-    return dup_of
+ROWS_PER_BUCKET = 1_000_000  # rows one reduce task holds (strings and hashes: ~300 MB)
+MAX_BUCKETS = 4096  # each reduce task reads a footer of every part's file
 
 
 class DedupStage(Stage):
@@ -57,27 +30,100 @@ class DedupStage(Stage):
         return config.fetch
 
     def plan(self, run: StageRun) -> None:
-        from pipeline.dedup.decide import decide
         from pipeline.dedup.evalsets import hash_eval_sets_cached
-        from pipeline.dedup.leaks import write_overlap
+        from pipeline.stages.phases import fixed_figures, run_phases
 
         config = run.config.dedup
-        pending = _pending_rows(run)
-        exact = exact_duplicates(pending["uid"].to_pylist(), pending["sha256"].to_pylist())
-        eval_table = None
         if config.eval_set:
-            cache = run.dir / "eval_hashes.parquet"
-            eval_table = hash_eval_sets_cached(config.eval_set, cache)
-        updates, leaks = decide(pending, eval_table, config, exact)
-        if eval_table is not None:
-            write_overlap(run.layout.root / "overlap.parquet", eval_table, leaks)
-        part_of = dict(zip(pending["uid"].to_pylist(), pending["part"].to_pylist(), strict=True))
-        write_parquet_atomic(decisions_table(updates, part_of), run.dir / "decisions.parquet")
+            hash_eval_sets_cached(config.eval_set, run.dir / "eval_hashes.parquet")
+        import pyarrow.parquet as pq
+
+        # Rows from the parts' footers (an upper bound on the pending rows: enough for sizing).
+        pending = sum(pq.ParquetFile(p).metadata.num_rows for p in run.input_rows_paths("images"))
+        wanted = max(run.parallelism, math.ceil(pending / ROWS_PER_BUCKET))
+        figures = {
+            "buckets": max(1, min(MAX_BUCKETS, wanted)),
+            "pending": pending,
+            "eval": bool(config.eval_set),
+            "radius": config.near_dup_radius,
+        }
+        figures = fixed_figures(run, figures)
+        parts, buckets = run.parts, range(figures["buckets"])
+        phases = [[f"hash-{p}" for p in parts], [f"exact-{b}" for b in buckets]]
+        if figures["radius"] is not None:
+            phases += [
+                [f"keys-{p}" for p in parts],
+                [f"pairs-{b}" for b in buckets],
+                ["components-all"],
+                [f"label-{p}" for p in parts],
+                [f"near-{b}" for b in buckets],
+            ]
+        phases.append([f"final-{b}" for b in buckets])
+        run_phases(run, run.executor, phases, figures)
+        if config.eval_set:
+            _write_overlap(run)
+
+    def run_phase(self, task) -> PartStats:
+        from pipeline.stages import dedupexact, dedupnear
+
+        exact = {"hash": dedupexact.hash_part, "exact": dedupexact.exact_bucket}
+        exact["final"] = dedupexact.final_bucket
+        return {**exact, **dedupnear.PHASES}[task.phase](task)
 
     def process(self, task, rows) -> PartOutput:
         import pyarrow.parquet as pq
 
-        decisions = pq.read_table(
-            task.work_dir / "decisions.parquet", filters=[("part", "=", task.part)]
-        )
+        from pipeline.stages.decisions import apply_decisions, decisions_table
+        from pipeline.stages.phases import phase_dir, read_part
+
+        figures = _figures(task.layout)
+        index = StageRun(task.layout, self, task.inputs).parts.index(task.part)
+        updates = {}
+        for d in read_part(task.layout, self.name, "final", figures["buckets"], index).to_pylist():
+            updates[d["uid"]] = {k: d[k] for k in ("status", "dup_of", "error")}
+        if figures["eval"]:
+            leaks = pq.read_table(
+                phase_dir(task.layout, self.name) / "leaks" / f"{task.part}.parquet"
+            )
+            for leak in leaks.to_pylist():  # a leak leaves the dataset whatever else it is
+                updates[leak["uid"]] = {
+                    "status": "eval_leak",
+                    "leak_of": leak["eval_id"],
+                    "error": f"copy of eval image {leak['eval_id']} ({leak['distance']}/256 bits apart)",
+                }
+        decisions = decisions_table(updates, dict.fromkeys(updates, task.part))
         return PartOutput(apply_decisions(rows, decisions))
+
+    def summarise(self, run: StageRun, parts) -> dict:
+        from pipeline.stages.phases import phase_stats
+
+        figures = _figures(run.layout)
+        final = [phase_stats(run, f"final-{b}").extra for b in range(figures["buckets"])]
+        return {
+            "buckets": figures["buckets"],
+            "exact_duplicates": sum(f["exact_duplicates"] for f in final),
+            "near_duplicates": sum(f["near_duplicates"] for f in final),
+        }
+
+
+def _figures(layout) -> dict:
+    import json
+
+    from pipeline.stages.phases import phase_dir
+
+    return json.loads((phase_dir(layout, "dedup") / "plan.json").read_text())
+
+
+def _write_overlap(run: StageRun) -> None:
+    """DIR/overlap.parquet from every part's leaks (few: copies of the eval sets)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.dedup.leaks import Leak, write_overlap
+    from pipeline.stages.phases import phase_dir
+
+    folder = phase_dir(run.layout, run.name) / "leaks"
+    leaks = pa.concat_tables([pq.read_table(folder / f"{p}.parquet") for p in run.parts])
+    found = [Leak(**row) for row in leaks.to_pylist()]
+    eval_table = pq.read_table(run.dir / "eval_hashes.parquet")
+    write_overlap(run.layout.root / "overlap.parquet", eval_table, found)

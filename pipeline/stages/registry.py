@@ -22,7 +22,8 @@ _REGISTRY = (
     ("fetch", "pipeline.stages.fetch:FetchStage"),  # every distinct URL, once, by host lanes
     ("images", "pipeline.stages.images:ImagesStage"),
     ("dedup", "pipeline.stages.dedup:DedupStage"),
-    ("clip", "pipeline.stages.clip:ClipStage"),  # only with --clip-model
+    ("score", "pipeline.stages.score:ScoreStage"),  # only with --clip-model: CLIP scores
+    ("clip", "pipeline.stages.clip:ClipStage"),  # only with --clip-model: threshold, SemDeDup
     ("shards", "pipeline.stages.shards:ShardsStage"),
     ("publish", "pipeline.stages.publish:PublishStage"),  # the manifests: no `stats` row
 )

@@ -141,9 +141,11 @@ def test_clip_dataset_builds_the_test_site_end_to_end(dag_runs):
     # Tasks pass the dataset folder along, never data.
     assert set(first["returned"].values()) == {str(out), str(out / "report.html")}
     layout = DatasetLayout(out)
-    # `clip` ran as a no-op (no clip_model) and leaves no stats; `publish` never has any
+    # `score` and `clip` ran as no-ops (no clip_model) and leave no stats; `publish` never has any
     assert all(
-        (layout.stats / f"{s}.json").exists() for s in STAGE_NAMES if s not in ("clip", "publish")
+        (layout.stats / f"{s}.json").exists()
+        for s in STAGE_NAMES
+        if s not in ("score", "clip", "publish")
     )
     shards = sorted(layout.shards.glob("*.parquet"))
     assert shards and (out / "report.html").stat().st_size > 10_000

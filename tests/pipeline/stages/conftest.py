@@ -44,20 +44,30 @@ class StageBench:
         )
         write_parquet_atomic(table, path)
 
-    def run(self, name: str, resolver=None) -> dict:
-        """Run stage `name` to the end; its stats record."""
+    def run(self, name: str, resolver=None, executor=None) -> dict:
+        """Run stage `name` to the end (in-process unless given an executor); its stats record."""
         stage = registry.get(name)
         run = StageRun(
             self.layout, stage, registry.resolve_inputs(stage, self.config), self.config, resolver
         )
         stage.check_config(run)
-        return stage.execute(run, LocalExecutor())
+        return stage.execute(run, executor or LocalExecutor())
 
     def rows(self, name: str, part: str) -> list[dict]:
         return pq.read_table(registry.get(name).rows_path(self.layout, part)).to_pylist()
 
     def marker(self, name: str, part: str) -> dict:
         return json.loads((self.layout.stage_dir(name) / f"{part}.done").read_text())
+
+
+class Wide(LocalExecutor):
+    """In-process, but planned as if `n` tasks ran at once (plans cut that many buckets)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def parallelism(self) -> int:
+        return self.n
 
 
 @pytest.fixture

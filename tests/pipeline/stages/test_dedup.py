@@ -61,3 +61,111 @@ def test_exact_duplicates_across_parts_point_at_the_first_copy(bench):
     assert p0[2]["dup_of"] is None  # not pending: no decision reaches it
     assert (record["rows_in"], record["rows_out"], record["drops"]) == (3, 2, {"duplicate": 1})
     assert b.marker("dedup", "p1")["drops"] == {"duplicate": 1}  # each part applies its own
+
+
+def _oracle(b, parts):
+    """The single-process decisions the dedup stage made before it ran as phases of tasks:
+    pipeline.dedup.decide over every pending row with an image, in source order."""
+    import pyarrow.parquet as pq
+
+    from pipeline.dedup.decide import decide
+    from pipeline.dedup.evalsets import hash_eval_sets
+
+    pending = []
+    for part in parts:
+        side = pq.read_table(b.layout.stage_dir("images") / f"{part}.images.parquet").to_pylist()
+        hashes = {r["uid"]: r for r in side}
+        for row in b.rows("images", part):
+            if row["status"] == "pending" and row["uid"] in hashes:
+                pending.append({**row, **hashes[row["uid"]]})
+    first, exact = {}, {}
+    for row in pending:
+        key = row["sha256"]
+        exact.update({row["uid"]: first[key]} if key in first else {})
+        first.setdefault(key, row["uid"])
+    table = {
+        "uid": [r["uid"] for r in pending],
+        "width": [r["original_width"] for r in pending],
+        "height": [r["original_height"] for r in pending],
+        **{k: [r[k] for r in pending] for k in ("phash", "phash256", "phash256_trim")},
+    }
+    eval_table = hash_eval_sets(b.config.dedup.eval_set)
+    return decide(table, eval_table, b.config.dedup, exact)
+
+
+def _random_parts(b, parts, eval_hashes, seed=0):
+    """Rows with shared bytes across parts, phash clusters (chains of 1-3 bit flips), missing
+    and malformed phashes, rows that are not pending, and copies of two eval images."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    bases = rng.integers(0, 2**63, size=40, dtype=np.int64).astype(np.uint64)
+    shas = [f"{rng.integers(0, 2**62):016x}" * 4 for _ in range(150)]
+    for p, part in enumerate(parts):
+        rows, images = [], []
+        for i in range(110):
+            value = bases[rng.integers(0, 40)]
+            for bit in rng.choice(64, size=rng.integers(0, 4), replace=False):
+                value ^= np.uint64(1) << np.uint64(bit)
+            phash = f"{int(value):016x}" if i % 17 else (None if i % 2 else "zz" * 8)
+            row = {
+                "url": f"http://h{i % 7}.test/{part}/{i}.jpg",
+                "caption": f"c{i}",
+                "sha256": shas[rng.integers(0, 150)],
+                "phash": phash,
+                "original_width": int(rng.integers(10, 60)),
+                "original_height": int(rng.integers(10, 60)),
+                "status": "pending" if i % 23 else "too_small",
+            }
+            copy = eval_hashes[(p + i) % 2] if i % 31 == 5 else None
+            rows.append(row)
+            images.append(copy)
+        table = sample_rows(rows)
+        b.put("images", part, table)
+        uids = [r["uid"] for r in table.to_pylist() if r["status"] == "pending"]
+        side = _images(uids[:-3])  # the last three were not fetched: dedup never sees them
+        h256 = [f"{rng.integers(0, 2**62):016x}" * 4 for _ in side["uid"].to_pylist()]
+        trim = list(h256)
+        for k, uid in enumerate(side["uid"].to_pylist()):
+            copy = dict(zip(table["uid"].to_pylist(), images, strict=True))[uid]
+            if copy:
+                h256[k], trim[k] = copy["phash256"], copy["phash256_trim"]
+        side = side.set_column(3, "phash256", pa.array(h256)).set_column(
+            4, "phash256_trim", pa.array(trim)
+        )
+        b.put("images", part, side, kind="images")
+
+
+@pytest.mark.parametrize("buckets", [1, 5])
+def test_phases_give_the_single_process_decisions(bench, tmp_path, buckets):
+    import pyarrow.parquet as pq
+
+    from pipeline.dedup.hashes import image_hashes
+    from pipeline.dedup.leaks import write_overlap
+    from tests.pipeline.dedup.images import scene
+    from tests.pipeline.dedup.test_leaks import make_eval_set
+    from tests.pipeline.stages.conftest import Wide
+
+    pictures = {"cat/a.png": scene(1), "dog/b.png": scene(2)}
+    evals = make_eval_set(tmp_path, "pets", pictures)
+    parts = ["p0", "p1", "p2", "p3"]
+    b = bench(parts=parts, eval_set=[evals], near_dup_radius=4)
+    _random_parts(b, parts, [image_hashes(p) for p in pictures.values()])
+    record = b.run("dedup", executor=Wide(buckets))
+    updates, leaks = _oracle(b, parts)
+    got = {}
+    for part in parts:
+        for r in b.rows("dedup", part):
+            if r["status"] in ("duplicate", "eval_leak"):
+                got[r["uid"]] = (r["status"], r["dup_of"], r["leak_of"])
+    want = {u: (x["status"], x.get("dup_of"), x.get("leak_of")) for u, x in updates.items()}
+    assert got == want
+    statuses = [s for s, _, _ in want.values()]
+    assert statuses.count("eval_leak") >= 4 and statuses.count("duplicate") > 100  # it bites
+    assert record["extra"]["buckets"] == buckets
+    oracle_overlap = write_overlap(
+        tmp_path / "want.parquet",
+        pq.read_table(b.layout.stage_dir("dedup") / "eval_hashes.parquet"),
+        leaks,
+    )
+    assert pq.read_table(b.layout.root / "overlap.parquet").equals(pq.read_table(oracle_overlap))
