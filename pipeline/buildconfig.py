@@ -52,6 +52,11 @@ class SourceConfig:
     # Same-site links only; breadth-first by depth, so a page cap is deterministic.
     max_pages: int = option(1_000, help="pages a crawl fetches at most")
     max_depth: int = option(3, help="link depth a crawl follows from the seeds")
+    crawl_lanes: int = option(
+        16,
+        help="lanes a crawl's hosts are split into (a host's pages go to one task per depth); "
+        "fixed per build, so any executor and cluster size crawl the same parts",
+    )
     warc_out: str | None = option(
         None, metavar="FILE", help="also record the crawled pages as a WARC, to replay later"
     )
@@ -63,7 +68,12 @@ class SourceConfig:
             raise ConfigError(
                 "give exactly one source: --seeds URL..., --warc GLOB or --url-list FILE"
             )
-        for name, low in (("max_pages", 1), ("max_depth", 0), ("rows_per_part", 1)):
+        for name, low in (
+            ("max_pages", 1),
+            ("max_depth", 0),
+            ("rows_per_part", 1),
+            ("crawl_lanes", 1),
+        ):
             if getattr(self, name) < low:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least {low}")
 

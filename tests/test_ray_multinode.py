@@ -106,14 +106,11 @@ def local_build(web, options, tmp_path_factory):
 
 def driver(cluster, web, out, urls, options) -> subprocess.Popen:
     """A `pipeline build` driver process of its own on the cluster (this process has run local
-    Ray runtimes of other tests: a driver here would carry their state), with the web's DNS."""
-    options = {
-        **options,
-        "out": str(out),
-        "url_list": urls,
-        "executor": "ray",
-        "ray_address": cluster.gcs,
-    }
+    Ray runtimes of other tests: a driver here would carry their state), with the web's DNS.
+    `urls`: a URL list, or None where `options` name seeds."""
+    options = {**options, "out": str(out), "executor": "ray", "ray_address": cluster.gcs}
+    if urls is not None:
+        options["url_list"] = urls
     argv = [sys.executable, "-m", "pipeline.testing.manyhosts", "build"]
     process = subprocess.Popen(
         argv,
@@ -159,6 +156,39 @@ def test_a_ray_build_on_two_nodes_is_polite_and_makes_the_same_manifests(
     assert clip["scored"] == 60 and clip["semantic_duplicates"] > 0 and dedup["buckets"] == 2
     phases = DatasetLayout(config.out).stage_dir("dedup") / "phases"
     assert (phases / "pairs-1.done").exists() and (phases / "near-1.done").exists()
+
+
+@pytest.fixture(scope="module")
+def crawl_web():
+    with ManyHosts(hosts=20, images=60, big_share=0.5, delay_s=0.02, pages=2) as hosts:
+        yield hosts
+
+
+@pytest.mark.timeout(400)
+def test_a_crawl_on_two_nodes_is_polite_and_crawls_what_a_local_crawl_does(
+    cluster, crawl_web, tmp_path
+):
+    queries = tmp_path / "queries.txt"
+    queries.write_text("picture\n")
+    options = {**OPTIONS, "seeds": crawl_web.seeds(), "query_list": str(queries), "max_depth": 1}
+    options = {k: v for k, v in options.items() if k not in ("near_dup_radius", "semdedup_eps")}
+    options.pop("clip_top_fraction")
+    local = BuildConfig.of(out=str(tmp_path / "local"), executor="local", **options)
+    run_build(local, resolver=crawl_web.resolver())
+    before = len(crawl_web.hits())
+    build = driver(cluster, crawl_web, tmp_path / "ds", None, options)
+    assert build.wait(timeout=300) == 0, build.stdout.read()[-3000:]
+    assert samples(tmp_path / "ds") == samples(local.out)
+    assert len(samples(local.out)) == 60  # every image: 20 indexes -> 40 pages -> 60 images
+    hits = crawl_web.hits()[before:]
+    assert sorted(h.host for h in hits if h.path == "/robots.txt") == sorted(crawl_web.names())
+    pages = [h.path for h in hits if h.path.endswith(".html")]
+    assert len(pages) == len(set(pages)) == 20 + 40  # each page once, over both nodes
+    breaches = politeness_breaches(hits, CONCURRENCY, 1 / RPS)
+    assert breaches["over"] == [] and breaches["too_close"] == [], breaches
+    parts = json.loads((DatasetLayout(tmp_path / "ds").work / "parts.json").read_text())
+    assert len(parts) >= 4 and all(p.startswith("crawl-") for p in parts)
+    assert len(tasks_by_stage(cluster)["sources"]) == 2  # the crawl ran on both nodes
 
 
 @pytest.mark.timeout(500)

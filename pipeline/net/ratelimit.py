@@ -12,6 +12,10 @@ with too many URLs for one task): task i of k gets per_host_concurrency // k req
 small send window), slot s belonging to task s mod k. Tasks then never send closer than the
 spacing without talking to each other; on several machines this holds to the accuracy of their
 clocks (NTP: milliseconds, against spacings of tens of milliseconds or more).
+
+A limiter starts as if every host had been sent a request the moment it was made: the task that
+owned the host before (the crawl's previous depth, the stage before) may have sent one just
+then, and tasks do not talk. So a task's first request to a host waits one spacing.
 """
 
 from __future__ import annotations
@@ -134,6 +138,7 @@ class HostLimiter:
         self.per_host_concurrency = per_host_concurrency
         self.base_interval_s = 1.0 / per_host_rps if per_host_rps > 0 else 0.0
         self._global = asyncio.Semaphore(max_in_flight)
+        self._born = (asyncio.get_running_loop().time(), time.time())  # loop and wall clocks
         self._hosts: dict[str, _HostState] = {}
         self._releases = 0
         self.shares = {h: s for h, s in (shares or {}).items() if s.parts > 1}
@@ -148,6 +153,7 @@ class HostLimiter:
         st = self._hosts.get(host)
         if st is None:
             st = _HostState(asyncio.Semaphore(self.concurrency(host)), self.shares.get(host))
+            st.last_sent = self._born[1] if st.share is not None else self._born[0]
             self._hosts[host] = st
         return st
 

@@ -95,12 +95,14 @@ def run_phase_task(task: PhaseTask) -> PartStats:
     return stats
 
 
-def run_phases(run: StageRun, executor, phases: list[list[str]], figures: dict) -> None:
-    """Each phase's tasks not done yet, phase after phase (a phase reads the one before)."""
+def run_phases(run: StageRun, executor, phases: list[list[str]], figures: dict, parts=None) -> None:
+    """Each phase's tasks not done yet, phase after phase (a phase reads the one before).
+    `parts`: the build's parts (default: work/parts.json; the sources stage has none yet)."""
     folder = phase_dir(run.layout, run.name)
+    parts = tuple(run.parts if parts is None else parts)
     for names in phases:
         todo = [
-            run.task(name, cls=PhaseTask, parts=tuple(run.parts), figures=figures)
+            run.task(name, cls=PhaseTask, parts=parts, figures=figures)
             for name in names
             if not (folder / f"{name}.done").exists()
         ]

@@ -5,15 +5,13 @@ DIR/manifests/pages/<part>.parquet. Part names sort in source order, which is th
 decide which copy of a repeated (url, caption) pair is the one kept. The parts a build has are
 known only here, so this stage writes them to DIR/work/parts.json for the others.
 
-How it splits into parts depends on the source: one task per WARC file (on the executor); one
-part per crawl depth level (in this process: each level needs the one before, and one fetcher
-keeps its robots.txt cache across levels); one part per `rows_per_part` rows of a URL list, read
-in tasks (pipeline.stages.urllists: by row groups for Parquet, one streaming task for text)."""
+How it splits into parts depends on the source: one task per WARC file; one part per crawl
+depth and lane of hosts (pipeline.stages.crawl: each host owned by one lane, so its limits and
+robots.txt hold in one place); one part per `rows_per_part` rows of a URL list, read in tasks
+(pipeline.stages.urllists: by row groups for Parquet, one streaming task for text)."""
 
-import asyncio
 import glob
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +84,9 @@ class SourcesStage(Stage):
     def execute(self, run: StageRun, executor) -> dict:
         kind = run.config.source.kind
         if kind == "crawl":
-            parts = asyncio.run(self._crawl(run))
+            from pipeline.stages.crawl import crawl
+
+            parts = crawl(self, run, executor)
             if run.config.source.warc_out:
                 join_warcs(run, parts, run.config.source.warc_out)
         elif kind == "warc":
@@ -140,84 +140,19 @@ class SourcesStage(Stage):
         pairs = [(p.url, p.caption, p.page_url) for p in result.pairs]
         return pages_output(pairs, pages, PartStats(rows_in=len(pages), rows_out=len(pairs)))
 
-    # --- crawl: one part per depth level, in this process --------------------------------------
-    async def _crawl(self, run: StageRun) -> list[str]:
-        from pipeline.net.fetch import Fetcher
-        from pipeline.origins import read_records
-        from pipeline.sources.crawl import site_key
-
-        source = run.config.source
-        state = {
-            "frontier": list(dict.fromkeys(source.seeds)),
-            "seen": set(source.seeds),
-            "fetched": 0,
-            "sites": {site_key(u) for u in source.seeds},
-        }
-        parts = []
-        stored = read_records(run.layout)  # a resumed crawl asks no site for robots.txt again
-        async with Fetcher(run.config.net, resolver=run.resolver, robots=stored) as fetcher:
-            for depth in range(source.max_depth + 1):
-                part = f"crawl-level-{depth:03d}"
-                if run.is_done(part):  # resume: the marker holds the frontier that came next
-                    extra = run.part_stats(part).extra
-                    state.update(
-                        frontier=extra["next_frontier"],
-                        seen=set(extra["seen"]),
-                        fetched=extra["fetched"],
-                    )
-                    parts.append(part)
-                    continue
-                state["frontier"] = state["frontier"][: max(0, source.max_pages - state["fetched"])]
-                if not state["frontier"]:
-                    break
-                await self._crawl_level(run, fetcher, part, depth, state)
-                parts.append(part)
-        return parts
-
-    async def _crawl_level(self, run: StageRun, fetcher, part: str, depth: int, state) -> None:
-        from pipeline.sources.crawl import next_frontier
-
-        started, source = time.perf_counter(), run.config.source
-        level = await _crawl_recorded(run, fetcher, part, depth, state["frontier"])
-        state["fetched"] += len(state["frontier"])
-        budget = source.max_pages - state["fetched"] if depth < source.max_depth else 0
-        state["frontier"] = next_frontier(level, state["seen"], state["sites"], budget)
-        stats = PartStats(rows_in=len(level.pages), rows_out=len(level.pairs))
-        robots, state["robots"] = (
-            fetcher.robots.records[state.get("robots", 0) :],
-            len(fetcher.robots.records),
-        )
-        stats.extra = {
-            "next_frontier": state["frontier"],
-            "seen": sorted(state["seen"]),
-            "fetched": state["fetched"],
-        }
-        output = pages_output(level.pairs, level.pages, stats)
-        if robots:
-            from pipeline.origins import records_table
-
-            output.files["origins"] = records_table(robots)
-        self.commit(run, part, output, started)
-        log.info("crawl depth %d: %d pages, %d pairs", depth, len(level.pages), len(level.pairs))
-
     def run_part(self, task) -> PartStats:
-        from pipeline.stages import urllists
+        from pipeline.stages import crawl, urllists
 
+        if isinstance(task, crawl.CrawlTask):
+            return crawl.crawl_part(self, task)
         if isinstance(task, urllists.ListTask) and task.stream:
             return urllists.stream(self, task)
         return super().run_part(task)
 
+    def run_phase(self, task) -> PartStats:
+        from pipeline.stages.crawl import route
 
-async def _crawl_recorded(run: StageRun, fetcher, part: str, depth: int, frontier: list[str]):
-    """One crawl level, recorded as work/sources/<part>.warc.gz when --warc-out is set."""
-    from pipeline.sources.crawl import crawl_level
-
-    if not run.config.source.warc_out:
-        return await crawl_level(fetcher, frontier, depth, None)
-    from pipeline.sources.warc import WarcRecorder
-
-    with atomic_path(run.dir / f"{part}.warc.gz") as tmp, WarcRecorder(tmp, mode="w") as recorder:
-        return await crawl_level(fetcher, frontier, depth, recorder)
+        return route(task)
 
 
 def join_warcs(run: StageRun, parts: list[str], out: str) -> None:

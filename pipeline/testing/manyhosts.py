@@ -25,16 +25,45 @@ class LoggedHit:
 
 
 def _routes(spec: dict) -> dict:
-    """robots.txt and every image route; images answer `delay_s` late."""
+    """robots.txt and every image route; images (and pages) answer `delay_s` late."""
     routes = {"/robots.txt": (200, {"Content-Type": "text/plain"}, spec["robots"].encode())}
+    pages, hosts = spec.get("pages", 0), len(spec["counts"])
     for h, (name, n) in enumerate(spec["counts"]):
         for j in range(n):
             routes[f"/img/{h}/{j}.png"] = _late(picture(f"{name}/{j}", size=48), spec["delay_s"])
+        if pages:
+            # The host's index links to its pages and to the next host's index (a link the
+            # crawl has seen already: a seed); page k shows the host's images j = k mod pages.
+            links = [f"/pg/{h}/{k}.html" for k in range(pages)]
+            routes[f"/site/{h}.html"] = _index(links, (h + 1) % hosts, spec["delay_s"])
+            for k in range(pages):
+                images = [
+                    (f"/img/{h}/{j}.png", f"picture {j} of {name}") for j in range(k, n, pages)
+                ]
+                routes[f"/pg/{h}/{k}.html"] = _late(_html([], images), spec["delay_s"], "text/html")
     return routes
 
 
-def _late(body: bytes, delay_s: float):
-    answer = (200, {"Content-Type": "image/png"}, body)
+def _index(links: list[str], next_host: int, delay_s: float):
+    """A host's index: its pages, and the next host's index (its port from the Host header)."""
+
+    async def handler(request):
+        port = request.headers.get("Host", "").rpartition(":")[2]
+        other = f"http://h{next_host:02d}.test:{port}/site/{next_host}.html"
+        await asyncio.sleep(delay_s)
+        return respond((200, {"Content-Type": "text/html"}, _html([*links, other], [])))
+
+    return handler
+
+
+def _html(links: list[str], images: list[tuple[str, str]]) -> bytes:
+    body = "".join(f'<a href="{u}">page</a>' for u in links)
+    body += "".join(f'<img src="{u}" alt="{alt}">' for u, alt in images)
+    return f"<html><body>{body}</body></html>".encode()
+
+
+def _late(body: bytes, delay_s: float, content_type: str = "image/png"):
+    answer = (200, {"Content-Type": content_type}, body)
 
     async def handler(_request):
         await asyncio.sleep(delay_s)
@@ -79,6 +108,7 @@ class ManyHosts:
     big_share: float = 0.5  # the first host holds this share of the images
     delay_s: float = 0.02  # each image answers this late
     robots: str = "User-agent: *\nDisallow: /private/\n"
+    pages: int = 0  # pages per host (0: images only); each host's index is /site/<h>.html
     port: int = 0
     urls: dict[str, list[str]] = field(default_factory=dict)  # host -> its image URLs
     _process: object = None
@@ -104,6 +134,7 @@ class ManyHosts:
             "counts": list(zip(self.names(), counts, strict=True)),
             "delay_s": self.delay_s,
             "robots": self.robots,
+            "pages": self.pages,
         }
         self._process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.testing.manyhosts"],
@@ -131,6 +162,10 @@ class ManyHosts:
                 self._process.kill()
             self._process.stdout.close()
             self._process = None
+
+    def seeds(self) -> list[str]:
+        """Every host's index page (with `pages`)."""
+        return [f"http://{n}:{self.port}/site/{h}.html" for h, n in enumerate(self.names())]
 
     def hits(self) -> list[LoggedHit]:
         import json
