@@ -54,7 +54,12 @@ class ExecutorConfig:
 
 class LocalExecutor:
     def map(
-        self, fn: Callable, items: Iterable, name: Callable | None = None, resources=None
+        self,
+        fn: Callable,
+        items: Iterable,
+        name: Callable | None = None,
+        resources=None,
+        pool: bool = False,
     ) -> Iterator:
         for item in items:
             yield fn(item)
@@ -130,11 +135,21 @@ class RayExecutor:
         return NodeAffinitySchedulingStrategy(node_id=nodes[index % len(nodes)], soft=True)
 
     def map(
-        self, fn: Callable, items: Iterable, name: Callable | None = None, resources=None
+        self,
+        fn: Callable,
+        items: Iterable,
+        name: Callable | None = None,
+        resources=None,
+        pool: bool = False,
     ) -> Iterator:
         """Yield fn(item) for every item, as tasks finish (not in input order). `name(item)`:
         the task's name on the cluster's dashboard (default: the function's); `resources`:
-        {"num_gpus": 1} for a task that uses a GPU where the cluster has any."""
+        {"num_gpus": 1} for a task that uses a GPU where the cluster has any; `pool`: run the
+        items on a pool of actors (one per GPU, or per CPU), whose state (a loaded model)
+        serves every item an actor runs."""
+        if pool:
+            yield from self._pool_map(fn, list(items), name, resources)
+            return
         ray = self._ray
         remote = ray.remote(num_cpus=1, max_retries=2, **self._gpu_options(resources))(fn)
         nodes = self._nodes()
@@ -151,9 +166,58 @@ class RayExecutor:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
 
+    def _pool_map(self, fn: Callable, items: list, name, resources) -> Iterator:
+        """Items go to actors as they become ready and free. An actor that never starts (its
+        node's CPUs are gone) gets no item; one that dies hands its item to another."""
+        from collections import deque
+
+        ray = self._ray
+        gpu = self._gpu_options(resources).get("num_gpus", 0)
+        size = int(ray.cluster_resources().get("GPU", 0)) // gpu if gpu else self.cpus
+        worker = ray.remote(num_cpus=1, **({"num_gpus": gpu} if gpu else {}))(PoolWorker)
+        nodes = self._nodes()
+        actors = [
+            worker.options(scheduling_strategy=self._affinity(nodes, i)).remote()
+            for i in range(max(1, min(size, len(items))))
+        ]
+        starting = {actor.ready.remote(): actor for actor in actors}
+        queue, idle, running = deque(items), [], {}
+        try:
+            while queue or running:
+                (ref,), _ = ray.wait([*running, *starting], num_returns=1)
+                actor, item = starting.pop(ref, None), None
+                if actor is None:
+                    actor, item = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayActorError:  # its node died: the item goes on
+                    queue.extendleft([] if item is None else [item])
+                    continue
+                idle.append(actor)
+                if item is not None:
+                    yield result
+                while idle and queue:
+                    actor, item = idle.pop(), queue.popleft()
+                    call = actor.run.options(name=name(item)) if name else actor.run
+                    running[call.remote(fn, item)] = (actor, item)
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
     def shutdown(self) -> None:
         if self._owns_runtime:
             self._ray.shutdown()
+
+
+class PoolWorker:
+    """A Ray actor that runs the functions it is given; what they cache in the process (a loaded
+    model) stays for the next item, so each actor loads a model once."""
+
+    def ready(self) -> bool:
+        return True
+
+    def run(self, fn: Callable, item):
+        return fn(item)
 
 
 def usable_cpus() -> int:
@@ -196,14 +260,19 @@ class AutoExecutor:
         return self._ray is not None
 
     def map(
-        self, fn: Callable, items: Iterable, name: Callable | None = None, resources=None
+        self,
+        fn: Callable,
+        items: Iterable,
+        name: Callable | None = None,
+        resources=None,
+        pool: bool = False,
     ) -> Iterator:
         items = list(items)  # small task descriptions: their count picks the executor
         if self._ray is None and self.cpus >= 2 and len(items) >= 2:
             log.info("executor auto: starting Ray with %d CPUs", self.cpus)
             self._ray = RayExecutor(self.config, num_cpus=self.cpus)
         if self._ray is not None and (self._always_ray or len(items) >= 2):
-            return self._ray.map(fn, items, name, resources)
+            return self._ray.map(fn, items, name, resources, pool)
         return self._local.map(fn, items)
 
     def shutdown(self) -> None:

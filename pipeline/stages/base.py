@@ -112,6 +112,7 @@ class Stage:
     reads_part_rows: ClassVar[bool] = True  # the base reads the part's input rows for process()
     in_stats: ClassVar[bool] = True  # a row in the `stats` view (DIR/stats/<stage>.json)
     unit: ClassVar[str] = "rows"  # what its rows in/out count: rows, or urls, origins, ...
+    pooled: ClassVar[bool] = False  # its parts run on a pool of Ray actors (a model each)
 
     # --- what a stage declares ------------------------------------------------------------
     def enabled(self, config: BuildConfig) -> bool:
@@ -171,7 +172,9 @@ class Stage:
 
         config = tasks[0].config if tasks else None
         resources = self.task_resources(config) if config is not None else None
-        results = executor.map(run_stage_part, tasks, name=task_name, resources=resources)
+        results = executor.map(
+            run_stage_part, tasks, name=task_name, resources=resources, pool=self.pooled
+        )
         for _ in tqdm(
             results, total=len(tasks), desc=desc or self.name, leave=False, disable=len(tasks) < 2
         ):

@@ -19,6 +19,8 @@ The decisions equal pipeline.dedup.decide's on the same rows (a test checks)."""
 
 from __future__ import annotations
 
+import math
+
 from pipeline.stages.base import PartStats
 from pipeline.stages.phases import PhaseTask, bucket_of, read_bucket
 
@@ -100,12 +102,15 @@ def pairs_bucket(task: PhaseTask) -> PartStats:
     values = np.unique(value)
     found_i, found_j = [], []
     radius = task.config.dedup.near_dup_radius
-    order = np.lexsort((value, kv, key))  # by key, then key value, then hash
-    key, kv, value = key[order], kv[order], value[order]
-    bounds = np.flatnonzero(np.diff(key)) + 1
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, key.size], strict=True):
-        a, v = _distinct(kv[lo:hi], value[lo:hi])
-        pairs_sharing_key(values, a, np.searchsorted(values, v), radius, found_i, found_j)
+    # As neardup's sortjoin does: per key, (key value, hash index) packed in one uint64 and
+    # sorted (a plain sort is far faster than a lexsort); the plan keeps key bits + index bits
+    # within 64 for the build's row count, which bounds the hashes of a bucket.
+    bits = np.uint64(max(1, math.ceil(math.log2(max(task.figures["pending"], 2)))))
+    index = np.searchsorted(values, value).astype(np.uint64)
+    for k in np.unique(key):
+        packed = np.unique((kv[key == k] << bits) | index[key == k])  # sorted, no repeats
+        order = (packed & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int64)
+        pairs_sharing_key(values, packed >> bits, order, radius, found_i, found_j)
     i = np.concatenate(found_i) if found_i else np.zeros(0, np.int64)
     j = np.concatenate(found_j) if found_j else np.zeros(0, np.int64)
     lo, hi = np.minimum(values[i], values[j]), np.maximum(values[i], values[j])

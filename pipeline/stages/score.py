@@ -1,11 +1,11 @@
 """Stage `score` (only with --clip-model): every pending pair's CLIP score, in tasks.
 
-One task per part: the cosine of the pair's image and caption embeddings with a trainer
-checkpoint, batched, on a GPU where the cluster has one (a CPU worker otherwise).
-work/score/<part>.parquet holds uid, clip_score (NaN where the image does not decode) and the
-image embedding (float16, for SemDeDup). Each worker process loads the model once and keeps it
-for the parts it runs after that, so the cluster's workers are a pool of scorers (stats' extra
-`model_loads` counts the loads). The plan records the checkpoint's sha256: the scores of one
+One part at a time on a pool of Ray actors (one per GPU where the cluster has GPUs, one per CPU
+otherwise; pipeline.executor's pooled map): the cosine of each pair's image and caption
+embeddings with a trainer checkpoint, batched. work/score/<part>.parquet holds uid, clip_score
+(NaN where the image does not decode) and the image embedding (float16, for SemDeDup). Each
+actor loads the model once and keeps it for every part it scores (stats' extra `model_loads`
+counts the loads, `worker_processes` the actors). The plan records the checkpoint's sha256: the scores of one
 build come from one model, and a checkpoint rewritten in place is an error, not a silent mix."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _model(checkpoint: str, digest: str, device: str) -> tuple[object, bool]:
 
 class ScoreStage(Stage):
     name, inputs, samples = "score", ("dedup", "images"), False
-    unit = "pairs"
+    unit, pooled = "pairs", True
 
     def enabled(self, config) -> bool:
         return config.clip.clip_model is not None and config.fetch

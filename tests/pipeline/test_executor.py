@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import time
 
 import pytest
 
@@ -84,3 +85,27 @@ def test_auto_starts_ray_for_parts_that_can_run_side_by_side(no_ray_running):
     finally:
         executor.shutdown()
     assert not ray.is_initialized()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+@many_cpus
+def test_a_pooled_map_runs_every_item_on_a_pool_of_one_actor_per_cpu(no_ray_running):
+    import ray
+
+    executor = RayExecutor(ExecutorConfig("ray"), num_cpus=2)
+    try:
+        results = sorted(executor.map(where, range(7), name=lambda i: f"pooled:{i}", pool=True))
+        assert [item for item, _ in results] == list(range(7))
+        pids = {pid for _, pid in results}
+        assert 1 <= len(pids) <= 2 and os.getpid() not in pids  # two actors at most
+        # The pool is gone once the map is: its actors hold no CPUs for the next stage.
+        deadline = time.monotonic() + 20
+        while ray.available_resources().get("CPU", 0) < 2:
+            assert time.monotonic() < deadline, ray.available_resources()
+            time.sleep(0.1)
+        # A GPU is asked for only where the cluster has one: on this CPU cluster, CPU actors.
+        gpu = executor.map(where, [1, 2], resources={"num_gpus": 1}, pool=True)
+        assert sorted(item for item, _ in gpu) == [1, 2]
+    finally:
+        executor.shutdown()

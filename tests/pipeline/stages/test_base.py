@@ -42,7 +42,7 @@ class InProcess:
     def parallelism(self) -> int:
         return 1
 
-    def map(self, fn, tasks, name=None, resources=None):
+    def map(self, fn, tasks, name=None, resources=None, pool=False):
         return (self.stage.run_part(t) for t in tasks)
 
 

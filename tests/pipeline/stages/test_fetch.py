@@ -19,7 +19,7 @@ class Threads:
     def parallelism(self) -> int:
         return 4
 
-    def map(self, fn, tasks, name=None, resources=None):
+    def map(self, fn, tasks, name=None, resources=None, pool=False):
         tasks = list(tasks)
         with ThreadPoolExecutor(max_workers=max(1, len(tasks))) as pool:
             return list(pool.map(fn, tasks))
