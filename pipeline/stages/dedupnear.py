@@ -99,16 +99,16 @@ def pairs_bucket(task: PhaseTask) -> PartStats:
     rows = read_bucket(task, "keys", int(task.unit), ["key", "key_value", "value"])
     key = rows["key"].to_numpy()
     kv, value = rows["key_value"].to_numpy(), rows["value"].to_numpy()
-    values = np.unique(value)
+    values, index = _sorted_distinct(value)
     found_i, found_j = [], []
     radius = task.config.dedup.near_dup_radius
     # As neardup's sortjoin does: per key, (key value, hash index) packed in one uint64 and
     # sorted (a plain sort is far faster than a lexsort); the plan keeps key bits + index bits
     # within 64 for the build's row count, which bounds the hashes of a bucket.
     bits = np.uint64(max(1, math.ceil(math.log2(max(task.figures["pending"], 2)))))
-    index = np.searchsorted(values, value).astype(np.uint64)
-    for k in np.unique(key):
-        packed = np.unique((kv[key == k] << bits) | index[key == k])  # sorted, no repeats
+    for k in range(int(key.max()) + 1 if key.size else 0):
+        packed = np.sort((kv[key == k] << bits) | index[key == k].astype(np.uint64))
+        packed = packed[np.r_[True, packed[1:] != packed[:-1]]] if packed.size else packed
         order = (packed & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int64)
         pairs_sharing_key(values, packed >> bits, order, radius, found_i, found_j)
     i = np.concatenate(found_i) if found_i else np.zeros(0, np.int64)
@@ -119,6 +119,19 @@ def pairs_bucket(task: PhaseTask) -> PartStats:
     table = pa.table({"a": pa.array(lo, pa.uint64()), "b": pa.array(hi, pa.uint64())})
     _write(table, task, "pairs", sort=None)
     return PartStats(extra={"pairs": int(lo.size)})
+
+
+def _sorted_distinct(x):
+    """(the distinct values of x sorted, each element's index among them): a sort, not
+    np.unique, whose hash path is many times slower on uint64 (numpy 2)."""
+    import numpy as np
+
+    order = np.argsort(x, kind="stable")
+    ordered = x[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]] if x.size else np.zeros(0, bool)
+    index = np.empty(x.size, np.int64)
+    index[order] = np.cumsum(first) - 1
+    return ordered[first], index
 
 
 def _distinct(first, second):
