@@ -32,7 +32,7 @@ def cmd_crawl(args) -> int:
     import manifests
     from pipeline.build import run_build
 
-    # The crawl's level markers live next to the WARC, so a killed crawl resumes.
+    # The crawl's task markers live next to the WARC, so a killed crawl resumes.
     work = str(args.warc_out) + ".work"
     config = build_config_from_args(args, out=work, warc_out=args.warc_out, executor="local")
     layout = run_build(config)

@@ -1,9 +1,9 @@
-"""Crawl from seed URLs: breadth-first by depth, same-site links only.
+"""Crawl from seed URLs: what one task does with its URLs of one depth, same-site links only.
 
-Each depth level is fetched concurrently (the fetcher enforces per-host limits, robots.txt and
-the address policy) and then processed in URL order, so the pages a `--max-pages` cap keeps, and
-so the pairs found, do not depend on response timing. A finished level is a part with a
-completion marker: a killed crawl resumes at the first unfinished level."""
+The URLs are fetched concurrently (the fetcher enforces per-host limits, robots.txt and the
+address policy) and then processed in the order given, so the pairs and links found do not
+depend on response timing. pipeline/stages/crawl.py splits the crawl into such tasks (a lane of
+hosts per depth) and picks each depth's frontier."""
 
 import asyncio
 import logging
@@ -89,18 +89,3 @@ async def crawl_level(fetcher, urls: list[str], depth: int, recorder=None) -> Le
         level.pairs.extend(pairs)
         level.links.extend(links)
     return level
-
-
-def next_frontier(level: LevelResult, seen: set[str], sites: set[str], budget: int) -> list[str]:
-    """Unseen same-site links of a level, in order, at most `budget` of them. Adds to `seen`."""
-    frontier = []
-    for page in level.pages:
-        seen.add(page["final_url"] or page["url"])
-    for link in level.links:
-        if len(frontier) >= budget:
-            break
-        if link in seen or not same_site(link, sites):
-            continue
-        seen.add(link)
-        frontier.append(link)
-    return frontier
