@@ -76,6 +76,10 @@ class SourceConfig:
         ):
             if getattr(self, name) < low:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least {low}")
+        # Crawl parts are named crawl-DDD-LLLL and must sort in crawl order.
+        for name, high in (("max_depth", 999), ("crawl_lanes", 9999)):
+            if getattr(self, name) > high:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at most {high}")
 
     @property
     def kind(self) -> str:

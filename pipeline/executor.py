@@ -184,18 +184,21 @@ class RayExecutor:
         queue, idle, running = deque(items), [], {}
         try:
             while queue or running:
-                (ref,), _ = ray.wait([*running, *starting], num_returns=1)
-                actor, item = starting.pop(ref, None), None
-                if actor is None:
-                    actor, item = running.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayActorError:  # its node died: the item goes on
-                    queue.extendleft([] if item is None else [item])
-                    continue
-                idle.append(actor)
-                if item is not None:
-                    yield result
+                if not running and not starting and not idle:
+                    raise RuntimeError(f"every actor of the pool died; {len(queue)} items left")
+                if running or starting:
+                    (ref,), _ = ray.wait([*running, *starting], num_returns=1)
+                    actor, item = starting.pop(ref, None), None
+                    if actor is None:
+                        actor, item = running.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayActorError:  # its node died: the item goes on
+                        queue.extendleft([] if item is None else [item])
+                    else:
+                        idle.append(actor)
+                        if item is not None:
+                            yield result
                 while idle and queue:
                     actor, item = idle.pop(), queue.popleft()
                     call = actor.run.options(name=name(item)) if name else actor.run

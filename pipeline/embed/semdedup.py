@@ -85,8 +85,11 @@ def assign(x, centroids):
         return np.zeros(x.shape[0], dtype=np.int64), (x @ centroids[0]).astype(np.float32)
     index = faiss.IndexFlatIP(centroids.shape[1])
     index.add(centroids)
-    sims, labels = index.search(x, 1)  # inner product with unit centroids = cosine
-    return labels[:, 0].astype(np.int64), sims[:, 0]
+    _, labels = index.search(x, 1)  # inner product with unit centroids = cosine
+    labels = labels[:, 0].astype(np.int64)
+    # The cosine again, row by row: faiss's own depends on the batch a row came in (BLAS
+    # blocking), and the order within a cluster must not depend on how rows were split.
+    return labels, np.einsum("nd,nd->n", x, centroids[labels]).astype(np.float32)
 
 
 def dedup_cluster(v, threshold: float):

@@ -29,6 +29,19 @@ class DedupStage(Stage):
     def enabled(self, config) -> bool:
         return config.fetch
 
+    def check_config(self, run: StageRun) -> None:
+        from manifests.config import ConfigError
+        from pipeline.dedup.neardup import SORTJOIN_MAX_RADIUS
+
+        radius = run.config.dedup.near_dup_radius
+        if radius is not None and radius > SORTJOIN_MAX_RADIUS:
+            # Past 12 bits PartEnum needs keys so short that a key value is shared by a
+            # sixteenth of all rows: the shuffle would compare nearly every pair.
+            raise ConfigError(
+                f"--near-dup-radius {radius}: a build's near-duplicate search (sortjoin, across "
+                f"tasks) handles at most {SORTJOIN_MAX_RADIUS} bits"
+            )
+
     def plan(self, run: StageRun) -> None:
         from pipeline.dedup.evalsets import hash_eval_sets_cached
         from pipeline.stages.phases import fixed_figures, run_phases

@@ -109,3 +109,26 @@ def test_a_pooled_map_runs_every_item_on_a_pool_of_one_actor_per_cpu(no_ray_runn
         assert sorted(item for item, _ in gpu) == [1, 2]
     finally:
         executor.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+@many_cpus
+def test_a_pooled_item_whose_actor_dies_goes_to_another_actor(no_ray_running, tmp_path):
+    marker = str(tmp_path / "died")
+
+    def die_once(item):  # defined here: Ray pickles it by value, with `marker`
+        import os
+        import time
+
+        if item == "b" and not os.path.exists(marker):
+            time.sleep(0.5)  # "a" is done by now: its actor waits idle, nothing else runs
+            open(marker, "w").close()
+            os._exit(1)  # the actor's process dies, as on a lost node
+        return item
+
+    executor = RayExecutor(ExecutorConfig("ray"), num_cpus=2)
+    try:
+        assert sorted(executor.map(die_once, ["a", "b"], pool=True)) == ["a", "b"]
+    finally:
+        executor.shutdown()

@@ -169,3 +169,15 @@ def test_phases_give_the_single_process_decisions(bench, tmp_path, buckets):
         leaks,
     )
     assert pq.read_table(b.layout.root / "overlap.parquet").equals(pq.read_table(oracle_overlap))
+
+
+def test_a_radius_the_distributed_search_cannot_serve_fails_before_any_work(bench):
+    from manifests.config import ConfigError
+    from pipeline.stages import registry
+    from pipeline.stages.base import StageRun
+
+    b = bench(near_dup_radius=16)
+    stage = registry.get("dedup")
+    run = StageRun(b.layout, stage, registry.resolve_inputs(stage, b.config), b.config)
+    with pytest.raises(ConfigError, match="handles at most 12 bits"):
+        stage.check_config(run)
