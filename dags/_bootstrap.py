@@ -15,7 +15,6 @@ Like dags/_common.py, this module imports neither Airflow nor anything heavy at 
 import json
 import logging
 import os
-from pathlib import Path
 
 from dags._common import (
     absolute_path,
@@ -212,7 +211,7 @@ def evaluate_both(params: dict, first_checkpoint: str, second_checkpoint: str) -
         out = run_evaluation(_eval_params(params, data, run), checkpoint)
         rounds[name] = {
             "checkpoint": checkpoint,
-            "eval": json.loads(Path(out).read_text()),
+            "eval": json.loads(_location(out).read_text()),
             "eval_out": out,
             **dataset_summary(data),
         }
@@ -221,7 +220,7 @@ def evaluate_both(params: dict, first_checkpoint: str, second_checkpoint: str) -
         "zero_shot": compare(rounds["first"]["eval"], rounds["second"]["eval"]),
         **rounds,
     }
-    write_json_atomic(result, Path(where["results"]))
+    write_json_atomic(result, _location(where["results"]))
     for name, row in result["zero_shot"].items():
         log.info(
             "%s zero-shot top-1: first %.2f%%, second %.2f%% (%d vs %d training pairs)",
@@ -232,3 +231,9 @@ def evaluate_both(params: dict, first_checkpoint: str, second_checkpoint: str) -
             rounds["second"]["kept"],
         )
     return where["results"]
+
+
+def _location(path):
+    from manifests.storage import location  # not at import: DAG files import nothing heavy
+
+    return location(path)

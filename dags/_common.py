@@ -39,9 +39,10 @@ def blank_to_none(value):
 
 
 def absolute_path(name: str, path) -> str:
+    """An absolute local path or an object-store URI (s3://, gs://)."""
     if not isinstance(path, str) or not path.strip():
-        raise config_error(f"param {name!r} is required (an absolute path)")
-    if not os.path.isabs(path):
+        raise config_error(f"param {name!r} is required (an absolute path or a URI)")
+    if "://" not in path and not os.path.isabs(path):
         # Tasks run in the worker's working directory, which differs between workers.
         raise config_error(f"param {name!r} must be an absolute path, not {path!r}")
     return path

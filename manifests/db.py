@@ -2,11 +2,11 @@
 `origins`, `shards`, `stats` (and `embeddings` after `pipeline embed`), and `subset_sql(name)` the SELECT
 of a named subset."""
 
-import builtins
 import json
 from pathlib import Path
 
-from manifests import schema
+from manifests import schema, storage
+from manifests.commit import committed_files, shard_index
 from manifests.config import ConfigError
 from manifests.layout import DatasetLayout
 
@@ -38,8 +38,7 @@ def _duck_type(arrow_type) -> str:
     }[arrow_type]
 
 
-def _parquet_view(con, name: str, folder: Path, arrow_schema) -> None:
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+def _parquet_view(con, name: str, files: list, arrow_schema) -> None:
     columns = ", ".join(f'"{f.name}" {_duck_type(f.type)}' for f in arrow_schema)
     if not files:
         # An empty view with the right columns, so queries on a fresh dataset still run.
@@ -56,11 +55,11 @@ def _parquet_view(con, name: str, folder: Path, arrow_schema) -> None:
     )
 
 
-def _stats_table(con, stats_dir: Path) -> None:
+def _stats_table(con, stats_dir) -> None:
     import pyarrow as pa
 
     rows = []
-    for path in sorted(stats_dir.glob("*.json")) if stats_dir.is_dir() else []:
+    for path in stats_dir.glob("*.json"):
         record = json.loads(path.read_text())
         rows.append(
             {
@@ -96,13 +95,17 @@ def _stats_table(con, stats_dir: Path) -> None:
     con.execute('CREATE OR REPLACE VIEW stats AS SELECT * FROM _stats_arrow ORDER BY "order"')
 
 
-def _shards_view(con, shards_dir: Path) -> None:
+def _shards_view(con, layout, files: list) -> None:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    index = shard_index(layout)
+    if index is not None and index.exists():  # written by the build: no shard is opened
+        con.register("_shards_arrow", storage.read_table(index))
+        con.execute("CREATE OR REPLACE VIEW shards AS SELECT * FROM _shards_arrow ORDER BY shard")
+        return
     rows = []
-    for path in sorted(shards_dir.glob("*.parquet")) if shards_dir.is_dir() else []:
-        meta = pq.ParquetFile(path).metadata
+    for path in files:  # footers only
+        meta = storage.parquet_file(path).metadata
         rows.append(
             {
                 "shard": path.name,
@@ -147,9 +150,7 @@ def _embeddings_view(con, folder: Path) -> None:
 
 def open(dataset_dir, read_only: bool = True):  # noqa: A001 - the contract names it open()
     """A DuckDB connection over a dataset folder with views samples, pages, shards, stats."""
-    import duckdb
-
-    layout = DatasetLayout(Path(dataset_dir))
+    layout = DatasetLayout(dataset_dir)
     if not layout.root.is_dir():
         raise NotADatasetError(f"{layout.root} does not exist")
     if not layout.is_dataset():
@@ -157,20 +158,20 @@ def open(dataset_dir, read_only: bool = True):  # noqa: A001 - the contract name
             f"{layout.root} is not a dataset folder (no run.json or manifests/); "
             "build one with `pipeline build ... --out DIR`"
         )
-    con = duckdb.connect(":memory:")
-    _parquet_view(con, "samples", layout.samples, schema.SAMPLES)
+    con = storage.duckdb_connect(layout.root)
+    _parquet_view(con, "samples", committed_files(layout, "samples"), schema.SAMPLES)
     _embeddings_view(con, layout.root / "embeddings")
-    _parquet_view(con, "pages", layout.pages, schema.PAGES)
-    _parquet_view(con, "origins", layout.origins, schema.ORIGINS)
+    _parquet_view(con, "pages", committed_files(layout, "pages"), schema.PAGES)
+    _parquet_view(con, "origins", committed_files(layout, "origins"), schema.ORIGINS)
     _stats_table(con, layout.stats)
-    _shards_view(con, layout.shards)
+    _shards_view(con, layout, committed_files(layout, "shards"))
     return con
 
 
 def _subset_dirs(dataset_dir) -> list[Path]:
     dirs = [PACKAGE_SUBSETS]
     if dataset_dir is not None:
-        dirs.insert(0, DatasetLayout(Path(dataset_dir)).subsets)
+        dirs.insert(0, DatasetLayout(dataset_dir).subsets)
     return dirs
 
 
@@ -188,4 +189,4 @@ def subset_sql(name: str, dataset_dir=None) -> str:
     if name not in subsets:
         known = ", ".join(subsets) or "none"
         raise UnknownSubsetError(f"unknown subset {name!r}; known subsets: {known}")
-    return builtins.open(subsets[name], encoding="utf-8").read().strip().rstrip(";")
+    return storage.location(subsets[name]).read_text().strip().rstrip(";")

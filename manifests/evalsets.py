@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifests.config import ConfigError
+from manifests.storage import location
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _class_dirs(root: Path) -> list[Path]:
 def load_eval_set(directory, min_classes: int = 2) -> EvalSet:
     """Read an ImageFolder eval set; a ConfigError says what is wrong with a malformed one (too
     few class folders with images among them: fewer than `min_classes`)."""
-    root = Path(directory)
+    root = location(directory)
     if not root.is_dir():
         raise ConfigError(f"eval set {root} is not a folder")
     name = root.resolve().name

@@ -1,7 +1,8 @@
-"""The dataset folder layout and atomic writers.
+"""The dataset folder layout and the writers every file goes through.
 
 ```
 DIR/run.json                     resolved config and versions
+DIR/dataset.json                 the committed version: every manifest and shard file it holds
 DIR/manifests/samples/*.parquet  one row per candidate (schema.SAMPLES)
 DIR/manifests/pages/*.parquet    one row per page seen (schema.PAGES)
 DIR/manifests/origins/*.parquet  robots.txt of every origin asked, once per build (schema.ORIGINS)
@@ -11,66 +12,73 @@ DIR/subsets/*.sql                named subsets local to this dataset (beside man
 DIR/work/<stage>/                intermediate parts and completion markers
 DIR/report.html
 ```
-Every file is written through `atomic_path` (under a temporary name, then renamed), so a crash
-never leaves half a file where a reader or a rerun would take it for a finished one.
+DIR is a Location (manifests.storage): a local folder or a prefix in an object store. Every file
+is one whole-object put (object stores publish an upload only when it completes; on a local disk
+the put is a hidden temporary file renamed into place), so no reader ever sees half a file. A set
+of files is committed by the small object written after them (a part's marker, dataset.json),
+never by a rename: see manifests.commit.
 """
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+
+from manifests.storage import Location, location
 
 
 @dataclass(frozen=True)
 class DatasetLayout:
-    root: Path
+    root: Location
 
     def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "root", location(self.root))
 
     @property
-    def manifests(self) -> Path:
+    def manifests(self) -> Location:
         return self.root / "manifests"
 
     @property
-    def samples(self) -> Path:
+    def samples(self) -> Location:
         return self.manifests / "samples"
 
     @property
-    def pages(self) -> Path:
+    def pages(self) -> Location:
         return self.manifests / "pages"
 
     @property
-    def origins(self) -> Path:
+    def origins(self) -> Location:
         return self.manifests / "origins"
 
     @property
-    def shards(self) -> Path:
+    def shards(self) -> Location:
         return self.root / "shards"
 
     @property
-    def stats(self) -> Path:
+    def stats(self) -> Location:
         return self.root / "stats"
 
     @property
-    def subsets(self) -> Path:
+    def subsets(self) -> Location:
         return self.root / "subsets"
 
     @property
-    def work(self) -> Path:
+    def work(self) -> Location:
         return self.root / "work"
 
     @property
-    def run_json(self) -> Path:
+    def dataset_json(self) -> Location:
+        return self.root / "dataset.json"
+
+    @property
+    def run_json(self) -> Location:
         return self.root / "run.json"
 
     @property
-    def report(self) -> Path:
+    def report(self) -> Location:
         return self.root / "report.html"
 
-    def stage_dir(self, stage: str) -> Path:
+    def stage_dir(self, stage: str) -> Location:
         return self.work / stage
 
     def is_dataset(self) -> bool:
@@ -83,36 +91,32 @@ class DatasetLayout:
 
 
 @contextlib.contextmanager
-def atomic_path(path) -> Iterator[Path]:
-    """The one commit point of every file the project writes: yields a temporary path beside
-    `path` (its parent created); on a clean exit the file becomes `path` in one rename, on an
-    error it is removed. So no reader ever sees half a file, and a crash leaves only hidden
-    `.NAME.tmp-PID` leftovers, which no reader lists."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+def atomic_path(path) -> Iterator:
+    """A local file to write `path`'s content into, put whole at `path` on a clean exit and
+    discarded on an error (for writers that need a real file: Parquet, tar, matplotlib)."""
+    with location(path).staged() as tmp:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
-def write_parquet_atomic(table, path: Path, row_group_size: int | None = None) -> Path:
-    """A pyarrow Table as one zstd Parquet file, committed whole."""
+def write_parquet_atomic(table, path, row_group_size: int | None = None) -> Location:
+    """A pyarrow Table as one zstd Parquet file, put whole."""
     import pyarrow.parquet as pq
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
-    return Path(path)
+    return location(path)
 
 
-def write_bytes_atomic(data: bytes, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
+def write_bytes_atomic(data: bytes, path) -> Location:
+    target = location(path)
+    target.write_bytes(data)
+    return target
 
 
-def write_json_atomic(obj, path: Path) -> Path:
+def write_json_atomic(obj, path) -> Location:
     text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
     return write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def read_json(path):
+    return json.loads(location(path).read_text())

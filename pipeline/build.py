@@ -4,10 +4,12 @@ finished work (every stage skips the parts its markers say are done)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import platform
 import time
 
+from manifests.commit import LAYOUT_VERSION, commit_dataset, stage_files
 from manifests.config import ConfigError, leaf_fields
 from manifests.layout import DatasetLayout, write_json_atomic
 from pipeline.buildconfig import BuildConfig
@@ -54,7 +56,12 @@ def check_run_json(layout: DatasetLayout, config: BuildConfig) -> None:
             )
         return
     layout.create()
-    record = {"config": config.options(), "versions": _versions(), "created": time.time()}
+    record = {
+        "config": config.options(),
+        "versions": _versions(),
+        "created": time.time(),
+        "layout": LAYOUT_VERSION,  # readers take the committed files from dataset.json
+    }
     write_json_atomic(record, layout.run_json)
 
 
@@ -96,4 +103,12 @@ def run_build(config: BuildConfig, resolver=None, stages: list[str] | None = Non
             run.stage.execute(run, executor)
     finally:
         executor.shutdown()
+    from pipeline.stages.registry import STAGE_NAMES
+
+    # The commit: one small object naming every file of the new version (manifests.commit).
+    shards = layout.stats / "shards.json"
+    index = (
+        json.loads(shards.read_text()).get("extra", {}).get("index") if shards.exists() else None
+    )
+    commit_dataset(layout, stage_files(layout, STAGE_NAMES), shard_index=index)
     return layout

@@ -9,7 +9,6 @@ the same build (options marked `runtime` may change).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from manifests.config import (
@@ -21,6 +20,7 @@ from manifests.config import (
     runtime_options,
     to_flat,
 )
+from manifests.storage import location
 from pipeline.dedup.decide import DedupConfig
 from pipeline.executor import ExecutorConfig
 from pipeline.filters.text import TextFilterConfig
@@ -101,7 +101,7 @@ class BalanceConfig:
         check_fields(self)
         if self.per_query_cap < 1:
             raise ConfigError("--per-query-cap must be at least 1")
-        if self.query_list is not None and not os.path.isfile(self.query_list):
+        if self.query_list is not None and not location(self.query_list).is_file():
             raise ConfigError(f"query list {self.query_list} does not exist")
 
 
@@ -150,7 +150,7 @@ class ClipConfig:
                 flags = ", ".join("--" + n.replace("_", "-") for n in wanted)
                 raise ConfigError(f"{flags} need(s) --clip-model CHECKPOINT")
             return
-        if not os.path.isfile(self.clip_model):
+        if not location(self.clip_model).is_file():
             raise ConfigError(f"clip model {self.clip_model} is not a file (a trainer checkpoint)")
         if self.min_clip_score is not None and self.clip_top_fraction is not None:
             raise ConfigError("give --min-clip-score or --clip-top-fraction, not both")

@@ -39,12 +39,13 @@ def read_records(layout, origins: set[str] | None = None) -> list:
     than once (two tasks met it at once) the latest fetch."""
     import pyarrow.dataset as ds
 
+    from manifests.storage import parquet_dataset
     from pipeline.net.robots import RobotsRecord
 
     files = sorted(layout.origins.glob("*.parquet")) if layout.origins.is_dir() else []
     if not files or origins == set():
         return []
-    data = ds.dataset([str(f) for f in files], schema=schema.ORIGINS, format="parquet")
+    data = parquet_dataset(files, schema=schema.ORIGINS, format="parquet")
     where = ds.field("file") == ROBOTS
     if origins is not None:
         where &= ds.field("origin").isin(sorted(origins))

@@ -128,9 +128,13 @@ def _casefold(text: str) -> str:
 def load_query_list(path: str | Path) -> list[str]:
     """Queries of a UTF-8 file, one a line; blank and '#' lines skipped, case-folded duplicates
     dropped (the first spelling is kept)."""
-    path = Path(path)
+    from manifests.storage import location
+
+    path = location(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the first query
+        if path.is_dir():
+            raise IsADirectoryError(path)
+        text = path.read_bytes().decode("utf-8-sig")  # a BOM is not part of the first query
     except FileNotFoundError:
         raise FileNotFoundError(f"query list not found: {path}") from None
     except IsADirectoryError:

@@ -7,8 +7,8 @@ Per shard `NNNNN` (shard index zero-padded to `oom_shard_count` digits):
                      `open_clip_train --dataset-type webdataset`;
   NNNNN_stats.json   img2dataset's per-shard stats (count, successes, failed_to_download,
                      failed_to_resize, duration, start_time, end_time, status_dict).
-Data files are written under hidden temporary names and renamed on close; the stats file is
-written last, so a shard is finished exactly when its `_stats.json` exists.
+Data files are written to local temporary files and put whole on close (manifests.storage), the
+stats file last; the shards stage's marker, written after them, commits the shard.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from manifests.layout import atomic_path, write_json_atomic
 from manifests.schema import shard_schema
+from manifests.storage import location
 from pipeline.images.process import ProcessedImage
 
 FAILURE_STAGES = ("download", "resize")
@@ -73,7 +74,7 @@ class ShardWriter:
         self.oom_shard_count = oom_shard_count
         self.row_group_size = row_group_size
         base = shard_basename(shard_index, oom_shard_count)
-        out_dir = Path(out_dir)
+        out_dir = location(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.parquet_path = out_dir / f"{base}.parquet"
         self.stats_path = out_dir / f"{base}_stats.json"
@@ -239,7 +240,7 @@ class ShardWriter:
 def write_webdataset_sizes(out_dir: str | Path) -> Path:
     """Write `sizes.json` ({"00000.tar": samples, ...}) over the finished tar shards of `out_dir`,
     which open_clip_train reads so that `--train-num-samples` can be left out."""
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
     sizes = {}
     for stats_path in sorted(out_dir.glob("*_stats.json")):
         tar = out_dir / (stats_path.name[: -len("_stats.json")] + ".tar")

@@ -51,8 +51,10 @@ def options(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    head = RayHead(num_cpus=0, multinode=True)  # the drivers' node: tasks run on the workers
+def cluster(s3_server):
+    # The drivers' node runs no tasks. Every node knows the loopback S3 server, as the nodes of
+    # a cloud cluster know their object store (credentials from the environment).
+    head = RayHead(num_cpus=0, multinode=True, env=s3_server.env)
     try:
         head.wait_ready()
         head.add_worker(num_cpus=1)
@@ -104,7 +106,7 @@ def local_build(web, options, tmp_path_factory):
     return tmp / "ds"
 
 
-def driver(cluster, web, out, urls, options) -> subprocess.Popen:
+def driver(cluster, web, out, urls, options, env=None) -> subprocess.Popen:
     """A `pipeline build` driver process of its own on the cluster (this process has run local
     Ray runtimes of other tests: a driver here would carry their state), with the web's DNS.
     `urls`: a URL list, or None where `options` name seeds."""
@@ -115,7 +117,7 @@ def driver(cluster, web, out, urls, options) -> subprocess.Popen:
     process = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
-        env=ray_env(True),
+        env={**ray_env(True), **(env or {})},
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -210,3 +212,26 @@ def test_a_worker_node_killed_mid_build_then_a_rerun_gives_the_same_manifests(
     assert samples(out) == samples(local_build)
     done = sorted(p.name for p in fetch_dir.glob("lane*.parquet"))
     assert pq.read_table(fetch_dir / done[0]).num_rows > 0
+
+
+@pytest.mark.timeout(400)
+def test_a_build_on_s3_with_no_disk_shared_between_nodes_makes_the_same_manifests(
+    cluster, web, options, local_build, tmp_path, s3, s3_server
+):
+    """Inputs, model and dataset in the store: the nodes share nothing but S3 (each has its own
+    temp dir, and a worker opening a dataset path as a local file would fail on `s3://`)."""
+    from manifests.storage import location
+
+    root = location(s3)
+    (root / "in" / "urls.csv").upload(url_list(tmp_path / "u.csv", web))
+    (root / "in" / "nano.pt").upload(options["clip_model"])
+    remote = {**options, "clip_model": f"{s3}/in/nano.pt"}
+    out = f"{s3}/ds"
+    build = driver(cluster, web, out, f"{s3}/in/urls.csv", remote, env=s3_server.env)
+    assert build.wait(timeout=300) == 0, build.stdout.read()[-3000:]
+    assert samples(out) == samples(local_build)
+    spread = tasks_by_stage(cluster)
+    for stage in ("fetch", "images", "dedup", "score", "shards", "publish"):
+        assert len(spread.get(stage, ())) == 2, (stage, spread)
+    record = json.loads((root / "ds" / "dataset.json").read_text())
+    assert record["version"] == 1 and record["files"]["shards"]

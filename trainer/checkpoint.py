@@ -7,27 +7,30 @@ an exact resume needs: `optimizer`, `step`, `samples_seen`, `config` (the resolv
 so `torch.load(..., weights_only=True)` (open_clip's default) reads it.
 
 RUN_DIR/checkpoints/step_00001000.pt  periodic, the last `keep` kept
-RUN_DIR/latest.pt                     the newest checkpoint (a hard link when the filesystem allows)
+RUN_DIR/latest.pt                     the newest checkpoint (a hard link when the filesystem allows;
+                                      in an object store a server-side copy)
+RUN_DIR may be a local folder or an s3:// / gs:// prefix (manifests.storage); every checkpoint
+is one whole-object put, so a reader never loads half of one.
 """
 
 import logging
 import os
-from pathlib import Path
 
 from manifests.layout import atomic_path
+from manifests.storage import Location, local_copy, location, storage_errors
 
 log = logging.getLogger(__name__)
 
 
-def checkpoint_dir(run_dir) -> Path:
-    return Path(run_dir) / "checkpoints"
+def checkpoint_dir(run_dir) -> Location:
+    return location(run_dir) / "checkpoints"
 
 
-def latest_path(run_dir) -> Path:
-    return Path(run_dir) / "latest.pt"
+def latest_path(run_dir) -> Location:
+    return location(run_dir) / "latest.pt"
 
 
-def _atomic_save(obj, path: Path) -> None:
+def _atomic_save(obj, path: Location) -> None:
     import torch
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -36,7 +39,11 @@ def _atomic_save(obj, path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _link_latest(source: Path, latest: Path) -> None:
+def _link_latest(source: Location, latest: Location) -> None:
+    if not latest.is_local:  # an object store copies server-side, and a copy is atomic
+        with storage_errors(latest):
+            latest.fs.copy_file(source.path, latest.path)
+        return
     with atomic_path(latest) as tmp:
         try:
             os.link(source, tmp)
@@ -46,7 +53,7 @@ def _link_latest(source: Path, latest: Path) -> None:
             shutil.copyfile(source, tmp)
 
 
-def save(run_dir, payload: dict, keep: int) -> Path:
+def save(run_dir, payload: dict, keep: int) -> Location:
     """Write step checkpoint and latest.pt; delete periodic checkpoints beyond the newest `keep`."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,9 +67,11 @@ def save(run_dir, payload: dict, keep: int) -> Path:
 
 
 def load(path, map_location="cpu") -> dict:
+    """A checkpoint from a local path or a URI (downloaded to a scratch file first)."""
     import torch
 
-    return torch.load(path, map_location=map_location, weights_only=True)
+    with local_copy(path) as local:
+        return torch.load(local, map_location=map_location, weights_only=True)
 
 
 def rng_state() -> dict:

@@ -127,9 +127,13 @@ def load(checkpoint, device: str = "auto", model_name: str | None = None) -> Loa
     """The checkpoint's model in eval mode on `device` (see pick_device), with its tokenizer and
     eval transform; `model_name` overrides (or supplies) the name the checkpoint records."""
     import trainer.models as models
+    from manifests.storage import cached_local
 
     device = pick_device(device)
-    path = Path(checkpoint)
+    try:
+        path = cached_local(checkpoint)  # a checkpoint in an object store: fetched once
+    except FileNotFoundError:
+        raise ConfigError(f"checkpoint {checkpoint} does not exist") from None
     ckpt = _read_checkpoint(path)
     name = _model_name(ckpt, model_name, path)
     state = _strip_prefixes(ckpt.get("state_dict", ckpt))

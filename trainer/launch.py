@@ -4,8 +4,7 @@ Airflow DAGs and anyone scripting the trainer, without building an argv.
     summary = launch(resolve_config({"data": DIR, "out": RUN, "samples": 20_000, "resume": True}))
 """
 
-from pathlib import Path
-
+from manifests.storage import location
 from trainer.config import ConfigError, TrainConfig, merge_for_resume
 
 
@@ -17,7 +16,7 @@ def resolve_config(given: dict) -> TrainConfig:
 
     out = given.get("out")
     if given.get("resume") and out:
-        if (Path(out) / "config.json").exists():
+        if (location(out) / "config.json").exists():
             given = merge_for_resume(read_config(out)["config"], given)
         elif checkpoint.latest_path(out).exists():
             given = merge_for_resume(checkpoint.load(checkpoint.latest_path(out))["config"], given)

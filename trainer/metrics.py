@@ -18,10 +18,15 @@ COLUMNS = [
 
 
 def read_rows(path) -> list[dict]:
-    path = Path(path)
+    """metrics.csv (or eval.csv) rows as floats, from a local path or a URI."""
+    import io
+
+    from manifests.storage import location
+
+    path = location(path)
     if not path.exists():
         return []
-    with open(path, newline="") as fh:
+    with io.StringIO(path.read_text(), newline="") as fh:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 

@@ -2,22 +2,23 @@
 
 import json
 import math
-from pathlib import Path
 
+from manifests.layout import atomic_path
+from manifests.storage import Location, location
 from trainer.metrics import read_rows
 
 
-def plot_run(run_dir, out=None) -> Path:
+def plot_run(run_dir, out=None) -> Location:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run_dir = Path(run_dir)
+    run_dir = location(run_dir)
     rows = read_rows(run_dir / "metrics.csv")
     if not rows:
         raise FileNotFoundError(f"{run_dir} has no metrics.csv rows (is it a trainer run folder?)")
-    out = Path(out) if out else run_dir / "curves.png"
+    out = location(out) if out else run_dir / "curves.png"
     step = [r["step"] for r in rows]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     ax = axes[0][0]
@@ -41,6 +42,7 @@ def plot_run(run_dir, out=None) -> Path:
     twin.set(ylabel="fraction of step time waiting for data", ylim=(0, 1))
     fig.suptitle(str(run_dir))
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return out

@@ -9,8 +9,8 @@ filesystem); they are made absolute here because Ray workers run in their own di
 import dataclasses
 import logging
 import os
-from pathlib import Path
 
+from manifests.storage import location
 from trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def _worker_loop(config: dict) -> None:
 
 def _check_data_on_driver(cfg: TrainConfig, num_workers: int) -> None:
     """Fail fast with the data errors a worker would hit, when the driver sees the data too."""
-    if cfg.synthetic or not Path(cfg.data).is_dir():
+    if cfg.synthetic or not location(cfg.data).is_dir():
         return
     from trainer.data import DataError, resolve
 
@@ -54,9 +54,10 @@ def _local_loopback_only() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports to the internet
 
 
-def _summary(run_dir: Path) -> dict:
+def _summary(run_dir) -> dict:
     from trainer.metrics import read_rows
 
+    run_dir = location(run_dir)
     rows = read_rows(run_dir / "metrics.csv")
     latest = run_dir / "latest.pt"
     summary = {"run_dir": str(run_dir), "steps": 0, "samples_seen": 0, "loss": None}
@@ -65,7 +66,7 @@ def _summary(run_dir: Path) -> dict:
         summary.update(
             steps=int(last["step"]), samples_seen=int(last["samples_seen"]), loss=last["loss"]
         )
-    summary["checkpoint"] = str(latest.resolve()) if latest.exists() else None
+    summary["checkpoint"] = str(latest) if latest.exists() else None
     return summary
 
 
@@ -79,8 +80,8 @@ def run_on_ray(cfg: TrainConfig, address: str | None, num_workers: int, use_gpu:
 
     cfg = dataclasses.replace(
         cfg,
-        out=str(Path(cfg.out).resolve()),
-        data=str(Path(cfg.data).resolve()) if cfg.data else "",
+        out=str(location(cfg.out).resolve()),
+        data=str(location(cfg.data).resolve()) if cfg.data else "",
     )
     _check_data_on_driver(cfg, num_workers)
     if not ray.is_initialized():
@@ -98,7 +99,9 @@ def run_on_ray(cfg: TrainConfig, address: str | None, num_workers: int, use_gpu:
         _worker_loop,
         train_loop_config={"train": dataclasses.replace(cfg, threads=threads).to_dict()},
         scaling_config=scaling,
-        run_config=RunConfig(name=Path(cfg.out).name, storage_path=str(Path(cfg.out) / "ray")),
+        run_config=RunConfig(
+            name=location(cfg.out).name, storage_path=str(location(cfg.out) / "ray")
+        ),
     )
     job.fit()  # raises ray.train.TrainingFailedError if a worker failed
-    return _summary(Path(cfg.out))
+    return _summary(cfg.out)

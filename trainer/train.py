@@ -9,10 +9,11 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from manifests.storage import location
 from trainer import checkpoint, distributed
 from trainer.config import ConfigError, TrainConfig
+from trainer.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _autocast(cfg: TrainConfig, device: str):
     return lambda: torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
 
-def _write_config(cfg: TrainConfig, world_size: int, run_dir: Path) -> None:
+def _write_config(cfg: TrainConfig, world_size: int, run_dir) -> None:
     import open_clip
     import torch
 
@@ -180,7 +181,8 @@ def _train(cfg: TrainConfig, ctx) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run_dir = Path(cfg.out)
+    folder = RunFolder(cfg.out)
+    run_dir = folder.out
     model, optimizer, loader, workers, start = _build(cfg, ctx, resume_checkpoint(cfg))
     data = start["data"] or {"batches": 0, "positions": {}}
     data.update(num_workers=workers, world_size=ctx.world_size)
@@ -195,7 +197,8 @@ def _train(cfg: TrainConfig, ctx) -> dict:
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_config(cfg, ctx.world_size, run_dir)
-        logger = MetricsLogger(run_dir, start_step=progress.step)
+        folder.pull()
+        logger = MetricsLogger(folder.local, start_step=progress.step)
     evaluator = _evaluator(cfg) if ctx.is_main else None
     call, ddp = _wrap(model, cfg, ctx)
     loss_fn = build_loss(cfg.loss, ctx.rank, ctx.world_size)
@@ -240,10 +243,13 @@ def _train(cfg: TrainConfig, ctx) -> dict:
             logger.log_eval(progress.step, scores)
             summary["eval"] = scores
         if saving_now:
+            if logger:  # metrics first: a checkpoint in the store always has its rows there
+                folder.sync()
             path = _save(cfg, ctx, model, optimizer, progress, run_dir)
             summary["checkpoint"] = str(path) if path else None
     if logger:
         logger.close()
+        folder.sync()
     return {
         **summary,
         "steps": progress.step,
@@ -288,4 +294,4 @@ def _save(cfg, ctx, model, optimizer, progress: Progress, run_dir):
 
 
 def read_config(run_dir) -> dict:
-    return json.loads((Path(run_dir) / "config.json").read_text())
+    return json.loads((location(run_dir) / "config.json").read_text())

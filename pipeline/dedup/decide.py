@@ -10,10 +10,10 @@ representative (never at a row that is itself dropped)."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 from manifests.config import ConfigError, check_fields, option
+from manifests.storage import location
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class DedupConfig:
     def __post_init__(self):
         check_fields(self)
         for folder in self.eval_set:
-            if not os.path.isdir(folder):
+            if not location(folder).is_dir():
                 raise ConfigError(
                     f"--eval-set {folder} is not a folder (ImageFolder: DIR/<class>/<image>)"
                 )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from manifests import storage
 from manifests.evalsets import EvalSet, load_eval_sets
 from pipeline.dedup.hashes import bits_to_hex, phash_bits, to_gray, trim_borders
 
@@ -122,7 +123,7 @@ def hash_eval_image(eval_id: str, eval_set: str, class_name: str, file: str, pat
         "error": None,
     }
     try:
-        with Image.open(path) as image:
+        with Image.open(storage.readable(path)) as image:
             image.load()
             row.update(eval_hashes(image))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -193,15 +194,14 @@ def _fingerprint(sets: list[EvalSet]) -> str:
 def hash_eval_sets_cached(dirs, cache_path, executor_map=map):
     """hash_eval_sets, stored at `cache_path` (Parquet) and reused while the eval images (path,
     size, mtime) and the hash settings are the same: a rerun does not hash them again."""
-    import pyarrow.parquet as pq
 
     from manifests.layout import write_parquet_atomic
 
-    cache_path = Path(cache_path)
+    cache_path = storage.location(cache_path)
     sets = _load(dirs)
     fingerprint = _fingerprint(sets)
     if cache_path.exists():
-        cached = pq.read_table(cache_path)
+        cached = storage.read_table(cache_path)
         meta = cached.schema.metadata or {}
         if meta.get(b"fingerprint", b"").decode() == fingerprint:
             return cached.replace_schema_metadata(None)

@@ -32,8 +32,10 @@ def checkpoint_digest(path: str) -> str:
     """sha256 of a checkpoint file: a model identity that survives renames and catches rewrites."""
     import hashlib
 
+    from manifests.storage import cached_local
+
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open(cached_local(path), "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -46,6 +46,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from manifests.storage import cached_local, location
+
 log = logging.getLogger(__name__)
 
 KINDS = ("flat", "ivfflat", "hnsw", "ivfpq")
@@ -410,7 +412,7 @@ def search(index, info: IndexInfo, queries, k: int):
 
 
 def _paths(folder: Path, name: str) -> tuple[Path, Path]:
-    return Path(folder) / INDEX_FILE.format(name), Path(folder) / INFO_FILE.format(name)
+    return location(folder) / INDEX_FILE.format(name), location(folder) / INFO_FILE.format(name)
 
 
 def save_index(index, info: IndexInfo, folder: Path, name: str = "image") -> None:
@@ -442,7 +444,7 @@ def load_index(folder: Path, name: str = "image", gpu: bool | None = None):
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise IndexFileError(f"{info_path} is not a valid index info file: {exc}") from exc
     try:
-        index = faiss.read_index(str(index_path))
+        index = faiss.read_index(str(cached_local(index_path)))
     except RuntimeError as exc:
         raise IndexFileError(f"{index_path} is not a readable FAISS index") from exc
     if index.ntotal != info.n or index.d != info.dim:

@@ -8,13 +8,16 @@ already holds is refused unless `overwrite` (the index would mix two models' spa
 Images that do not decode get no vector in the index (image.rows.npy maps index ids to rows)."""
 
 import dataclasses
+import io
 import logging
 import shutil
 import time
 from pathlib import Path
 
+from manifests import storage
 from manifests.config import ConfigError
 from manifests.layout import DatasetLayout
+from manifests.storage import location
 from pipeline.embed import store
 
 log = logging.getLogger(__name__)
@@ -23,7 +26,15 @@ log = logging.getLogger(__name__)
 def _shard_files(layout: DatasetLayout) -> list[Path]:
     if not layout.is_dataset():
         raise ConfigError(f"{layout.root} is not a dataset folder (no run.json or manifests/)")
-    files = sorted(layout.shards.glob("*.parquet")) if layout.shards.is_dir() else []
+    from manifests.commit import committed_files
+
+    present = set(layout.shards.glob("*.parquet"))  # one listing, not one request per shard
+    files = [f for f in committed_files(layout, "shards") if f in present]
+    missing = len(committed_files(layout, "shards")) - len(files)
+    if missing:
+        log.warning(
+            "%s: %d committed shards are missing; their rows are not embedded", layout.root, missing
+        )
     if not files:
         raise ConfigError(f"{layout.root} has no shards to embed (DIR/shards/*.parquet)")
     return files
@@ -43,16 +54,15 @@ def _check_meta(folder: Path, meta: dict, overwrite: bool) -> None:
 
 
 def _embed_shard(loaded, path: Path, out: Path, batch_size: int) -> int:
-    import pyarrow.parquet as pq
 
     from manifests import schema
     from pipeline.embed.encode import embed_pairs
 
-    names = pq.ParquetFile(path).schema_arrow.names
+    names = storage.parquet_file(path).schema_arrow.names
     image_col = next((c for c in schema.IMAGE_COLUMNS if c in names), None)
     if image_col is None or "caption" not in names:
         raise ConfigError(f"{path} is not a training shard (no image or caption column)")
-    table = pq.read_table(path, columns=["uid", image_col, "caption"])
+    table = storage.read_table(path, columns=["uid", image_col, "caption"])
     images = table[image_col].to_pylist()
     captions = [c or "" for c in table["caption"].to_pylist()]
     emb = embed_pairs(loaded, images, captions, batch_size, desc=path.name)
@@ -62,11 +72,12 @@ def _embed_shard(loaded, path: Path, out: Path, batch_size: int) -> int:
 
 def _stale_parts(folder: Path, shards: list[Path]) -> None:
     """Remove embeddings of shards that are gone, or whose row count changed (rebuilt)."""
-    import pyarrow.parquet as pq
 
-    rows = {store.part_path(folder, p.name): pq.ParquetFile(p).metadata.num_rows for p in shards}
+    rows = {
+        store.part_path(folder, p.name): storage.parquet_file(p).metadata.num_rows for p in shards
+    }
     for part in store.part_files(folder):
-        if part not in rows or pq.ParquetFile(part).metadata.num_rows != rows[part]:
+        if part not in rows or storage.parquet_file(part).metadata.num_rows != rows[part]:
             log.info("embeddings %s are stale: embedding its shard again", part.name)
             part.unlink()
 
@@ -84,7 +95,9 @@ def _build_and_save_index(folder: Path, recall_target: float) -> dict:
         raise ConfigError(f"{folder}: no image could be decoded for embedding")
     if not readable.all():
         log.warning("%d images did not decode: left out of the index", int((~readable).sum()))
-        np.save(rows_file, np.flatnonzero(readable))
+        buffer = io.BytesIO()
+        np.save(buffer, np.flatnonzero(readable))
+        rows_file.write_bytes(buffer.getvalue())
     index, info = faiss_index.build_index(vectors[readable], recall_target=recall_target)
     faiss_index.save_index(index, info, folder)
     return {
@@ -107,18 +120,18 @@ def run_embed(
 
     from pipeline.embed.encode import checkpoint_digest, load_model
 
-    layout = DatasetLayout(Path(dataset_dir))
+    layout = DatasetLayout(dataset_dir)
     shards = _shard_files(layout)
     if batch_size < 1:
         raise ConfigError(f"batch size must be positive, not {batch_size}")
     if not 0.0 < recall_target <= 1.0:
         raise ConfigError(f"recall target must be in (0, 1], not {recall_target}")
-    if not Path(checkpoint).is_file():
+    if not location(checkpoint).is_file():
         raise ConfigError(f"checkpoint {checkpoint} does not exist")
     loaded = load_model(checkpoint, device)
     folder = store.embeddings_dir(layout.root)
     meta = {
-        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint": str(location(checkpoint).resolve()),
         "checkpoint_sha256": checkpoint_digest(checkpoint),
         "model": loaded.name,
         "step": loaded.info.get("step"),

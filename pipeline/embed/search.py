@@ -6,12 +6,15 @@ lands in the same space; scores are cosines. Hits carry the manifest's caption a
 place in the shards, which the HTML page reads thumbnails from."""
 
 import html
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from manifests import storage
 from manifests.config import ConfigError
 from manifests.layout import DatasetLayout, write_bytes_atomic
+from manifests.storage import location
 from pipeline.embed import store
 
 log = logging.getLogger(__name__)
@@ -40,9 +43,9 @@ def _query_vector(loaded, text: str | None, image: str | None):
         if not text.strip():
             raise ConfigError("the text query is empty")
         return embed_texts(loaded, [text])
-    if not Path(image).is_file():
+    if not location(image).is_file():
         raise ConfigError(f"query image {image} does not exist")
-    vector = embed_images(loaded, [Path(image).read_bytes()])
+    vector = embed_images(loaded, [location(image).read_bytes()])
     if np.isnan(vector).any():
         raise ConfigError(f"query image {image} could not be decoded")
     return vector
@@ -67,7 +70,7 @@ def _check_same_model(checkpoint: str, meta: dict) -> None:
     (a run's latest.pt is rewritten as training goes on)."""
     from pipeline.embed.encode import checkpoint_digest
 
-    if not Path(checkpoint).is_file():
+    if not location(checkpoint).is_file():
         raise ConfigError(f"checkpoint {checkpoint} does not exist")
     if checkpoint_digest(checkpoint) != meta.get("checkpoint_sha256"):
         raise ConfigError(
@@ -81,7 +84,7 @@ def _index_rows(folder: Path):
     import numpy as np
 
     path = store.index_rows_path(folder)
-    return np.load(path) if path.exists() else None
+    return np.load(io.BytesIO(path.read_bytes())) if path.exists() else None
 
 
 def search(
@@ -138,12 +141,11 @@ def search(
 
 
 def _thumbnails(dataset_dir, hits: list[Hit], px: int) -> dict[str, str | None]:
-    import pyarrow.parquet as pq
 
     from manifests import schema
     from pipeline.report.thumbs import thumbnail
 
-    layout = DatasetLayout(Path(dataset_dir))
+    layout = DatasetLayout(dataset_dir)
     out: dict[str, str | None] = {}
     by_shard: dict[str, list[Hit]] = {}
     for hit in hits:
@@ -152,9 +154,9 @@ def _thumbnails(dataset_dir, hits: list[Hit], px: int) -> dict[str, str | None]:
         path = layout.shards / shard
         if not path.exists():
             continue
-        names = pq.ParquetFile(path).schema_arrow.names
+        names = storage.parquet_file(path).schema_arrow.names
         column = next((c for c in schema.IMAGE_COLUMNS if c in names), None)
-        table = pq.read_table(path, columns=[column]).take([h.shard_row for h in group])
+        table = storage.read_table(path, columns=[column]).take([h.shard_row for h in group])
         for hit, data in zip(group, table[column].to_pylist(), strict=True):
             out[hit.uid] = thumbnail(data, px) if data else None
     return out
@@ -197,7 +199,7 @@ its caption; low for a caption that does not describe the image).</p>
 {body}
 </div></body></html>
 """
-    return write_bytes_atomic(page.encode("utf-8"), Path(out))
+    return write_bytes_atomic(page.encode("utf-8"), location(out))
 
 
 def _pair(hit: Hit) -> str:

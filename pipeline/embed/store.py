@@ -14,6 +14,7 @@ float16 halves the size and keeps cosines to ~1e-3, plenty for ranking and filte
 import json
 from pathlib import Path
 
+from manifests import storage
 from manifests.config import ConfigError
 from manifests.layout import DatasetLayout, write_json_atomic, write_parquet_atomic
 
@@ -21,7 +22,7 @@ META_COLUMNS = ("uid", "shard", "shard_row", "clip_score")
 
 
 def embeddings_dir(dataset_dir) -> Path:
-    return DatasetLayout(Path(dataset_dir)).root / "embeddings"
+    return DatasetLayout(dataset_dir).root / "embeddings"
 
 
 def part_path(folder: Path, shard: str) -> Path:
@@ -72,14 +73,13 @@ def read_vectors(folder: Path, column: str = "image"):
     """(meta table: uid, shard, shard_row, clip_score; np.float32 [N, D]) over every part."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     files = part_files(folder)
     if not files:
         raise ConfigError(f"{folder} holds no embeddings; run `pipeline embed` first")
     metas, vectors = [], []
     for path in files:
-        table = pq.read_table(path, columns=[*META_COLUMNS, column])
+        table = storage.read_table(path, columns=[*META_COLUMNS, column])
         metas.append(table.select(list(META_COLUMNS)))
         vectors.append(to_matrix(table.column(column)))
     return pa.concat_tables(metas), np.concatenate(vectors)
@@ -88,12 +88,11 @@ def read_vectors(folder: Path, column: str = "image"):
 def read_ids(folder: Path):
     """The meta columns of every part in index order (row i = index id i), without vectors."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     files = part_files(folder)
     if not files:
         raise ConfigError(f"{folder} holds no embeddings; run `pipeline embed` first")
-    return pa.concat_tables([pq.read_table(p, columns=list(META_COLUMNS)) for p in files])
+    return pa.concat_tables([storage.read_table(p, columns=list(META_COLUMNS)) for p in files])
 
 
 def read_meta(folder: Path) -> dict | None:

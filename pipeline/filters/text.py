@@ -12,13 +12,13 @@ run in this order and the first failing one names the drop reason:
 """
 
 import math
-import os
 from dataclasses import dataclass, fields
 from typing import Any
 
 import regex
 
 from manifests.config import ConfigError, check_fields, from_dict, option
+from manifests.storage import location
 from pipeline.filters.boilerplate import BOILERPLATE
 from pipeline.filters.langid import LID_LANGUAGES, detect_languages
 
@@ -114,7 +114,7 @@ class TextFilterConfig:
             lo, hi = getattr(self, low), getattr(self, high)
             if lo < 0 or (hi is not None and hi < lo):
                 raise ConfigError(f"need 0 <= {low} <= {high}, got {lo} and {hi}")
-        if self.text_model is not None and not os.path.isfile(self.text_model):
+        if self.text_model is not None and not location(self.text_model).is_file():
             raise ConfigError(f"--text-model: no such file {self.text_model}")
 
 

@@ -271,13 +271,17 @@ def train_text_model(
     return metrics
 
 
-def _sidecar(model_path: str | os.PathLike) -> Path:
-    return Path(f"{os.fspath(model_path)}.json")
+def _sidecar(model_path: str | os.PathLike):
+    from manifests.storage import location
+
+    return location(f"{model_path}.json")  # a str: Path() would fold an s3:// URI
 
 
 def _trained_positive_label(model_path: str | os.PathLike) -> str | None:
     try:
-        return json.loads(_sidecar(model_path).read_text("utf-8")).get("positive_label")
+        from manifests.storage import location
+
+        return json.loads(location(_sidecar(model_path)).read_text()).get("positive_label")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -336,8 +340,10 @@ def _load(path: str, mtime_ns: int):
 
 def load_text_model(path: str | os.PathLike):
     """The fastText model at `path`, loaded once per process (reloaded if the file changes)."""
-    path = os.fspath(path)
+    from manifests.storage import cached_local
+
     try:
+        path = os.fspath(cached_local(path))  # a model in an object store: fetched once
         mtime = os.stat(path).st_mtime_ns
     except FileNotFoundError:
         raise TextModelError(f"{path}: no such text model") from None

@@ -9,8 +9,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from manifests import schema
+from manifests import schema, storage
 from manifests.layout import DatasetLayout
+from manifests.storage import location
 
 log = logging.getLogger(__name__)
 
@@ -189,13 +190,12 @@ def sizes(con) -> Sizes:
 def overlap(root: Path) -> Overlap | None:
     """Per eval set: images and how many have a copy in this dataset, from DIR/overlap.parquet
     (written by the leak check). None when there is no such file."""
-    import pyarrow.parquet as pq
 
-    path = Path(root) / "overlap.parquet"
+    path = location(root) / "overlap.parquet"
     if not path.exists():
         return None
     try:
-        table = pq.read_table(path)
+        table = storage.read_table(path)
     except Exception as exc:  # a half-written or foreign file must not sink the whole report
         return Overlap(note=f"overlap.parquet is unreadable: {exc}")
     flag = next((c for c in ("has_copy", "overlap", "leaked") if c in table.column_names), None)

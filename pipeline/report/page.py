@@ -8,6 +8,7 @@ from pathlib import Path
 
 from manifests.config import ConfigError, check_fields, option
 from manifests.layout import DatasetLayout, write_bytes_atomic
+from manifests.storage import location
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def render(dataset_dir, config: ReportConfig | None = None) -> str:
     from pipeline.report import sections as r
 
     config = config or ReportConfig()
-    layout = DatasetLayout(Path(dataset_dir).resolve())
+    layout = DatasetLayout(dataset_dir)
     con = manifests.open(layout.root)  # raises NotADatasetError first of all
     run = data.load_run(layout)
     totals = data.totals(con)
@@ -164,9 +165,9 @@ def render(dataset_dir, config: ReportConfig | None = None) -> str:
 
 def write_report(dataset_dir, out=None, config: ReportConfig | None = None) -> Path:
     """Write the report of `dataset_dir` to `out` (default DIR/report.html) and return its path."""
-    layout = DatasetLayout(Path(dataset_dir))
+    layout = DatasetLayout(dataset_dir)
     html = render(dataset_dir, config)
-    path = Path(out) if out is not None else layout.report
+    path = location(out) if out is not None else layout.report
     write_bytes_atomic(html.encode("utf-8"), path)
     log.info("report written to %s (%.0f KiB)", path, len(html) / 1024)
     return path

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from manifests import schema
+from manifests import schema, storage
 from manifests.layout import DatasetLayout
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,8 @@ def thumbnail(data: bytes, px: int) -> str | None:
 
 def _rows_from_parquet(path: Path, rows: list[int], columns: list[str]) -> dict[int, dict]:
     """Rows (by index) of a Parquet file, reading only the row groups that hold them."""
-    import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    pf = storage.parquet_file(path)
     starts, start = [], 0
     for g in range(pf.metadata.num_row_groups):
         starts.append(start)
@@ -83,9 +82,8 @@ def _rows_from_parquet(path: Path, rows: list[int], columns: list[str]) -> dict[
 
 
 def _image_column(path: Path) -> str | None:
-    import pyarrow.parquet as pq
 
-    names = pq.ParquetFile(path).schema_arrow.names
+    names = storage.parquet_file(path).schema_arrow.names
     return next((c for c in schema.IMAGE_COLUMNS if c in names), None)
 
 
@@ -122,23 +120,23 @@ def kept_samples(con, layout: DatasetLayout, limit: int, px: int) -> list[Sample
     return samples
 
 
-def _sample_files(layout: DatasetLayout) -> list[Path]:
-    return sorted(layout.samples.glob("*.parquet")) if layout.samples.is_dir() else []
+def _sample_files(layout: DatasetLayout) -> list:
+    from manifests.commit import committed_files
+
+    return committed_files(layout, "samples")
 
 
 def dropped_samples(layout: DatasetLayout, per_reason: int, px: int) -> dict[str, list[Sample]]:
     """status → up to `per_reason` dropped rows, with thumbnails where work/images/ has them."""
-    import duckdb
-
     files = _sample_files(layout)
     if not files or per_reason <= 0:
         return {}
     file_list = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
     rows = (
-        duckdb.connect(":memory:")
+        storage.duckdb_connect(layout.root)
         .execute(
             f"""SELECT {_COLUMNS}, part FROM (
-                SELECT {_COLUMNS}, parse_filename(filename, true) AS part,
+                SELECT {_COLUMNS}, split_part(parse_filename(filename), '.', 1) AS part,
                        row_number() OVER (PARTITION BY status ORDER BY uid) AS n
                 FROM read_parquet([{file_list}], filename = true, union_by_name = true)
                 WHERE status NOT IN ('{schema.KEPT}', '{schema.PENDING}'))
@@ -159,7 +157,6 @@ def dropped_samples(layout: DatasetLayout, per_reason: int, px: int) -> dict[str
 
 
 def _attach_stored_images(layout: DatasetLayout, part: str, by_uid: dict, px: int) -> None:
-    import pyarrow.parquet as pq
 
     from pipeline.stages import registry
 
@@ -167,7 +164,7 @@ def _attach_stored_images(layout: DatasetLayout, part: str, by_uid: dict, px: in
     if not path.is_file():
         return
     try:
-        uids = pq.read_table(path, columns=["uid"])["uid"].to_pylist()
+        uids = storage.read_table(path, columns=["uid"])["uid"].to_pylist()
         index = [i for i, uid in enumerate(uids) if uid in by_uid]
         for record in _rows_from_parquet(path, index, ["uid", "image"]).values():
             if record["image"]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from manifests import storage
 from manifests.config import ConfigError
 
 FORMATS = ("txt", "csv", "tsv", "json", "jsonl", "parquet")
@@ -56,7 +57,7 @@ def detect_format(path: str | Path, input_format: str | None = None) -> str:
         if fmt not in FORMATS:
             raise ConfigError(f"unknown input format {input_format!r}; expected one of {FORMATS}")
         return fmt
-    name = Path(path).name.lower()
+    name = str(path).rsplit("/", 1)[-1].lower()  # a local path or a URI
     for suffix in _COMPRESSION_SUFFIXES:
         name = name.removesuffix(suffix)
     fmt = _EXTENSIONS.get(Path(name).suffix)
@@ -104,7 +105,7 @@ def _to_string(array):
 def _raw_txt(path: Path, url_col, caption_col, block_rows: int):
     import pyarrow as pa
 
-    with pa.input_stream(str(path), compression="detect") as stream:
+    with storage.open_input(path) as stream:
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
         urls: list[str] = []
         for line in text:
@@ -141,9 +142,9 @@ def _raw_csv(path: Path, url_col, caption_col, block_rows: int, delimiter: str):
         include_columns=columns, column_types={c: pa.binary() for c in columns}
     )
     try:
-        reader = pcsv.open_csv(str(path), read, parse, convert)
+        reader = pcsv.open_csv(storage.open_input(path), read, parse, convert)
     except KeyError:  # pyarrow.ArrowKeyError: an include_columns name is not in the header
-        names = pcsv.open_csv(str(path), read, parse).schema.names
+        names = pcsv.open_csv(storage.open_input(path), read, parse).schema.names
         kind, column = ("url", url_col) if url_col not in names else ("caption", caption_col)
         raise _missing_column(kind, column, names, path) from None
     for batch in reader:
@@ -156,9 +157,8 @@ def _raw_csv(path: Path, url_col, caption_col, block_rows: int, delimiter: str):
 
 def _json_rows(path: Path) -> Iterator[object]:
     """Rows of a JSON array (or of pandas' column-oriented object form) as Python objects."""
-    import pyarrow as pa
 
-    with pa.input_stream(str(path), compression="detect") as stream:
+    with storage.open_input(path) as stream:
         doc = json.loads(stream.read())
     if isinstance(doc, list):
         yield from doc
@@ -172,9 +172,8 @@ def _json_rows(path: Path) -> Iterator[object]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[object]:
-    import pyarrow as pa
 
-    with pa.input_stream(str(path), compression="detect") as stream:
+    with storage.open_input(path) as stream:
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
         for line in text:
             if not line.strip():
@@ -227,9 +226,8 @@ def _check_keys(keys: set[str], url_col: str, caption_col: str | None, path: Pat
 
 
 def _raw_parquet(path: Path, url_col, caption_col, block_rows: int):
-    import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(str(path))
+    parquet = storage.parquet_file(path)
     names = parquet.schema_arrow.names
     for kind, column in (("url", url_col), ("caption", caption_col)):
         if column and column not in names:
@@ -292,7 +290,7 @@ def iter_url_list_chunks(
     """
     if not isinstance(rows_per_chunk, int) or rows_per_chunk < 1:
         raise ValueError(f"rows_per_chunk must be a positive int, not {rows_per_chunk!r}")
-    path = Path(path)
+    path = storage.location(path)
     if not path.is_file():
         raise FileNotFoundError(f"URL list {path} does not exist")
     fmt = detect_format(path, input_format)
@@ -321,9 +319,8 @@ def iter_url_list_chunks(
 
 def parquet_rows(path: str | Path) -> int:
     """Rows of a Parquet URL list, from its footer alone."""
-    import pyarrow.parquet as pq
 
-    return pq.ParquetFile(str(path)).metadata.num_rows
+    return storage.parquet_file(path).metadata.num_rows
 
 
 def read_parquet_range(
@@ -336,13 +333,12 @@ def read_parquet_range(
 ) -> UrlList:
     """Rows [first, end) of a Parquet URL list as one chunk, reading only the row groups that
     hold them: what a task reads of its part, the same chunk iter_url_list_chunks gives."""
-    import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(str(path))
+    parquet = storage.parquet_file(path)
     names = parquet.schema_arrow.names
     for kind, column in (("url", url_col), ("caption", caption_col)):
         if column and column not in names:
-            raise _missing_column(kind, column, names, Path(path))
+            raise _missing_column(kind, column, names, path)
     groups, start, offset = [], 0, None
     for g in range(parquet.metadata.num_row_groups):
         rows = parquet.metadata.row_group(g).num_rows

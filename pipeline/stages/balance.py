@@ -5,7 +5,7 @@ many unique pairs match each query. Per part: keep first occurrences, sample wit
 counts, and write the part's `samples` rows with status `pending` (waits for the image stages),
 `over_query_cap` or `no_query_match`; repeated pairs are counted as `repeated_pair`."""
 
-from manifests import schema
+from manifests import schema, storage
 from manifests.layout import atomic_path
 from pipeline.stages.base import PartOutput, PartStats, Stage, StageRun, sql_files
 
@@ -14,16 +14,16 @@ class BalanceStage(Stage):
     name, inputs = "balance", ("match",)
 
     def plan(self, run: StageRun) -> None:
-        import duckdb
+        from manifests.storage import duckdb_connect
 
         files = sql_files(run.input_rows_paths("match"))
-        con = duckdb.connect(":memory:")
+        con = duckdb_connect(run.layout.root)
         con.execute(
             f"""CREATE TABLE firsts AS
-            SELECT uid, parse_filename(filename, true) AS part, file_row_number AS row,
+            SELECT uid, split_part(parse_filename(filename), '.', 1) AS part, file_row_number AS row,
                    matched_queries
             FROM read_parquet({files}, filename = true, file_row_number = true)
-            QUALIFY row_number() OVER (PARTITION BY uid ORDER BY filename, file_row_number) = 1"""
+            QUALIFY row_number() OVER (PARTITION BY uid ORDER BY part, file_row_number) = 1"""
         )
         for name, sql in {
             "firsts": "SELECT part, row FROM firsts ORDER BY part, row",
@@ -37,16 +37,15 @@ class BalanceStage(Stage):
     def process(self, task, rows) -> PartOutput:
         import numpy as np
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         from pipeline.balance import balance
 
         plan_dir = task.work_dir
-        firsts = pq.read_table(plan_dir / "firsts.parquet", filters=[("part", "=", task.part)])
+        firsts = storage.read_table(plan_dir / "firsts.parquet", filters=[("part", "=", task.part)])
         first_rows = np.zeros(rows.num_rows, dtype=bool)
         first_rows[firsts["row"].to_numpy()] = True
         unique = rows.filter(pa.array(first_rows))
-        counts_table = pq.read_table(plan_dir / "query_counts.parquet")
+        counts_table = storage.read_table(plan_dir / "query_counts.parquet")
         counts = dict(
             zip(counts_table["query"].to_pylist(), counts_table["count"].to_pylist(), strict=True)
         )

@@ -10,22 +10,23 @@ drops per reason (from the status changes; a stage adds counts the statuses cann
 rows it removed), checks every status against schema.DropReason, and writes the part's marker
 last, so a rerun skips the part and a crash before the marker redoes all of it.
 
-Layout: DIR/work/<stage>/<part>.parquet (rows), <part>.<kind>.parquet (side files),
-<part>.done (marker: the part's counts), plan.done; DIR/stats/<stage>.json (the totals).
+Layout: DIR/work/<stage>/<part>.<token>.parquet (rows), <part>.<kind>.<token>.parquet (side
+files), <part>.done (marker: the part's counts and the names of its files: the commit, see
+manifests.commit), plan.done, committed.json (every part's files, written when the stage
+finishes); DIR/stats/<stage>.json (the totals). DIR may be a local folder or an object store.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from manifests import schema
-from manifests.layout import DatasetLayout, write_json_atomic, write_parquet_atomic
+from manifests import commit, schema, storage
+from manifests.layout import DatasetLayout, read_json, write_json_atomic, write_parquet_atomic
+from manifests.storage import Location
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -43,6 +44,7 @@ class PartStats:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)  # small per-part figures (summaries for a stage)
     peak_rss_mb: float = 0.0  # the peak memory of the process that ran the part (totals: max)
+    files: dict = field(default_factory=dict)  # what the part committed: kind -> root-relative
 
     def drop(self, reason: str, n: int = 1) -> None:
         if n:
@@ -63,6 +65,7 @@ class PartStats:
             "seconds": round(self.seconds, 4),
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "extra": self.extra,
+            **({"files": self.files} if self.files else {}),
         }
 
     @classmethod
@@ -74,6 +77,7 @@ class PartStats:
             seconds=record.get("seconds", 0.0),
             extra=record.get("extra", {}),
             peak_rss_mb=record.get("peak_rss_mb", 0.0),
+            files=record.get("files", {}),
         )
 
 
@@ -90,10 +94,10 @@ class PartTask:
 
     @property
     def layout(self) -> DatasetLayout:
-        return DatasetLayout(Path(self.root))
+        return DatasetLayout(self.root)
 
     @property
-    def work_dir(self) -> Path:
+    def work_dir(self) -> Location:
         """The stage's own folder (where its plan wrote what the parts read)."""
         return self.layout.stage_dir(self.stage)
 
@@ -146,14 +150,36 @@ class Stage:
         """Every part of the stage, done or not (what its stats add up)."""
         return run.parts
 
-    def rows_path(self, layout: DatasetLayout, part: str) -> Path:
+    def rows_target(self, layout: DatasetLayout, part: str) -> Location:
+        """Where a part's rows go (the commit adds a token to the name)."""
         return layout.stage_dir(self.name) / f"{part}.parquet"
 
-    def file_path(self, layout: DatasetLayout, part: str, kind: str) -> Path:
+    def file_target(self, layout: DatasetLayout, part: str, kind: str) -> Location:
         return layout.stage_dir(self.name) / f"{part}.{kind}.parquet"
+
+    def rows_path(self, layout: DatasetLayout, part: str) -> Location:
+        """The committed rows of a finished part (its marker names them)."""
+        return self.committed_path(layout, part, "rows")
+
+    def file_path(self, layout: DatasetLayout, part: str, kind: str) -> Location:
+        return self.committed_path(layout, part, kind)
+
+    def committed_path(self, layout: DatasetLayout, part: str, kind: str) -> Location:
+        marker = layout.stage_dir(self.name) / f"{part}.done"
+        files = read_json(marker).get("files") if marker.exists() else None
+        if files is None:  # not done, or written before markers named files
+            return (
+                self.rows_target(layout, part)
+                if kind == "rows"
+                else self.file_target(layout, part, kind)
+            )
+        if kind not in files:
+            raise FileNotFoundError(f"stage {self.name}, part {part}: no {kind} file committed")
+        return layout.root / files[kind]
 
     def execute(self, run: StageRun, executor) -> dict:
         """plan (once), the parts not done (as tasks of `executor`), summarise, totals."""
+        run.sweep()
         if type(self).plan is not Stage.plan and not run.is_done("plan"):
             run.parallelism, run.executor = executor.parallelism(), executor
             started = time.perf_counter()
@@ -191,12 +217,18 @@ class Stage:
         return self.commit(run, task.part, output, started)
 
     def commit(self, run: StageRun, part: str, output: PartOutput, started: float) -> PartStats:
-        """Write a part's outputs: side files first, rows next, the marker last."""
+        """Write a part's outputs under names no other attempt uses, then the marker that
+        names them: the marker is the commit (manifests.commit)."""
         check_drop_counters(self.name, output.stats)  # before anything is written
+        token, layout = commit.new_token(), run.layout
         for kind, table in output.files.items():
-            write_parquet_atomic(table, run.file_path(part, kind), row_group_size=1000)
+            path = commit.tokened(self.file_target(layout, part, kind), token)
+            write_parquet_atomic(table, path, row_group_size=1000)
+            output.stats.files[kind] = commit.relative(layout, path)
         if output.rows is not None:
-            write_parquet_atomic(output.rows, run.rows_path(part))
+            path = commit.tokened(self.rows_target(layout, part), token)
+            write_parquet_atomic(output.rows, path)
+            output.stats.files["rows"] = commit.relative(layout, path)
         output.stats.seconds = time.perf_counter() - started
         output.stats.peak_rss_mb = peak_rss_mb()
         run.mark_done(part, output.stats)
@@ -245,7 +277,6 @@ class Stage:
         filters=None,
     ):
         """A part's rows (or `kind` side file) of input `stage`, one of this stage's inputs."""
-        import pyarrow.parquet as pq
 
         source, part = self.input_stage(task, stage), part or task.part
         path = (
@@ -254,18 +285,20 @@ class Stage:
             else source.rows_path(task.layout, part)
         )
         table_schema = schema.SAMPLES if kind is None and source.samples else None
-        return pq.read_table(path, columns=columns, filters=filters, schema=table_schema)
+        return storage.read_table(path, columns=columns, filters=filters, schema=table_schema)
 
 
 def planning_db(run: StageRun):
     """A DuckDB connection for a stage's plan: memory capped (--driver-memory-mb), spilling to
     the stage's folder past it, so the driver's memory does not grow with the rows."""
-    import duckdb
 
-    con = duckdb.connect(":memory:")
+    from manifests.storage import duckdb_connect, local_scratch
+
+    con = duckdb_connect(run.layout.root)
     limit = run.config.execution.driver_memory_mb if run.config else 2048
     con.execute(f"SET memory_limit = '{limit}MB'")
-    con.execute(f"SET temp_directory = '{run.dir / '.duckdb-spill'}'")
+    spill = run.dir / ".duckdb-spill" if run.dir.is_local else local_scratch("duckdb-spill")
+    con.execute(f"SET temp_directory = '{spill}'")
     con.execute("SET preserve_insertion_order = false")  # every plan orders what it writes
     return con
 
@@ -287,7 +320,8 @@ def peak_rss_mb() -> float:
 
 
 def sql_files(paths) -> str:
-    """A DuckDB list literal of file paths."""
+    """A DuckDB list literal of file paths or URIs (a connection from
+    manifests.storage.duckdb_connect reads s3:// and gs:// ones)."""
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
@@ -333,17 +367,17 @@ class StageRun:
         path = self.layout.work / "parts.json"
         if not path.exists():
             raise ConfigError(f"{self.layout.root}: the sources stage has not finished; run it")
-        return json.loads(path.read_text())
+        return read_json(path)
 
     def task(self, part: str, cls=PartTask, **extra) -> PartTask:
         return cls(
             self.name, str(self.layout.root), part, self.inputs, self.config, self.resolver, **extra
         )
 
-    def rows_path(self, part: str) -> Path:
+    def rows_path(self, part: str) -> Location:
         return self.stage.rows_path(self.layout, part)
 
-    def file_path(self, part: str, kind: str) -> Path:
+    def file_path(self, part: str, kind: str) -> Location:
         return self.stage.file_path(self.layout, part, kind)
 
     def input(self, stage: str) -> Stage:
@@ -352,19 +386,55 @@ class StageRun:
 
         return registry.get(self.inputs[self.stage.inputs.index(stage)])
 
-    def input_rows_paths(self, stage: str, parts: list[str] | None = None) -> list[Path]:
-        source = self.input(stage)
-        return [source.rows_path(self.layout, p) for p in parts or self.parts]
+    def input_rows_paths(self, stage: str, parts: list[str] | None = None) -> list[Location]:
+        return self.input_file_paths(stage, "rows", parts)
 
     def input_file_paths(self, stage: str, kind: str, parts: list[str] | None = None):
+        """The committed `kind` files of input `stage`'s parts (from its committed.json when
+        it has finished, one read; else from each part's marker)."""
         source = self.input(stage)
-        return [source.file_path(self.layout, p, kind) for p in parts or self.parts]
+        index_path = self.layout.stage_dir(source.name) / "committed.json"
+        index = read_json(index_path) if index_path.exists() else {}
+        paths = []
+        for part in parts or self.parts:
+            files = index.get(part)
+            if files is not None and kind in files:
+                paths.append(self.layout.root / files[kind])
+            else:
+                paths.append(source.committed_path(self.layout, part, kind))
+        return paths
 
-    def marker(self, part: str) -> Path:
+    def marker(self, part: str) -> Location:
         return self.dir / f"{part}.done"
 
     def is_done(self, part: str) -> bool:
         return self.marker(part).exists()
+
+    def markers(self) -> dict[str, dict]:
+        """Every marker of the stage, read in parallel (an object store answers each in ms)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        paths = [p for p in self.dir.glob("*.done")]
+        with ThreadPoolExecutor(16) as pool:
+            return dict(zip((p.stem for p in paths), pool.map(read_json, paths), strict=True))
+
+    def sweep(self) -> None:
+        """Remove data files a killed attempt left in the stage's folder: files no marker
+        names (the common case, nothing listed beyond committed.json, reads no marker)."""
+        index_path = self.dir / "committed.json"
+        index = read_json(index_path) if index_path.exists() else {}
+        known = {self.layout.root / rel for files in index.values() for rel in files.values()}
+        listed = [p for p in self.dir.glob("*.parquet") if commit.is_part_file(p.name)]
+        if all(p in known for p in listed):
+            return
+        referenced = {
+            self.layout.root / rel
+            for record in self.markers().values()
+            for rel in record.get("files", {}).values()
+        }
+        swept = commit.sweep_stage(self.dir, referenced)
+        if swept:
+            log.info("stage %s: removed %d files of unfinished attempts", self.name, swept)
 
     def mark_done(self, part: str, stats: PartStats) -> None:
         unknown = sorted(r for r in stats.drops if not schema.is_drop_counter(r))
@@ -375,15 +445,23 @@ class StageRun:
         write_json_atomic(stats.to_json(), self.marker(part))
 
     def part_stats(self, part: str) -> PartStats:
-        return PartStats.from_json(json.loads(self.marker(part).read_text()))
+        return PartStats.from_json(read_json(self.marker(part)))
 
     def finish(self, parts: list[str], extra: dict | None = None) -> dict:
         """Sum the markers of `parts` (and the plan's seconds) into DIR/stats/<stage>.json."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from pipeline.stages import registry
 
-        total = PartStats()
-        for part in parts + (["plan"] if self.is_done("plan") else []):
-            total.add(self.part_stats(part))
+        total, index = PartStats(), {}
+        names = parts + (["plan"] if self.is_done("plan") else [])
+        with ThreadPoolExecutor(16) as pool:  # an object store answers each read in ms
+            read = list(pool.map(self.part_stats, names))
+        for part, stats in zip(names, read, strict=True):
+            total.add(stats)
+            if stats.files:
+                index[part] = stats.files
+        write_json_atomic(index, self.dir / "committed.json")
         record = {
             "stage": self.name,
             "order": registry.order(self.name),

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from manifests import storage
 from manifests.layout import write_json_atomic, write_parquet_atomic
 from pipeline.stages.base import PartStats, PartTask, StageRun, planning_db, sql_files
 
@@ -74,10 +75,9 @@ def candidates_path(layout, depth: int, lane: int):
 
 
 def frontier(task: CrawlTask) -> list[str]:
-    import pyarrow.parquet as pq
 
     path = candidates_path(task.layout, task.depth, task.lane)
-    urls = pq.read_table(path, columns=["url"])["url"].to_pylist()
+    urls = storage.read_table(path, columns=["url"])["url"].to_pylist()
     return [u for u in urls if task.cutoff is None or u <= task.cutoff]
 
 
@@ -138,19 +138,20 @@ async def _recorded(task: CrawlTask, fetcher, urls: list[str]):
 def route(task) -> PartStats:
     """A lane's candidates for depth d: the links for its hosts that it has not seen."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     depth, lane = (int(x) for x in task.unit.split("-"))
     lanes, folder = task.figures["lanes"], crawl_dir(task.layout)
     tables = [
-        pq.read_table(
+        storage.read_table(
             folder / "links" / f"{depth - 1:03d}" / f"{source:04d}.parquet",
             filters=[("lane", "=", lane)],
         )
         for source in task.figures["from_lanes"]
     ]
     seen_before = folder / "seen" / f"{depth - 1:03d}" / f"{lane:04d}.parquet"
-    seen = set(pq.read_table(seen_before)["url"].to_pylist()) if seen_before.exists() else set()
+    seen = (
+        set(storage.read_table(seen_before)["url"].to_pylist()) if seen_before.exists() else set()
+    )
     for table in tables:
         seen.update(table.filter(pc.equal(table["kind"], "seen"))["url"].to_pylist())
     new = set()

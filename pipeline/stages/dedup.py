@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from manifests import storage
 from pipeline.stages.base import PartOutput, PartStats, Stage, StageRun
 
 ROWS_PER_BUCKET = 1_000_000  # rows one reduce task holds (strings and hashes: ~300 MB)
@@ -49,10 +50,11 @@ class DedupStage(Stage):
         config = run.config.dedup
         if config.eval_set:
             hash_eval_sets_cached(config.eval_set, run.dir / "eval_hashes.parquet")
-        import pyarrow.parquet as pq
 
         # Rows from the parts' footers (an upper bound on the pending rows: enough for sizing).
-        pending = sum(pq.ParquetFile(p).metadata.num_rows for p in run.input_rows_paths("images"))
+        pending = sum(
+            storage.parquet_file(p).metadata.num_rows for p in run.input_rows_paths("images")
+        )
         wanted = max(run.parallelism, math.ceil(pending / ROWS_PER_BUCKET))
         figures = {
             "buckets": max(1, min(MAX_BUCKETS, wanted)),
@@ -84,7 +86,6 @@ class DedupStage(Stage):
         return {**exact, **dedupnear.PHASES}[task.phase](task)
 
     def process(self, task, rows) -> PartOutput:
-        import pyarrow.parquet as pq
 
         from pipeline.stages.decisions import apply_decisions, decisions_table
         from pipeline.stages.phases import phase_dir, read_part
@@ -95,7 +96,7 @@ class DedupStage(Stage):
         for d in read_part(task.layout, self.name, "final", figures["buckets"], index).to_pylist():
             updates[d["uid"]] = {k: d[k] for k in ("status", "dup_of", "error")}
         if figures["eval"]:
-            leaks = pq.read_table(
+            leaks = storage.read_table(
                 phase_dir(task.layout, self.name) / "leaks" / f"{task.part}.parquet"
             )
             for leak in leaks.to_pylist():  # a leak leaves the dataset whatever else it is
@@ -130,13 +131,12 @@ def _figures(layout) -> dict:
 def _write_overlap(run: StageRun) -> None:
     """DIR/overlap.parquet from every part's leaks (few: copies of the eval sets)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from pipeline.dedup.leaks import Leak, write_overlap
     from pipeline.stages.phases import phase_dir
 
     folder = phase_dir(run.layout, run.name) / "leaks"
-    leaks = pa.concat_tables([pq.read_table(folder / f"{p}.parquet") for p in run.parts])
+    leaks = pa.concat_tables([storage.read_table(folder / f"{p}.parquet") for p in run.parts])
     found = [Leak(**row) for row in leaks.to_pylist()]
-    eval_table = pq.read_table(run.dir / "eval_hashes.parquet")
+    eval_table = storage.read_table(run.dir / "eval_hashes.parquet")
     write_overlap(run.layout.root / "overlap.parquet", eval_table, found)

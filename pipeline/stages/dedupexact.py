@@ -14,6 +14,7 @@ phase that writes every duplicate decision.
 
 from __future__ import annotations
 
+from manifests import storage
 from pipeline.stages.base import PartStats
 from pipeline.stages.phases import PhaseTask, bucket_of, read_bucket
 
@@ -32,24 +33,22 @@ def _pending(task: PhaseTask):
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from manifests import schema
     from pipeline.stages import registry
 
     images, layout, part = registry.get(task.inputs[0]), task.layout, task.unit
     columns = ["uid", "status", "sha256", "phash", "original_width", "original_height"]
-    rows = pq.read_table(images.rows_path(layout, part), columns=columns)
+    rows = storage.read_table(images.rows_path(layout, part), columns=columns)
     rows = rows.append_column("row", pa.array(np.arange(rows.num_rows), pa.int64()))
     rows = rows.filter(pc.equal(rows["status"], schema.PENDING))
     hashes = ["uid", "phash256", "phash256_trim"]
-    side = pq.read_table(images.file_path(layout, part, "images"), columns=hashes)
+    side = storage.read_table(images.file_path(layout, part, "images"), columns=hashes)
     return rows.join(side, "uid", join_type="inner").sort_by("row")
 
 
 def _leaks(task: PhaseTask, rows) -> set:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from manifests.layout import write_parquet_atomic
     from pipeline.dedup.leaks import LEAK_RADIUS, LeakConfig, find_leaks
@@ -58,7 +57,7 @@ def _leaks(task: PhaseTask, rows) -> set:
     if task.figures["eval"]:
         config = task.config.dedup
         radius = LEAK_RADIUS if config.leak_radius is None else config.leak_radius
-        eval_table = pq.read_table(task.work_dir / "eval_hashes.parquet")
+        eval_table = storage.read_table(task.work_dir / "eval_hashes.parquet")
         found = find_leaks(
             eval_table,
             rows["uid"].to_pylist(),
@@ -131,11 +130,10 @@ def exact_bucket(task: PhaseTask) -> PartStats:
 
 def final_bucket(task: PhaseTask) -> PartStats:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from manifests.layout import write_parquet_atomic
 
-    exact = pq.read_table(task.path("exact")).to_pydict()
+    exact = storage.read_table(task.path("exact")).to_pydict()
     near = {"part_index": [], "uid": [], "dup_of": []}
     if task.figures["radius"] is not None:
         units = [str(b) for b in range(task.figures["buckets"])]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+from manifests import storage
 from pipeline.stages.base import PartStats
 from pipeline.stages.phases import PhaseTask, bucket_of, read_bucket
 
@@ -44,13 +45,12 @@ def keys_part(task: PhaseTask) -> PartStats:
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from pipeline.dedup.hashes import hex_to_codes
     from pipeline.dedup.neardup import codes_to_u64, key_values
     from pipeline.stages.phases import read_part
 
-    rows = pq.read_table(
+    rows = storage.read_table(
         task.path("hash"), columns=["bucket", "uid", "row", "phash", "area", "leak"]
     )
     exact = read_part(task.layout, task.stage, "exact", task.figures["buckets"], task.part_index)
@@ -147,11 +147,12 @@ def _distinct(first, second):
 def components_all(task: PhaseTask) -> PartStats:
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from pipeline.dedup.neardup import components
 
-    tables = [pq.read_table(task.path("pairs", str(b))) for b in range(task.figures["buckets"])]
+    tables = [
+        storage.read_table(task.path("pairs", str(b))) for b in range(task.figures["buckets"])
+    ]
     pairs = pa.concat_tables(tables)
     a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
     values = np.unique(np.concatenate([a, b]))
@@ -168,10 +169,9 @@ def components_all(task: PhaseTask) -> PartStats:
 def label_part(task: PhaseTask) -> PartStats:
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    cand = pq.read_table(task.path("cand"))
-    comps = pq.read_table(task.path("components", "all"))
+    cand = storage.read_table(task.path("cand"))
+    comps = storage.read_table(task.path("components", "all"))
     known, cluster_of = comps["value"].to_numpy(), comps["cluster"].to_numpy()
     value = cand["value"].to_numpy()
     pos = np.minimum(np.searchsorted(known, value), max(known.size - 1, 0))

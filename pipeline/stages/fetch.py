@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from manifests import schema
+from manifests import schema, storage
 from manifests.layout import write_json_atomic
 from pipeline.origins import records_table
 from pipeline.stages.base import PartOutput, PartStats, PartTask, Stage, StageRun, planning_db
@@ -94,13 +94,12 @@ class FetchStage(Stage):
         return asyncio.run(self._run_lane(task))
 
     async def _run_lane(self, task: LaneTask) -> PartStats:
-        import pyarrow.parquet as pq
 
         from pipeline.net.fetch import Fetcher
         from pipeline.origins import read_records
 
         run = StageRun(task.layout, self, task.inputs)
-        plan = pq.read_table(
+        plan = storage.read_table(
             task.work_dir / "plan.parquet",
             columns=["url", "sub", "k", "slot"],
             filters=[("lane", "=", task.lane)],
@@ -132,10 +131,10 @@ class FetchStage(Stage):
         """Which fetch part holds each pending URL of build part `part` (written by the plan)."""
         return layout.stage_dir(self.name) / "where" / f"part={part}"
 
-    def file_path(self, layout, part: str, kind: str):
+    def file_target(self, layout, part: str, kind: str):
         if kind == "origins":  # robots.txt a task fetched itself: into the dataset's store
             return layout.origins / f"{part}.parquet"
-        return super().file_path(layout, part, kind)
+        return super().file_target(layout, part, kind)
 
     def summarise(self, run: StageRun, parts) -> dict | None:
         totals: dict[str, int] = {"urls": 0, "robots_fetched": 0}

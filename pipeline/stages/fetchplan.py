@@ -7,6 +7,7 @@ gives the same lanes and parts on any machine and on a rerun."""
 
 from __future__ import annotations
 
+from manifests import storage
 from manifests.layout import atomic_path
 from pipeline.origins import HOST_SQL
 from pipeline.stages.base import StageRun, sql_files
@@ -21,7 +22,7 @@ def plan_lanes(con, run: StageRun) -> dict[str, int]:
     c = max(1, min(run.config.net.per_host_concurrency, run.parallelism))
     rows = sql_files(run.input_rows_paths("text"))
     con.execute(
-        f"""CREATE TABLE pending AS SELECT parse_filename(filename, true) AS part, url
+        f"""CREATE TABLE pending AS SELECT split_part(parse_filename(filename), '.', 1) AS part, url
             FROM read_parquet({rows}, filename = true) WHERE status = 'pending'"""
     )
     con.execute(f"CREATE TABLE urls AS SELECT DISTINCT url, {HOST_SQL} AS host FROM pending")
@@ -62,10 +63,13 @@ def plan_lanes(con, run: StageRun) -> dict[str, int]:
         )
     # A folder, not a file: the plan's marker, written after it, is its commit.
     where = run.dir / "where"
+    local = where if where.is_local else storage.local_scratch("fetch-where") / run.name
     con.execute(
         f"""COPY (SELECT p.part, p.url, plan.lane, plan.sub FROM pending p JOIN plan USING (url)
                   ORDER BY p.part, p.url)
-            TO '{where}' (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE)"""
+            TO '{local}' (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE)"""
     )
+    if not where.is_local:  # DuckDB writes local files; the store gets them whole
+        storage.upload_tree(local, where)
     counts = con.execute("SELECT lane, max(sub) + 1 FROM plan GROUP BY lane ORDER BY lane")
     return {str(lane): int(subs) for lane, subs in counts.fetchall()}

@@ -58,12 +58,12 @@ class ImagesStage(Stage):
 
     def _fetched(self, task) -> dict[str, dict]:
         """url -> its FETCHED row, for every pending URL of the part."""
-        import pyarrow.dataset as ds
+        from manifests import storage
 
         where_dir = self.input_stage(task, "fetch").where_dir(task.layout, task.part)
         if not where_dir.is_dir():  # no pending row in this part
             return {}
-        where = ds.dataset(str(where_dir), format="parquet").to_table().to_pylist()
+        where = storage.parquet_dataset(where_dir, format="parquet").to_table().to_pylist()
         by_part: dict[tuple[int, int], list[str]] = {}
         for w in where:
             by_part.setdefault((w["lane"], w["sub"]), []).append(w["url"])

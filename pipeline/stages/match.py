@@ -3,9 +3,8 @@
 One task per sources part. Building the automaton for a 500,000-query list takes seconds, so
 each worker process builds it once and keeps it for the parts it runs after that."""
 
-from pathlib import Path
-
 from manifests.schema import sample_uid
+from manifests.storage import location
 from pipeline.stages.base import PartOutput, PartStats, Stage
 
 _MATCHERS: dict[tuple, object] = {}  # per worker process: (path, mtime, size) -> QueryMatcher
@@ -16,8 +15,9 @@ def _matcher(query_list: str | None):
 
     if query_list is None:
         return None
-    stat = Path(query_list).stat()
-    key = (str(Path(query_list).resolve()), stat.st_mtime_ns, stat.st_size)
+    path = location(query_list)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if key not in _MATCHERS:
         _MATCHERS.clear()
         _MATCHERS[key] = QueryMatcher(load_query_list(query_list))

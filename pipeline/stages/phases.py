@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from manifests import storage
 from manifests.layout import write_json_atomic
 from pipeline.stages.base import PartStats, PartTask, StageRun, peak_rss_mb, task_name
 
@@ -61,10 +62,9 @@ def read_bucket(task: PhaseTask, kind: str, bucket: int, columns=None, units=Non
     """Bucket `bucket` of every `kind` file of a map phase (one per part, or per `units`), in
     order; each file is sorted by its `bucket` column."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     tables = [
-        pq.read_table(task.path(kind, u), columns=columns, filters=[("bucket", "=", bucket)])
+        storage.read_table(task.path(kind, u), columns=columns, filters=[("bucket", "=", bucket)])
         for u in (task.parts if units is None else units)
     ]
     return pa.concat_tables(tables)
@@ -73,12 +73,11 @@ def read_bucket(task: PhaseTask, kind: str, bucket: int, columns=None, units=Non
 def read_part(layout, stage: str, kind: str, buckets: int, part_index: int, columns=None):
     """Part `part_index`'s rows of every bucket's `kind` file (each sorted by part_index)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     folder = phase_dir(layout, stage) / kind
     where = [("part_index", "=", part_index)]
     tables = [
-        pq.read_table(folder / f"{b}.parquet", columns=columns, filters=where)
+        storage.read_table(folder / f"{b}.parquet", columns=columns, filters=where)
         for b in range(buckets)
     ]
     return pa.concat_tables(tables)

@@ -14,7 +14,7 @@ class PublishStage(Stage):
     name, inputs = "publish", ("clip", "shards")
     in_stats = False
 
-    def rows_path(self, layout, part: str):
+    def rows_target(self, layout, part: str):
         return layout.samples / f"{part}.parquet"
 
     def tasks(self, run: StageRun) -> list[PartTask]:

@@ -39,7 +39,7 @@ class RobotsStage(Stage):
     def enabled(self, config) -> bool:
         return config.fetch and config.net.respect_robots
 
-    def rows_path(self, layout, part: str):
+    def rows_target(self, layout, part: str):
         return layout.origins / f"{part}.parquet"
 
     def plan(self, run: StageRun) -> None:

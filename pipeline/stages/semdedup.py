@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 
+from manifests import storage
 from pipeline.stages.base import PartStats
 from pipeline.stages.phases import PhaseTask, fixed_figures, phase_dir, read_bucket, run_phases
 
@@ -28,13 +29,12 @@ ROWS_PER_BUCKET = 200_000  # vectors one bucket task holds (x 512 dims x 4 bytes
 def kept_rows(task: PhaseTask, part: str, vectors: bool = True):
     """The part's rows the threshold kept: uid, clip_score (and image vectors), source order."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from pipeline.stages import registry
 
     score = registry.get(task.inputs[1])  # the clip stage's second input: score
     columns = ["uid", "clip_score"] + (["image"] if vectors else [])
-    table = pq.read_table(score.rows_path(task.layout, part), columns=columns)
+    table = storage.read_table(score.rows_path(task.layout, part), columns=columns)
     keep = pc.invert(pc.is_nan(table["clip_score"]))
     threshold = task.figures["threshold"]
     if threshold is not None:
@@ -89,7 +89,7 @@ def _assign(task: PhaseTask) -> None:
     from pipeline.embed.semdedup import assign
 
     table = kept_rows(task, task.unit)
-    centroids = np.load(_centroids_path(task))
+    centroids = np.load(io.BytesIO(_centroids_path(task).read_bytes()))
     labels, sims = assign(_unit(table), centroids) if table.num_rows else ([], [])
     labels = np.asarray(labels, np.int64)
     out = pa.table(

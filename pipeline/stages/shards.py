@@ -9,9 +9,23 @@ to the part ranges it holds. One task per shard reads those rows and the encoded
 
 from dataclasses import dataclass
 
-from manifests import schema
+from manifests import commit, schema
 from manifests.layout import write_json_atomic
 from pipeline.stages.base import PartOutput, PartStats, PartTask, Stage, StageRun
+
+
+def shard_index_schema():
+    """The `shards` view's columns, as DIR/work/shards/index-<token>.parquet holds them."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("shard", pa.string()),
+            ("rows", pa.int64()),
+            ("row_groups", pa.int32()),
+            ("bytes", pa.int64()),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -109,8 +123,16 @@ class ShardsStage(Stage):
                 )
                 writer.write(row["uid"], row["url"], row["caption"], image)
         n = len(writer)
+        groups = -(-n // writer.row_group_size)
+        extra = {"shard": writer.name, "rows": n, "row_groups": groups}
+        extra["bytes"] = writer.parquet_path.stat().st_size
+        written = {"shard": writer.parquet_path, "stats": writer.stats_path}
+        if writer.tar_path is not None:
+            written["tar"] = writer.tar_path
+        files = {kind: commit.relative(task.layout, path) for kind, path in written.items()}
         return PartOutput(
-            None, stats=PartStats(rows_in=n, rows_out=n, extra={"shard": writer.name})
+            None,
+            stats=PartStats(rows_in=n, rows_out=n, extra=extra, files=files),
         )
 
     def _rows(self, task: ShardTask):
@@ -134,8 +156,21 @@ class ShardsStage(Stage):
                 yield (row, *images[row["uid"]])
 
     def summarise(self, run: StageRun, parts) -> dict | None:
+        """The shards' index (shard, rows, row groups, bytes: the `shards` view, so a query
+        reads no shard), under a new name each time; the dataset commit names it."""
+        import pyarrow as pa
+
+        from manifests.layout import write_parquet_atomic
+
         if run.config.shards.webdataset:
             from pipeline.shards import write_webdataset_sizes
 
             write_webdataset_sizes(run.layout.shards)  # open_clip_train reads it
-        return None
+        rows = [
+            {k: stats.extra.get(k) for k in ("shard", "rows", "row_groups", "bytes")}
+            for stats in parts.values()
+            if "rows" in stats.extra
+        ]
+        path = run.dir / f"index-{commit.new_token()}.parquet"
+        write_parquet_atomic(pa.Table.from_pylist(rows, schema=shard_index_schema()), path)
+        return {"index": commit.relative(run.layout, path)}

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from manifests import schema
+from manifests import schema, storage
 from manifests.config import ConfigError
 from manifests.layout import atomic_path, write_json_atomic
 from pipeline.stages.base import PartOutput, PartStats, PartTask, Stage, StageRun
@@ -54,9 +54,12 @@ def pages_output(pairs, pages: list[dict], stats: PartStats) -> PartOutput:
 def warc_files(patterns: list[str]) -> list[str]:
     files: list[str] = []
     for pattern in patterns:
-        matched = sorted(glob.glob(pattern, recursive=True)) or (
-            [pattern] if Path(pattern).is_file() else []
-        )
+        if storage.is_remote(pattern):  # s3:// or gs://: the store lists what matches
+            matched = [str(p) for p in storage.expand(pattern) if p.is_file()]
+        else:
+            matched = sorted(glob.glob(pattern, recursive=True)) or (
+                [pattern] if Path(pattern).is_file() else []
+            )
         if not matched:
             raise ConfigError(f"--warc {pattern!r} matches no file")
         files.extend(m for m in matched if m not in files)
@@ -66,12 +69,12 @@ def warc_files(patterns: list[str]) -> list[str]:
 class SourcesStage(Stage):
     name, samples = "sources", False
 
-    def file_path(self, layout, part: str, kind: str) -> Path:
+    def file_target(self, layout, part: str, kind: str):
         if kind == "pages":  # the audit log of the page side is a manifest from the start
             return layout.pages / f"{part}.parquet"
         if kind == "origins":  # the robots.txt the crawl read: the build's store of them
             return layout.origins / f"{part}.parquet"
-        return super().file_path(layout, part, kind)
+        return super().file_target(layout, part, kind)
 
     def check_config(self, run: StageRun) -> None:
         if run.config.source.kind == "warc":
@@ -103,7 +106,7 @@ class SourcesStage(Stage):
         files = warc_files(run.config.source.warc)
         parts = [f"warc-{i:05d}" for i in range(len(files))]
         todo = [
-            run.task(p, WarcTask, path=str(Path(f).resolve()))
+            run.task(p, WarcTask, path=str(storage.location(f).resolve()))
             for f, p in zip(files, parts, strict=True)
             if not run.is_done(p)
         ]
@@ -120,8 +123,9 @@ class SourcesStage(Stage):
         if isinstance(task, ListTask):
             return read_range(task)
 
-        source = Path(task.path).name
-        result = read_warc_file(task.path)
+        source = storage.location(task.path).name
+        with storage.local_copy(task.path) as local:  # a WARC in a store: one download
+            result = read_warc_file(local)
         pages = [page.to_row() for page in result.pages]
         if result.error is not None:
             log.warning("WARC file %s: %s", task.path, result.error)

@@ -83,8 +83,9 @@ class RayHead:
     server); `add_worker()` joins another node, with its own CPUs, ports and temp dir (its own
     scratch disk), as a second machine would."""
 
-    def __init__(self, num_cpus: int = 2, multinode: bool = False):
+    def __init__(self, num_cpus: int = 2, multinode: bool = False, env: dict | None = None):
         self.multinode = multinode
+        self.env = dict(env or {})  # extra variables of every node (an object store's, say)
         self.temp_dir = tempfile.mkdtemp(prefix="rayc", dir="/tmp")  # short: socket paths
         ports = dict(zip(PORT_OPTIONS, free_ports(len(PORT_OPTIONS)), strict=True))
         self.gcs = f"127.0.0.1:{ports['--port']}"
@@ -115,7 +116,7 @@ class RayHead:
         with open(log_path, "w") as log:  # the child keeps it open
             return subprocess.Popen(
                 argv,
-                env=ray_env(self.multinode),
+                env={**ray_env(self.multinode), **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

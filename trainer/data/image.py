@@ -23,7 +23,11 @@ CROP_RATIO = (3 / 4, 4 / 3)
 
 
 def _open(source) -> Image.Image:
-    return Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source)
+    from manifests.storage import readable
+
+    return Image.open(
+        io.BytesIO(source) if isinstance(source, bytes | bytearray) else readable(source)
+    )
 
 
 def _rgb(img: Image.Image) -> Image.Image:

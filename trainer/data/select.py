@@ -5,10 +5,10 @@ DuckDB runs the subset's SELECT (and an optional WHERE) over the `samples` view;
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from manifests import storage
 from manifests.config import ConfigError
 from manifests.schema import IMAGE_COLUMNS
 
@@ -26,7 +26,7 @@ class Unit:
 
 @dataclass
 class RowIndex:
-    root: Path  # DIR/shards
+    root: storage.Location  # DIR/shards (local or in an object store)
     shards: list[str]  # shard file names
     image_columns: list[str]  # per shard: jpg, webp or png
     units: list[Unit]
@@ -36,7 +36,7 @@ class RowIndex:
         return int(sum(len(u.rows) for u in self.units))
 
 
-def _query(data_dir: Path, subset: str, where: str):
+def _query(data_dir, subset: str, where: str):
     import duckdb
 
     import manifests
@@ -69,7 +69,7 @@ def _query(data_dir: Path, subset: str, where: str):
     return table
 
 
-def _image_column(names: list[str], path: Path) -> str:
+def _image_column(names: list[str], path) -> str:
     found = [c for c in IMAGE_COLUMNS if c in names]
     if not found:
         raise DataError(f"shard {path} has no image column (expected one of {IMAGE_COLUMNS})")
@@ -78,9 +78,8 @@ def _image_column(names: list[str], path: Path) -> str:
 
 def resolve(data_dir, subset: str = "", where: str = "") -> RowIndex:
     """The rows of `subset` (default: kept) filtered by `where`, grouped by shard row group."""
-    import pyarrow.parquet as pq
 
-    data_dir = Path(data_dir)
+    data_dir = storage.location(data_dir)
     table = _query(data_dir, subset, where)
     shard_names = np.asarray(table["shard"], dtype=object)
     shard_rows = np.asarray(table["shard_row"], dtype=np.int64)
@@ -91,9 +90,12 @@ def resolve(data_dir, subset: str = "", where: str = "") -> RowIndex:
     for start, end in zip(starts, ends, strict=True):
         name, rows = str(shard_names[start]), shard_rows[start:end]
         path = root / name
-        if not path.is_file():
-            raise DataError(f"the manifests point at shard {name}, which is not in {root}")
-        meta = pq.ParquetFile(path).metadata
+        try:
+            meta = storage.parquet_file(path).metadata  # one read of the footer
+        except FileNotFoundError:
+            raise DataError(
+                f"the manifests point at shard {name}, which is not in {root}"
+            ) from None
         if rows[-1] >= meta.num_rows or rows[0] < 0:
             raise DataError(f"shard_row {rows[-1]} is outside {path} ({meta.num_rows} rows)")
         offsets = np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)])

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from manifests import storage
 from trainer.data.image import train_image
 from trainer.data.select import RowIndex
 
@@ -69,12 +70,11 @@ class ShardReader:
         self.index, self.max_open, self.files = index, max_open, {}
 
     def _file(self, shard: int):
-        import pyarrow.parquet as pq
 
         if shard not in self.files:
             if len(self.files) >= self.max_open:
                 self.files.pop(next(iter(self.files))).close()
-            self.files[shard] = pq.ParquetFile(self.index.root / self.index.shards[shard])
+            self.files[shard] = storage.parquet_file(self.index.root / self.index.shards[shard])
         return self.files[shard]
 
     def read(self, refs: list[Ref]) -> dict:
@@ -109,6 +109,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         shuffle_buffer: int,
         positions: dict[int, int] | None = None,
         worker_offset: int = 0,
+        read_ahead: int = 2,
     ):
         super().__init__()
         self.index, self.batch_size, self.image_size = index, batch_size, image_size
@@ -118,6 +119,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.positions = dict(positions or {})
         self.worker_offset = worker_offset
+        self.read_ahead = read_ahead  # row-group pieces read ahead per loader worker
 
     def global_worker(self) -> int:
         info = torch.utils.data.get_worker_info()
@@ -165,26 +167,67 @@ class ShardStream(torch.utils.data.IterableDataset):
         reader = ShardReader(self.index)
         buffer = ShuffleBuffer(min(self.shuffle_buffer, rows_per_epoch), _rng(self.seed, worker))
         loaded: dict[Ref, tuple[bytes, str]] = {}
-        emitted, replaying = 0, start > 0  # replaying: reach `start` on references alone
-        for piece in self._refs(worker):
-            if not replaying:
-                loaded.update(reader.read(piece))
-            for i, ref in enumerate(piece):
+        emitted = 0
+        pieces = self._refs(worker)
+
+        def push(refs):
+            nonlocal emitted
+            for ref in refs:
                 out = buffer.push(ref)
-                if out is None:
-                    continue
-                emitted += 1
-                if replaying:
-                    if emitted == start:  # read what the buffer holds and the rest of this piece
-                        loaded.update(reader.read(buffer.items + piece[i + 1 :]))
-                        replaying = False
-                    continue
+                if out is not None:
+                    emitted += 1
+                    yield out
+
+        if start > 0:  # replay: reach `start` on references alone, then read what is held
+            rest = _replay(pieces, buffer, start)
+            emitted = start
+            loaded.update(reader.read(buffer.items + rest))
+            for out in push(rest):
+                yield emitted, loaded.pop(out)
+        for piece, rows in read_ahead(reader, pieces, self.read_ahead):
+            loaded.update(rows)
+            for out in push(piece):
                 yield emitted, loaded.pop(out)
 
     def _rows_per_epoch(self, worker: int) -> int:
         total = self.index.num_rows
         workers = self.num_workers * self.world_size
         return (worker + 1) * total // workers - worker * total // workers
+
+
+def _replay(pieces: Iterator[list[Ref]], buffer: ShuffleBuffer, start: int) -> list[Ref]:
+    """Push references until the buffer has emitted `start` of them; the rest of that piece."""
+    emitted = 0
+    for piece in pieces:
+        for i, ref in enumerate(piece):
+            if buffer.push(ref) is not None:
+                emitted += 1
+                if emitted == start:
+                    return piece[i + 1 :]
+    raise AssertionError("the reference stream is endless")
+
+
+def read_ahead(reader: ShardReader, pieces: Iterator[list[Ref]], depth: int):
+    """(piece, its rows) in order, with the reads of the next `depth` pieces already under way
+    in one background thread (pyarrow reads without the GIL; from an object store the next row
+    groups arrive while this one is decoded). Memory: at most depth + 1 row groups' rows."""
+    if depth <= 0:
+        for piece in pieces:
+            yield piece, reader.read(piece)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="shard-read-ahead")  # one: files not shared
+    queue: deque = deque()
+    try:
+        for piece in pieces:
+            queue.append((piece, pool.submit(reader.read, piece)))
+            if len(queue) > depth:
+                done, future = queue.popleft()
+                yield done, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _rng(*key) -> random.Random:

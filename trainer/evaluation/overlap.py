@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from manifests import storage
 from manifests.evalsets import label_text
 from trainer.evaluation.errors import EvalError
 
@@ -96,13 +97,12 @@ def _keys(table, names: list[str], path: Path) -> tuple[list, bool]:
 
 def read_overlap(data_dir) -> OverlapTable | None:
     """DIR/overlap.parquet as image key -> has a copy; None when the file does not exist."""
-    import pyarrow.parquet as pq
 
-    path = Path(data_dir) / OVERLAP_FILE
+    path = storage.location(data_dir) / OVERLAP_FILE
     if not path.is_file():
         return None
     try:
-        table = pq.read_table(path)
+        table = storage.read_table(path)
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise EvalError(f"cannot read {path}: {exc}") from None
     names = table.column_names
@@ -163,7 +163,7 @@ def overlap_section(table: OverlapTable | None, eval_set_name: str, item_ids, hi
     if table is None:
         return {
             "available": False,
-            "reason": f"{Path(data_dir) / OVERLAP_FILE} does not exist (build the dataset with "
+            "reason": f"{storage.location(data_dir) / OVERLAP_FILE} does not exist (build the dataset with "
             "`pipeline build ... --eval-set DIR` to run the leak check)",
         }
     if eval_set_name not in table.eval_sets:

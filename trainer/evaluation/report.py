@@ -13,6 +13,9 @@ import json
 import math
 from pathlib import Path
 
+from manifests.layout import atomic_path
+from manifests.storage import location
+
 
 def clean(obj):
     """JSON-safe copy: NaN/inf -> None, tuples -> lists, numpy scalars -> Python numbers."""
@@ -208,14 +211,15 @@ def plot_kshot(results: dict, path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
+    path = location(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
 
 
 def out_paths(out) -> dict[str, Path]:
-    out = Path(out)
+    out = location(out)
     stem = out.with_suffix("") if out.suffix == ".json" else out
     return {
         "json": stem.with_name(stem.name + ".json"),

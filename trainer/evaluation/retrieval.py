@@ -18,6 +18,7 @@ import hashlib
 import logging
 import re
 
+from manifests import storage
 from trainer.inference import encode_images, encode_texts
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ def retrieval_metrics(image_feats, text_feats, caption_of_image, ks=RECALL_KS) -
 
 def read_heldout(data_dir, subset: str, permille: int, limit: int) -> list[tuple[bytes, str]]:
     """(image bytes, caption) of up to `limit` held-out rows of `subset`, in shard order."""
-    import pyarrow.parquet as pq
 
     from trainer.data import resolve
 
@@ -81,7 +81,7 @@ def read_heldout(data_dir, subset: str, permille: int, limit: int) -> list[tuple
     rows = []
     for unit in index.units:
         column = index.image_columns[unit.shard]
-        table = pq.ParquetFile(index.root / index.shards[unit.shard]).read_row_group(
+        table = storage.parquet_file(index.root / index.shards[unit.shard]).read_row_group(
             unit.row_group, columns=[column, "caption"]
         )
         images, captions = table[column].to_pylist(), table["caption"].to_pylist()

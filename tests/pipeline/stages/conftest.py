@@ -53,6 +53,15 @@ class StageBench:
         stage.check_config(run)
         return stage.execute(run, executor or LocalExecutor())
 
+    def path(self, stage: str, part: str, kind: str | None = None):
+        """The committed file of a finished part: its rows, or its `kind` side file."""
+        target = registry.get(stage)
+        return (
+            target.file_path(self.layout, part, kind)
+            if kind
+            else target.rows_path(self.layout, part)
+        )
+
     def rows(self, name: str, part: str) -> list[dict]:
         return pq.read_table(registry.get(name).rows_path(self.layout, part)).to_pylist()
 

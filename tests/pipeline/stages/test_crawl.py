@@ -35,7 +35,7 @@ def _crawl(web, root, **options):
 def _run(b, web):
     record = b.run("sources", resolver=web.resolver())
     parts = json.loads((b.layout.work / "parts.json").read_text())
-    pages = [r for p in parts for r in pq.read_table(b.layout.pages / f"{p}.parquet").to_pylist()]
+    pages = [r for p in parts for r in pq.read_table(b.path("sources", p, "pages")).to_pylist()]
     return record, parts, pages
 
 
@@ -65,6 +65,6 @@ def test_a_rerun_fetches_no_finished_page_again(web, tmp_path):
     before = len(web.hits())
     again, again_parts, _ = _run(b, web)
     refetched = [h.path for h in web.hits()[before:] if h.path.endswith(".html")]
-    mine = pq.read_table(b.layout.pages / f"{parts[-1]}.parquet")["url"].to_pylist()
+    mine = pq.read_table(b.path("sources", parts[-1], "pages"))["url"].to_pylist()
     assert sorted(refetched) == sorted(u.split(str(web.port), 1)[1] for u in mine)
     assert again_parts == parts and again["rows_out"] == first["rows_out"]

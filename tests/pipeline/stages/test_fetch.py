@@ -90,7 +90,7 @@ def test_images_give_every_row_of_a_url_its_one_fetch(bench):
         assert [r["status"] for r in rows] == ["pending", "pending", "fetch_failed", "language"]
         assert rows[0]["sha256"] == rows[1]["sha256"] and rows[0]["phash"]
         assert rows[3]["sha256"] is None  # not pending: untouched
-        stored = pq.read_table(b.layout.stage_dir("images") / "p0.images.parquet")
+        stored = pq.read_table(b.path("images", "p0", "images"))
         assert stored["uid"].to_pylist() == [rows[0]["uid"], rows[1]["uid"]]
         assert (record["rows_in"], record["rows_out"], record["drops"]) == (
             3,

@@ -52,7 +52,7 @@ def test_images_fetch_check_and_store_every_pending_image(bench, image_server):
         "dropped before": "language",
     }
     assert "/no/secret.png" not in image_server.hits  # robots.txt was read first
-    stored = pq.read_table(b.layout.stage_dir("images") / "p0.images.parquet").to_pylist()
+    stored = pq.read_table(b.path("images", "p0", "images")).to_pylist()
     assert len(stored) == 1 and stored[0]["image"][:2] == b"\xff\xd8"  # the kept one, as JPEG
     assert stored[0]["phash256"] and stored[0]["phash256_trim"]
     assert (record["rows_in"], record["rows_out"]) == (6, 1)

@@ -23,7 +23,7 @@ def test_robots_txt_once_per_origin_recorded_in_the_dataset(bench):
         record = b.run("robots", resolver=web.resolver())
         assert web.robots_fetches() == dict.fromkeys(web.names(), 1)
         assert (record["rows_in"], record["rows_out"]) == (5, 5)
-        stored = pq.read_table(b.layout.origins / "robots-00000.parquet").to_pylist()
+        stored = pq.read_table(b.path("robots", "robots-00000")).to_pylist()
         port = web.port
         assert [r["origin"] for r in stored] == [f"http://{h}:{port}" for h in web.names()]
         assert {r["status"] for r in stored} == {"ok"} and stored[0]["body"].startswith(

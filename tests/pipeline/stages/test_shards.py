@@ -75,4 +75,11 @@ def test_shards_cut_the_pending_rows_in_source_order_across_parts(bench):
     assert shards[0]["key"].to_pylist() == ["000000", "000001", "000002", "000003"]  # img2dataset
     assert shards[0]["jpg"][0].as_py()[:2] == b"\xff\xd8"
     assert (b.layout.shards / "00000_stats.json").exists()
-    assert b.marker("shards", "shard-00001")["extra"] == {"shard": "00001.parquet"}
+    marker = b.marker("shards", "shard-00001")
+    assert marker["extra"] == {
+        "shard": "00001.parquet",
+        "rows": 4,
+        "row_groups": 1,
+        "bytes": (b.layout.shards / "00001.parquet").stat().st_size,
+    }
+    assert marker["files"] == {"shard": "shards/00001.parquet", "stats": "shards/00001_stats.json"}

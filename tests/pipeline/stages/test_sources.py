@@ -34,10 +34,10 @@ def test_url_list_parts_are_cut_where_the_list_is_read(bench, tmp_path):
     )
     b = bench(url_list=str(src), rows_per_part=2)
     record = b.run("sources")
-    assert pq.read_table(b.layout.work / "sources" / "list-00000.parquet").to_pylist() == [
+    assert pq.read_table(b.path("sources", "list-00000")).to_pylist() == [
         {"url": "http://a.test/1.jpg", "caption": "one", "page_url": None}
     ]
-    second = pq.read_table(b.layout.work / "sources" / "list-00001.parquet")
+    second = pq.read_table(b.path("sources", "list-00001"))
     assert second["caption"].to_pylist() == ["two", ""]  # no caption: matches no query
     assert (record["rows_in"], record["rows_out"], record["drops"]) == (4, 3, {"empty_url": 1})
     assert (b.layout.work / "parts.json").read_text().count("list-") == 2
@@ -49,12 +49,12 @@ def test_warc_files_one_part_each_and_an_unreadable_one_is_a_recorded_drop(bench
     (tmp_path / "in" / "b.arc").write_bytes(b"<html>this is no archive</html>")
     b = bench(url_list=None, warc=[str(tmp_path / "in" / "*.arc*")])
     record = b.run("sources")
-    pairs = pq.read_table(b.layout.work / "sources" / "warc-00000.parquet").to_pylist()
+    pairs = pq.read_table(b.path("sources", "warc-00000")).to_pylist()
     assert pairs == [
         {"url": "http://old.test/a.jpg", "caption": "a red fox", "page_url": "http://old.test/p"},
         {"url": "http://old.test/b.png", "caption": "two dogs", "page_url": "http://old.test/p"},
     ]
-    bad = pq.read_table(b.layout.pages / "warc-00001.parquet").to_pylist()
+    bad = pq.read_table(b.path("sources", "warc-00001", "pages")).to_pylist()
     assert len(bad) == 1 and bad[0]["status"] == "unreadable_file"
     assert "not a WARC, WAT or ARC file" in bad[0]["error"] and bad[0]["source"] == "b.arc"
     assert record["drops"] == {"page_unreadable_file": 1}

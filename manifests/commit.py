@@ -1,0 +1,158 @@
+"""Committing without rename, the same way on object stores and local disks.
+
+Object stores have no atomic rename, and a reader of an object that is being overwritten can get
+ranges of two versions. So no file is ever overwritten in place and no file becomes visible by a
+rename:
+- a part's files are written under names no earlier attempt used (`<part>.<token>.parquet`);
+  then its marker (`<part>.done`, written last) names them: the marker is the commit. Files no
+  marker names are leftovers of a killed attempt, read by nobody and swept by the next run.
+- a finished stage writes `work/<stage>/committed.json` (every part's files, from the markers),
+  so the driver finds a stage's outputs with one read, not one per part;
+- a build ends by writing `DIR/dataset.json`: the version, and every manifest and shard file of
+  it. Readers (`pipeline query`, the trainer, report, embed) read only the files it names, so a
+  build that is still running or was killed shows the last committed version, whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+
+from manifests.layout import DatasetLayout, write_json_atomic
+from manifests.storage import Location
+
+log = logging.getLogger(__name__)
+
+LAYOUT_VERSION = 2  # run.json's "layout": 2 = readers take files from dataset.json only
+DATASET_KINDS = ("samples", "pages", "origins", "shards")
+TOKENED = re.compile(r"^[^.]+(\.[^.]+)?\.[0-9a-f]{8}\.parquet$")
+
+
+def new_token() -> str:
+    """A name part no other attempt will pick (8 hex digits, 2^32 choices)."""
+    return secrets.token_hex(4)
+
+
+def tokened(base: Location, token: str) -> Location:
+    """`.../list-00001.parquet` as `.../list-00001.<token>.parquet`."""
+    return base.with_name(f"{base.stem}.{token}{base.suffix}")
+
+
+def relative(layout: DatasetLayout, path: Location) -> str:
+    return path.relative_to(layout.root).as_posix()
+
+
+def kind_of(rel: str) -> str | None:
+    """Which dataset view a root-relative file belongs to (None: it is work, not the dataset)."""
+    head = rel.split("/")
+    if head[0] == "manifests" and len(head) == 3 and head[1] in DATASET_KINDS:
+        return head[1]
+    if head[0] == "shards":
+        return "shards"
+    return None
+
+
+def read_dataset_json(layout: DatasetLayout) -> dict | None:
+    path = layout.dataset_json
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_legacy(layout: DatasetLayout) -> bool:
+    """A dataset written before dataset.json (readers list its folders, as they did then)."""
+    run = layout.run_json
+    if not run.exists():
+        return not layout.dataset_json.exists()
+    return json.loads(run.read_text()).get("layout", 1) < LAYOUT_VERSION
+
+
+def shard_index(layout: DatasetLayout) -> Location | None:
+    """The committed version's shard index (None: a dataset without one; read the footers)."""
+    record = read_dataset_json(layout)
+    rel = record.get("shard_index") if record else None
+    return layout.root / rel if rel else None
+
+
+def committed_files(layout: DatasetLayout, kind: str, suffix: str = ".parquet") -> list[Location]:
+    """The `suffix` files of view `kind` in the dataset's committed version, sorted by name."""
+    record = read_dataset_json(layout)
+    if record is None:
+        if not is_legacy(layout):
+            return []  # nothing committed yet: a first build still running, or killed
+        folder = layout.shards if kind == "shards" else layout.manifests / kind
+        return [p for p in folder.glob("*" + suffix) if not p.name.startswith(".")]
+    rels = record["files"].get(kind, [])
+    return sorted(layout.root / rel for rel in rels if rel.endswith(suffix))
+
+
+def stage_files(layout: DatasetLayout, stages) -> list[str]:
+    """Every root-relative dataset file the finished stages' committed.json name."""
+    found = []
+    for name in stages:
+        index = layout.stage_dir(name) / "committed.json"
+        if index.exists():
+            for files in json.loads(index.read_text()).values():
+                found.extend(rel for rel in files.values() if kind_of(rel) is not None)
+    return found
+
+
+def commit_dataset(layout: DatasetLayout, files: list[str], shard_index: str | None = None) -> dict:
+    """Write dataset.json naming `files` (root-relative) as the new version (and the shards'
+    index, the `shards` view), then sweep the dataset's folders of files that neither it nor
+    the previous version names."""
+    previous = read_dataset_json(layout) or {}
+    grouped = {kind: [] for kind in DATASET_KINDS}
+    for rel in sorted(set(files)):
+        kind = kind_of(rel)
+        if kind is not None:
+            grouped[kind].append(rel)
+    record = {
+        "version": int(previous.get("version", 0)) + 1,
+        "committed": time.time(),
+        "files": grouped,
+        "shard_index": shard_index,
+        "previous": previous.get("files", {}),  # still readable by a query started before
+    }
+    write_json_atomic(record, layout.dataset_json)
+    keep = {rel for group in (*grouped.values(), *record["previous"].values()) for rel in group}
+    keep |= {rel for rel in (shard_index, previous.get("shard_index")) if rel}
+    swept = 0
+    old_indexes = [p for p in layout.stage_dir("shards").glob("index-*.parquet")]
+    for path in old_indexes:
+        if relative(layout, path) not in keep:
+            path.unlink(missing_ok=True)
+    for folder in (layout.samples, layout.pages, layout.origins, layout.shards):
+        for path in folder.iterdir():
+            rel = relative(layout, path)
+            if rel not in keep and not path.name.startswith("."):
+                if _is_shard_companion(rel, keep):
+                    continue
+                path.unlink(missing_ok=True)
+                swept += 1
+    if swept:
+        log.info(
+            "dataset %s: version %d; %d stale files removed", layout.root, record["version"], swept
+        )
+    return record
+
+
+def _is_shard_companion(rel: str, keep: set[str]) -> bool:
+    """Files beside the shards that go with them: webdataset sizes, open_clip's `sizes.json`."""
+    return rel.startswith("shards/") and rel.rsplit("/", 1)[-1] in ("sizes.json",)
+
+
+def is_part_file(name: str) -> bool:
+    """A file a part's commit wrote (`<part>[.<kind>].<token>.parquet`), not a plan's file."""
+    return TOKENED.match(name) is not None
+
+
+def sweep_stage(folder: Location, referenced: set[Location]) -> int:
+    """Remove the part files in a stage's folder that no marker names (killed attempts)."""
+    swept = 0
+    for path in folder.iterdir():
+        if is_part_file(path.name) and path not in referenced:
+            path.unlink(missing_ok=True)
+            swept += 1
+    return swept
