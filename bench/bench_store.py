@@ -37,6 +37,7 @@ class CountingProxy:
     def __init__(self, upstream_port: int):
         self.bytes: Counter = Counter()
         self.requests: Counter = Counter()
+        self.log: list[tuple] = []  # (method, key, range, body bytes) per request
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -55,13 +56,15 @@ class CountingProxy:
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "content-length", "connection"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))  # HEAD: the object's
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
                 key = self.path.split("?", 1)[0]
                 proxy.bytes[key] += len(data)
                 proxy.requests[key] += 1
+                proxy.log.append((self.command, key, self.headers.get("Range"), len(data)))
                 upstream.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
@@ -91,6 +94,7 @@ def synthetic_dataset(root: Path, rows: int, parts: int, shard_rows: int) -> Non
     from manifests import schema
     from manifests.commit import LAYOUT_VERSION, commit_dataset
     from manifests.layout import DatasetLayout, write_json_atomic, write_parquet_atomic
+    from pipeline.stages.shards import shard_index_schema
 
     layout = DatasetLayout(root).create()
     write_json_atomic({"config": {}, "layout": LAYOUT_VERSION}, layout.run_json)
@@ -149,12 +153,17 @@ def synthetic_dataset(root: Path, rows: int, parts: int, shard_rows: int) -> Non
         files.append(rel)
         if len(take):
             shard_table.append((f"{p:05d}.parquet", len(take)))
+    index = []
     for name, n in shard_table:
         images = [os.urandom(20_000) for _ in range(n)]  # incompressible, like JPEG bytes
         table = pa.table({"key": [f"{i:09d}" for i in range(n)], "jpg": images})
         write_parquet_atomic(table, layout.shards / name, row_group_size=1000)
         files.append(f"shards/{name}")
-    commit_dataset(layout, files)
+        size = (layout.shards / name).stat().st_size
+        index.append({"shard": name, "rows": n, "row_groups": -(-n // 1000), "bytes": size})
+    rel = "work/shards/index-00000000.parquet"  # as the shards stage writes it
+    write_parquet_atomic(pa.Table.from_pylist(index, schema=shard_index_schema()), root / rel)
+    commit_dataset(layout, files, shard_index=rel)
 
 
 def bench_query(args) -> None:
@@ -189,16 +198,23 @@ def bench_query(args) -> None:
         by_kind = Counter()
         for key, n in proxy.bytes.items():
             kind = (
-                "manifests" if "/manifests/" in key else "shards" if "/shards/" in key else "other"
+                "manifests"
+                if "/ds/manifests/" in key
+                else "shards"
+                if "/ds/shards/" in key
+                else "other"
             )
             by_kind[kind] += n
-        shard_reads = {k: v for k, v in proxy.requests.items() if "/shards/" in k}
+        shard_reads = {k: v for k, v in proxy.requests.items() if "/ds/shards/" in k}
+        if args.verbose:
+            for entry in proxy.log:
+                print("  ", *entry)
         print(f"answer: {answer} ({sum(n for _, n in answer):,} rows) in {seconds:.2f} s")
         print(
             f"bytes from the store: manifests {by_kind['manifests']:,} of {manifest_bytes:,} "
             f"({by_kind['manifests'] / manifest_bytes:.2%}; goal < 10%); shards {by_kind['shards']:,} "
             f"({len(shard_reads)} shard objects requested; goal 0); other (run.json, dataset.json, "
-            f"stats, listings) {by_kind['other']:,}"
+            f"stats, the shard index, listings) {by_kind['other']:,}"
         )
 
 
@@ -257,6 +273,7 @@ def main() -> None:
     q.add_argument("--rows", type=int, default=100_000)
     q.add_argument("--parts", type=int, default=10)
     q.add_argument("--shard-rows", type=int, default=5_000, help="kept rows with images")
+    q.add_argument("--verbose", action="store_true", help="print every request to the store")
     lo = sub.add_parser("loader", help="loader CPU per sample, S3 vs local")
     lo.add_argument("--images", type=int, default=2000)
     lo.add_argument("--batches", type=int, default=12)

@@ -68,16 +68,23 @@ def is_legacy(layout: DatasetLayout) -> bool:
     return json.loads(run.read_text()).get("layout", 1) < LAYOUT_VERSION
 
 
-def shard_index(layout: DatasetLayout) -> Location | None:
-    """The committed version's shard index (None: a dataset without one; read the footers)."""
-    record = read_dataset_json(layout)
+_UNREAD = object()
+
+
+def shard_index(layout: DatasetLayout, record=_UNREAD) -> Location | None:
+    """The committed version's shard index (None: a dataset without one; read the footers).
+    `record`: dataset.json as read_dataset_json gave it (read here if not given)."""
+    record = read_dataset_json(layout) if record is _UNREAD else record
     rel = record.get("shard_index") if record else None
     return layout.root / rel if rel else None
 
 
-def committed_files(layout: DatasetLayout, kind: str, suffix: str = ".parquet") -> list[Location]:
-    """The `suffix` files of view `kind` in the dataset's committed version, sorted by name."""
-    record = read_dataset_json(layout)
+def committed_files(
+    layout: DatasetLayout, kind: str, suffix: str = ".parquet", record=_UNREAD
+) -> list[Location]:
+    """The `suffix` files of view `kind` in the dataset's committed version, sorted by name.
+    `record`: dataset.json as read_dataset_json gave it (read here if not given)."""
+    record = read_dataset_json(layout) if record is _UNREAD else record
     if record is None:
         if not is_legacy(layout):
             return []  # nothing committed yet: a first build still running, or killed

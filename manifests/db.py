@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from manifests import schema, storage
-from manifests.commit import committed_files, shard_index
+from manifests.commit import committed_files, read_dataset_json, shard_index
 from manifests.config import ConfigError
 from manifests.layout import DatasetLayout
 
@@ -95,10 +95,9 @@ def _stats_table(con, stats_dir) -> None:
     con.execute('CREATE OR REPLACE VIEW stats AS SELECT * FROM _stats_arrow ORDER BY "order"')
 
 
-def _shards_view(con, layout, files: list) -> None:
+def _shards_view(con, index, files: list) -> None:
     import pyarrow as pa
 
-    index = shard_index(layout)
     if index is not None and index.exists():  # written by the build: no shard is opened
         con.register("_shards_arrow", storage.read_table(index))
         con.execute("CREATE OR REPLACE VIEW shards AS SELECT * FROM _shards_arrow ORDER BY shard")
@@ -159,12 +158,17 @@ def open(dataset_dir, read_only: bool = True):  # noqa: A001 - the contract name
             "build one with `pipeline build ... --out DIR`"
         )
     con = storage.duckdb_connect(layout.root)
-    _parquet_view(con, "samples", committed_files(layout, "samples"), schema.SAMPLES)
+    record = read_dataset_json(layout)  # the committed version: one read
+
+    def files(kind: str) -> list:
+        return committed_files(layout, kind, record=record)
+
+    _parquet_view(con, "samples", files("samples"), schema.SAMPLES)
     _embeddings_view(con, layout.root / "embeddings")
-    _parquet_view(con, "pages", committed_files(layout, "pages"), schema.PAGES)
-    _parquet_view(con, "origins", committed_files(layout, "origins"), schema.ORIGINS)
+    _parquet_view(con, "pages", files("pages"), schema.PAGES)
+    _parquet_view(con, "origins", files("origins"), schema.ORIGINS)
     _stats_table(con, layout.stats)
-    _shards_view(con, layout, committed_files(layout, "shards"))
+    _shards_view(con, shard_index(layout, record), files("shards"))
     return con
 
 

@@ -503,6 +503,9 @@ def duckdb_connect(root=None):
     con.execute("SET autoload_known_extensions = false")
     if root is not None and not location(root).is_local:
         con.register_filesystem(_fsspec_view(location(root)))
+        # DuckDB's external file cache reads a whole remote file to cache it: with it off, a
+        # query fetches the footer and the column chunks it needs, nothing else.
+        con.execute("SET enable_external_file_cache = false")
     return con
 
 
@@ -514,7 +517,17 @@ def _fsspec_view(root: Location):
     class StoreView(ArrowFSWrapper):
         protocol = protocols
 
-    return StoreView(root.fs, skip_instance_cache=True)
+        def info(self, path, **kwargs):
+            # DuckDB asks for a file's size many times; data files are never rewritten in
+            # place (manifests.commit), so one answer per connection holds.
+            key = self._strip_protocol(path)
+            if key not in self._infos:
+                self._infos[key] = super().info(path, **kwargs)
+            return self._infos[key]
+
+    view = StoreView(root.fs, skip_instance_cache=True)
+    view._infos = {}
+    return view
 
 
 def read_table(path, columns=None, filters=None, schema=None, **options):

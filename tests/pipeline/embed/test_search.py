@@ -165,3 +165,23 @@ def test_embed_follows_changed_shards_and_skips_unreadable_images(embedded, tmp_
     hits = _search(capsys, copy, "a red circle", "-k", meta["rows"])
     assert len(hits) == meta["rows"] - 1
     assert table["uid"][0].as_py() not in {h["uid"] for h in hits}
+
+
+@pytest.mark.timeout(900)
+def test_embed_and_search_a_dataset_on_s3_as_on_local_disk(embedded, shapes_model, s3, capsys):
+    """The dataset and the checkpoint in a bucket: the same embeddings and the same hits."""
+    from manifests.storage import location, upload_tree
+
+    out, _, tmp = embedded
+    local = tmp / "no-embeddings"
+    shutil.copytree(out, local, ignore=shutil.ignore_patterns("embeddings"))
+    upload_tree(local, f"{s3}/ds")
+    (location(s3) / "models" / "nano.pt").upload(shapes_model)
+    assert main(["embed", f"{s3}/ds", "--checkpoint", f"{s3}/models/nano.pt"]) == 0
+    remote = location(s3) / "ds" / "embeddings"
+    assert (remote / "meta.json").exists() and remote.glob("*.faiss")
+    for query in ("a red circle", "a blue square"):
+        want = _search(capsys, out, query, "-k", 5)
+        got = _search(capsys, f"{s3}/ds", query, "-k", 5)
+        assert [h["url"] for h in got] == [h["url"] for h in want]
+        assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1e-5)
