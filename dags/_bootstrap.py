@@ -153,7 +153,7 @@ def embed(params: dict, data: str, checkpoint: str) -> str:
 
 def build_filtered(params: dict, checkpoint: str) -> str:
     """Round 2: the same source rebuilt with `checkpoint` as the CLIP-score filter."""
-    if not os.path.isfile(absolute_path("checkpoint", checkpoint)):
+    if not _location(absolute_path("checkpoint", checkpoint)).is_file():
         raise config_error(f"no checkpoint at {checkpoint} to filter with")
     return _run_build(build_round(params, "round2", checkpoint))
 

@@ -117,7 +117,9 @@ def run_training(params: dict) -> str:
     log.info("training %s on %s", options["out"], options["data"])
     launch(resolve_config(options), **ray)
     checkpoint = os.path.join(options["out"], "latest.pt")
-    if not os.path.isfile(checkpoint):
+    from manifests.storage import location  # not at import: DAG files import nothing heavy
+
+    if not location(checkpoint).is_file():
         raise RuntimeError(f"training wrote no checkpoint at {checkpoint}")
     return checkpoint
 

@@ -105,10 +105,24 @@ def stage_files(layout: DatasetLayout, stages) -> list[str]:
     return found
 
 
-def commit_dataset(layout: DatasetLayout, files: list[str], shard_index: str | None = None) -> dict:
+def named_by_a_marker(layout: DatasetLayout, rel: str, stages) -> bool:
+    """Whether a part marker of one of `stages` names the root-relative file `rel` (asked
+    only of files the commit does not name: the few leftovers of killed attempts)."""
+    part = rel.rsplit("/", 1)[-1].split(".", 1)[0]
+    for stage in stages:
+        marker = layout.stage_dir(stage) / f"{part}.done"
+        if marker.exists() and rel in json.loads(marker.read_text()).get("files", {}).values():
+            return True
+    return False
+
+
+def commit_dataset(
+    layout: DatasetLayout, files: list[str], shard_index: str | None = None, stages=()
+) -> dict:
     """Write dataset.json naming `files` (root-relative) as the new version (and the shards'
-    index, the `shards` view), then sweep the dataset's folders of files that neither it nor
-    the previous version names."""
+    index, the `shards` view), then sweep the manifest folders of part files that neither it,
+    the previous version nor any marker of `stages` names. (Shards keep img2dataset's fixed
+    names, are written once per shard part and are not swept.)"""
     previous = read_dataset_json(layout) or {}
     grouped = {kind: [] for kind in DATASET_KINDS}
     for rel in sorted(set(files)):
@@ -130,12 +144,12 @@ def commit_dataset(layout: DatasetLayout, files: list[str], shard_index: str | N
     for path in old_indexes:
         if relative(layout, path) not in keep:
             path.unlink(missing_ok=True)
-    for folder in (layout.samples, layout.pages, layout.origins, layout.shards):
+    for folder in (layout.samples, layout.pages, layout.origins):
         for path in folder.iterdir():
             rel = relative(layout, path)
-            if rel not in keep and not path.name.startswith("."):
-                if _is_shard_companion(rel, keep):
-                    continue
+            if rel in keep or not is_part_file(path.name):
+                continue
+            if not named_by_a_marker(layout, rel, stages):
                 path.unlink(missing_ok=True)
                 swept += 1
     if swept:
@@ -143,11 +157,6 @@ def commit_dataset(layout: DatasetLayout, files: list[str], shard_index: str | N
             "dataset %s: version %d; %d stale files removed", layout.root, record["version"], swept
         )
     return record
-
-
-def _is_shard_companion(rel: str, keep: set[str]) -> bool:
-    """Files beside the shards that go with them: webdataset sizes, open_clip's `sizes.json`."""
-    return rel.startswith("shards/") and rel.rsplit("/", 1)[-1] in ("sizes.json",)
 
 
 def is_part_file(name: str) -> bool:

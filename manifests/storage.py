@@ -23,6 +23,7 @@ import io
 import os
 import posixpath
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -43,11 +44,11 @@ def split_uri(uri: str) -> tuple[str, str]:
     """(scheme, path): ("", "/abs/path") for local paths, ("s3", "bucket/key") for s3://."""
     text = os.fspath(uri)
     if "://" not in text:
-        return "", str(Path(text).expanduser().absolute())
+        return "", os.path.normpath(os.path.abspath(os.path.expanduser(text)))
     scheme, rest = text.split("://", 1)
     scheme = scheme.lower()
     if scheme == "file":
-        return "", str(Path(rest).absolute())
+        return "", os.path.normpath(os.path.abspath(rest))
     if scheme not in REMOTE_SCHEMES:
         known = ", ".join(["local paths", "file://", *(f"{s}://" for s in REMOTE_SCHEMES)])
         raise StorageError(f"{text}: unknown scheme {scheme}://; paths may be {known}")
@@ -167,11 +168,11 @@ def storage_errors(what) -> Iterator[None]:
 @dataclass(frozen=True, eq=False)
 class Stat:
     st_size: int
-    st_mtime: float
+    st_mtime_ns: int
 
     @property
-    def st_mtime_ns(self) -> int:
-        return int(self.st_mtime * 1e9)
+    def st_mtime(self) -> float:
+        return self.st_mtime_ns / 1e9
 
 
 class Location:
@@ -225,16 +226,20 @@ class Location:
 
     def __eq__(self, other) -> bool:
         if isinstance(other, str | Path):
-            other = Location(other)
-        return isinstance(other, Location) and (self.scheme, self.path) == (
-            other.scheme,
-            other.path,
-        )
+            try:
+                other = Location(other)
+            except StorageError:
+                return False
+        if not isinstance(other, Location):
+            return NotImplemented
+        return (self.scheme, self.path) == (other.scheme, other.path)
 
     def __hash__(self) -> int:
         return hash((self.scheme, self.path))
 
     def __lt__(self, other: Location) -> bool:
+        if not isinstance(other, Location):
+            return NotImplemented
         return (self.scheme, self.path) < (other.scheme, other.path)
 
     # --- pathlib's names --------------------------------------------------------------------
@@ -305,8 +310,7 @@ class Location:
         info = self.info()
         if info.size is None:
             raise FileNotFoundError(self.uri)
-        mtime = info.mtime_ns / 1e9 if info.mtime_ns is not None else 0.0
-        return Stat(st_size=info.size, st_mtime=mtime)
+        return Stat(st_size=info.size, st_mtime_ns=info.mtime_ns or 0)
 
     def iterdir(self) -> list[Location]:
         """The folder's entries (none if it does not exist), sorted."""
@@ -440,10 +444,14 @@ class _PutOnClose(io.BytesIO):
     def write(self, data) -> int:
         return super().write(data.encode(self.encoding) if isinstance(data, str) else data)
 
-    def __exit__(self, kind, value, traceback):
-        if kind is None:
+    def close(self) -> None:
+        if not self.closed and not getattr(self, "failed", False):
             self.target.write_bytes(self.getvalue())
         super().close()
+
+    def __exit__(self, kind, value, traceback):
+        self.failed = kind is not None  # an error inside `with`: nothing is put
+        self.close()
         return False
 
 
@@ -614,7 +622,7 @@ def cached_local(path) -> Path:
     target = Path(tempfile.gettempdir()) / "clipengine-cache" / key / loc.name
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}")
+        partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
         with (
             storage_errors(loc),
             loc.fs.open_input_stream(loc.path) as src,

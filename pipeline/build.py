@@ -103,12 +103,28 @@ def run_build(config: BuildConfig, resolver=None, stages: list[str] | None = Non
             run.stage.execute(run, executor)
     finally:
         executor.shutdown()
+    if any(run.name == "publish" for run in runs):
+        commit_build(layout, [s.name for s in wanted_stages(config)])
+    return layout
+
+
+def commit_build(layout: DatasetLayout, enabled: list[str]) -> None:
+    """The commit: one small object naming every file of the new version (manifests.commit).
+    It follows the last stage, publish (a DAG's publish task), once every stage of the build
+    has finished; a dataset of the layout before dataset.json is left as it is (its readers
+    list its folders)."""
+    from manifests.commit import is_legacy
     from pipeline.stages.registry import STAGE_NAMES
 
-    # The commit: one small object naming every file of the new version (manifests.commit).
+    unfinished = [s for s in enabled if not (layout.stage_dir(s) / "committed.json").exists()]
+    if unfinished:
+        log.info("%s: not committed, stages %s have not finished", layout.root, unfinished)
+        return
+    if is_legacy(layout):
+        log.info("%s: written before dataset.json; readers list its folders", layout.root)
+        return
     shards = layout.stats / "shards.json"
     index = (
         json.loads(shards.read_text()).get("extra", {}).get("index") if shards.exists() else None
     )
-    commit_dataset(layout, stage_files(layout, STAGE_NAMES), shard_index=index)
-    return layout
+    commit_dataset(layout, stage_files(layout, STAGE_NAMES), shard_index=index, stages=STAGE_NAMES)

@@ -24,6 +24,8 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from manifests.storage import cached_local, location
+
 logger = logging.getLogger(__name__)
 
 # Scripts written without spaces between words: no word boundary is needed next to them.
@@ -184,7 +186,7 @@ def write_query_list(queries: Iterable[str], path: str | Path) -> Path:
         lines.append(stripped)
     header = f"# query list: {len(lines)} queries, one a line\n"
     return write_bytes_atomic(
-        (header + "".join(f"{q}\n" for q in lines)).encode("utf-8"), Path(path)
+        (header + "".join(f"{q}\n" for q in lines)).encode("utf-8"), location(path)
     )
 
 
@@ -306,13 +308,15 @@ class QueryMatcher:
         """Pickle the built matcher (automaton included) atomically; `QueryMatcher.load` reads it."""
         from manifests.layout import write_bytes_atomic
 
-        return write_bytes_atomic(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), Path(path))
+        return write_bytes_atomic(
+            pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), location(path)
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> QueryMatcher:
         """A matcher saved by `save` (a pickle: load only files this project wrote)."""
         try:
-            with open(path, "rb") as fh:
+            with open(cached_local(path), "rb") as fh:
                 matcher = pickle.load(fh)
         except FileNotFoundError:
             raise FileNotFoundError(f"saved query matcher not found: {path}") from None

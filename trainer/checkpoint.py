@@ -17,7 +17,7 @@ import logging
 import os
 
 from manifests.layout import atomic_path
-from manifests.storage import Location, local_copy, location, storage_errors
+from manifests.storage import Location, local_copy, location
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +30,22 @@ def latest_path(run_dir) -> Location:
     return location(run_dir) / "latest.pt"
 
 
-def _atomic_save(obj, path: Location) -> None:
+def _atomic_save(obj, path: Location, also: Location | None = None) -> None:
+    """Write `obj` to `path`, put whole; in an object store the same local file is put at
+    `also` too (a server-side copy would fail past S3's 5 GiB CopyObject limit)."""
     import torch
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if also is not None and not also.is_local:
+            also.upload(tmp)  # before `path`: latest.pt is never older than the newest step
 
 
 def _link_latest(source: Location, latest: Location) -> None:
-    if not latest.is_local:  # an object store copies server-side, and a copy is atomic
-        with storage_errors(latest):
-            latest.fs.copy_file(source.path, latest.path)
+    if not latest.is_local:  # put by _atomic_save already
         return
     with atomic_path(latest) as tmp:
         try:
@@ -58,7 +61,7 @@ def save(run_dir, payload: dict, keep: int) -> Location:
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{payload['step']:08d}.pt"
-    _atomic_save(payload, path)
+    _atomic_save(payload, path, also=latest_path(run_dir))
     _link_latest(path, latest_path(run_dir))
     for old in sorted(folder.glob("step_*.pt"))[:-keep]:
         old.unlink(missing_ok=True)

@@ -10,7 +10,6 @@ Images that do not decode get no vector in the index (image.rows.npy maps index 
 import dataclasses
 import io
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -50,7 +49,7 @@ def _check_meta(folder: Path, meta: dict, overwrite: bool) -> None:
             "pass --overwrite to replace them"
         )
     log.info("replacing the embeddings of %s", old.get("checkpoint"))
-    shutil.rmtree(folder)
+    location(folder).rmtree()
 
 
 def _embed_shard(loaded, path: Path, out: Path, batch_size: int) -> int:

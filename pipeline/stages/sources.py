@@ -85,6 +85,7 @@ class SourcesStage(Stage):
             check(run.config.source)
 
     def execute(self, run: StageRun, executor) -> dict:
+        run.sweep()  # part files of killed attempts (the base's execute is not used here)
         kind = run.config.source.kind
         if kind == "crawl":
             from pipeline.stages.crawl import crawl

@@ -159,3 +159,34 @@ def test_bad_store_paths_get_a_clear_error(tmp_path, s3, s3_server, uri, env, sa
     )
     assert result.returncode == 2, result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_rerun_keeps_a_dataset_of_the_old_layout_whole(local_build, tmp_path, test_site):
+    """A dataset written before dataset.json (no "layout" in run.json): a rerun commits no
+    version and sweeps nothing, and readers still list its folders."""
+    site, local = local_build
+    out = location(tmp_path / "local")
+    run = json.loads((out / "run.json").read_text())
+    del run["layout"]
+    (out / "run.json").write_text(json.dumps(run))
+    (out / "dataset.json").unlink()
+    files = sorted(p.name for p in (out / "manifests" / "samples").iterdir())
+    queries, urls = str(tmp_path / "in" / "queries.txt"), str(tmp_path / "in" / "urls.csv")
+    run_build(_config(queries, urls, str(out)))
+    assert not (out / "dataset.json").exists()
+    assert sorted(p.name for p in (out / "manifests" / "samples").iterdir()) == files
+    assert _samples(str(out)) == local
+
+
+@pytest.mark.timeout(120)
+def test_a_run_of_some_stages_commits_nothing(tmp_path, test_site):
+    site, _ = test_site
+    queries, urls = _inputs(tmp_path / "in", site)
+    out = str(tmp_path / "ds")
+    config = _config(queries, urls, out)
+    run_build(config, stages=["sources", "match"])
+    assert not (location(out) / "dataset.json").exists()
+    assert manifests.open(out).execute("SELECT count(*) FROM samples").fetchone() == (0,)
+    run_build(config)
+    assert json.loads((location(out) / "dataset.json").read_text())["version"] == 1
