@@ -94,7 +94,6 @@ def synthetic_dataset(root: Path, rows: int, parts: int, shard_rows: int) -> Non
     from manifests import schema
     from manifests.commit import LAYOUT_VERSION, commit_dataset
     from manifests.layout import DatasetLayout, write_json_atomic, write_parquet_atomic
-    from pipeline.stages.shards import shard_index_schema
 
     layout = DatasetLayout(root).create()
     write_json_atomic({"config": {}, "layout": LAYOUT_VERSION}, layout.run_json)
@@ -162,7 +161,7 @@ def synthetic_dataset(root: Path, rows: int, parts: int, shard_rows: int) -> Non
         size = (layout.shards / name).stat().st_size
         index.append({"shard": name, "rows": n, "row_groups": -(-n // 1000), "bytes": size})
     rel = "work/shards/index-00000000.parquet"  # as the shards stage writes it
-    write_parquet_atomic(pa.Table.from_pylist(index, schema=shard_index_schema()), root / rel)
+    write_parquet_atomic(pa.Table.from_pylist(index, schema=schema.SHARDS), root / rel)
     commit_dataset(layout, files, shard_index=rel)
 
 

@@ -15,13 +15,12 @@ rename:
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
 import time
 
-from manifests.layout import DatasetLayout, write_json_atomic
+from manifests.layout import DatasetLayout, read_json, write_json_atomic
 from manifests.storage import Location
 
 log = logging.getLogger(__name__)
@@ -56,16 +55,15 @@ def kind_of(rel: str) -> str | None:
 
 
 def read_dataset_json(layout: DatasetLayout) -> dict | None:
-    path = layout.dataset_json
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(layout.dataset_json, None)
 
 
 def is_legacy(layout: DatasetLayout) -> bool:
     """A dataset written before dataset.json (readers list its folders, as they did then)."""
-    run = layout.run_json
-    if not run.exists():
+    run = read_json(layout.run_json, None)
+    if run is None:
         return not layout.dataset_json.exists()
-    return json.loads(run.read_text()).get("layout", 1) < LAYOUT_VERSION
+    return run.get("layout", 1) < LAYOUT_VERSION
 
 
 _UNREAD = object()
@@ -98,10 +96,8 @@ def stage_files(layout: DatasetLayout, stages) -> list[str]:
     """Every root-relative dataset file the finished stages' committed.json name."""
     found = []
     for name in stages:
-        index = layout.stage_dir(name) / "committed.json"
-        if index.exists():
-            for files in json.loads(index.read_text()).values():
-                found.extend(rel for rel in files.values() if kind_of(rel) is not None)
+        for files in read_json(layout.stage_dir(name) / "committed.json", {}).values():
+            found.extend(rel for rel in files.values() if kind_of(rel) is not None)
     return found
 
 
@@ -110,8 +106,8 @@ def named_by_a_marker(layout: DatasetLayout, rel: str, stages) -> bool:
     only of files the commit does not name: the few leftovers of killed attempts)."""
     part = rel.rsplit("/", 1)[-1].split(".", 1)[0]
     for stage in stages:
-        marker = layout.stage_dir(stage) / f"{part}.done"
-        if marker.exists() and rel in json.loads(marker.read_text()).get("files", {}).values():
+        marker = read_json(layout.stage_dir(stage) / f"{part}.done", {})
+        if rel in marker.get("files", {}).values():
             return True
     return False
 
@@ -140,8 +136,7 @@ def commit_dataset(
     keep = {rel for group in (*grouped.values(), *record["previous"].values()) for rel in group}
     keep |= {rel for rel in (shard_index, previous.get("shard_index")) if rel}
     swept = 0
-    old_indexes = [p for p in layout.stage_dir("shards").glob("index-*.parquet")]
-    for path in old_indexes:
+    for path in layout.stage_dir("shards").glob("index-*.parquet"):
         if relative(layout, path) not in keep:
             path.unlink(missing_ok=True)
     for folder in (layout.samples, layout.pages, layout.origins):

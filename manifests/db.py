@@ -113,17 +113,7 @@ def _shards_view(con, index, files: list) -> None:
                 "bytes": path.stat().st_size,
             }
         )
-    table = pa.Table.from_pylist(
-        rows,
-        schema=pa.schema(
-            [
-                ("shard", pa.string()),
-                ("rows", pa.int64()),
-                ("row_groups", pa.int32()),
-                ("bytes", pa.int64()),
-            ]
-        ),
-    )
+    table = pa.Table.from_pylist(rows, schema=schema.SHARDS)
     con.register("_shards_arrow", table)
     con.execute("CREATE OR REPLACE VIEW shards AS SELECT * FROM _shards_arrow")
 

@@ -118,5 +118,15 @@ def write_json_atomic(obj, path) -> Location:
     return write_bytes_atomic(text.encode("utf-8"), path)
 
 
-def read_json(path):
-    return json.loads(location(path).read_text())
+_MISSING = object()
+
+
+def read_json(path, default=_MISSING):
+    """A JSON file's value; `default` if the file does not exist (one request on a store,
+    where checking first would be two)."""
+    try:
+        return json.loads(location(path).read_text())
+    except FileNotFoundError:
+        if default is _MISSING:
+            raise
+        return default

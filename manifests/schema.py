@@ -120,6 +120,17 @@ ORIGINS = pa.schema(
     ]
 )
 
+# The `shards` view: one row per shard, as the shards stage's index holds it (so a query reads
+# no shard) or as a dataset without that index gives it from the shards' footers.
+SHARDS = pa.schema(
+    [
+        ("shard", pa.string()),  # file name under DIR/shards
+        ("rows", pa.int64()),
+        ("row_groups", pa.int32()),
+        ("bytes", pa.int64()),
+    ]
+)
+
 # Training shards: img2dataset's parquet columns, so open_clip and DataComp tooling read them.
 # The image column is named after the encode format (`jpg`, `webp` or `png`).
 IMAGE_COLUMNS = ("jpg", "webp", "png")

@@ -68,7 +68,9 @@ def filesystem(scheme: str, bucket: str = ""):
         return pafs.LocalFileSystem()
     if scheme == "s3":
         return _s3(bucket)
-    return pafs.GcsFileSystem(retry_time_limit=__import__("datetime").timedelta(seconds=60))
+    import datetime
+
+    return pafs.GcsFileSystem(retry_time_limit=datetime.timedelta(seconds=60))
 
 
 _ANONYMOUS: set[str] = set()  # buckets this process reads without credentials (none found)

@@ -11,7 +11,7 @@ import time
 
 from manifests.commit import LAYOUT_VERSION, commit_dataset, stage_files
 from manifests.config import ConfigError, leaf_fields
-from manifests.layout import DatasetLayout, write_json_atomic
+from manifests.layout import DatasetLayout, read_json, write_json_atomic
 from pipeline.buildconfig import BuildConfig
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ def _comparable(options: dict) -> dict:
 
 def check_run_json(layout: DatasetLayout, config: BuildConfig) -> None:
     """A rerun must ask for the same build; write run.json on the first run."""
-    import json
 
     if layout.run_json.exists():
         previous = _comparable(json.loads(layout.run_json.read_text())["config"])
@@ -123,8 +122,5 @@ def commit_build(layout: DatasetLayout, enabled: list[str]) -> None:
     if is_legacy(layout):
         log.info("%s: written before dataset.json; readers list its folders", layout.root)
         return
-    shards = layout.stats / "shards.json"
-    index = (
-        json.loads(shards.read_text()).get("extra", {}).get("index") if shards.exists() else None
-    )
+    index = read_json(layout.stats / "shards.json", {}).get("extra", {}).get("index")
     commit_dataset(layout, stage_files(layout, STAGE_NAMES), shard_index=index, stages=STAGE_NAMES)

@@ -165,8 +165,7 @@ class Stage:
         return self.committed_path(layout, part, kind)
 
     def committed_path(self, layout: DatasetLayout, part: str, kind: str) -> Location:
-        marker = layout.stage_dir(self.name) / f"{part}.done"
-        files = read_json(marker).get("files") if marker.exists() else None
+        files = read_json(layout.stage_dir(self.name) / f"{part}.done", {}).get("files")
         if files is None:  # not done, or written before markers named files
             return (
                 self.rows_target(layout, part)
@@ -394,7 +393,7 @@ class StageRun:
         it has finished, one read; else from each part's marker)."""
         source = self.input(stage)
         index_path = self.layout.stage_dir(source.name) / "committed.json"
-        index = read_json(index_path) if index_path.exists() else {}
+        index = read_json(index_path, {})
         paths = []
         for part in parts or self.parts:
             files = index.get(part)
@@ -414,7 +413,7 @@ class StageRun:
         """Every marker of the stage, read in parallel (an object store answers each in ms)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        paths = [p for p in self.dir.glob("*.done")]
+        paths = self.dir.glob("*.done")
         with ThreadPoolExecutor(16) as pool:
             return dict(zip((p.stem for p in paths), pool.map(read_json, paths), strict=True))
 
@@ -422,7 +421,7 @@ class StageRun:
         """Remove data files a killed attempt left in the stage's folder: files no marker
         names (the common case, nothing listed beyond committed.json, reads no marker)."""
         index_path = self.dir / "committed.json"
-        index = read_json(index_path) if index_path.exists() else {}
+        index = read_json(index_path, {})
         known = {self.layout.root / rel for files in index.values() for rel in files.values()}
         listed = [p for p in self.dir.glob("*.parquet") if commit.is_part_file(p.name)]
         if all(p in known for p in listed):

@@ -14,20 +14,6 @@ from manifests.layout import write_json_atomic
 from pipeline.stages.base import PartOutput, PartStats, PartTask, Stage, StageRun
 
 
-def shard_index_schema():
-    """The `shards` view's columns, as DIR/work/shards/index-<token>.parquet holds them."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("shard", pa.string()),
-            ("rows", pa.int64()),
-            ("row_groups", pa.int32()),
-            ("bytes", pa.int64()),
-        ]
-    )
-
-
 @dataclass(frozen=True)
 class ShardTask(PartTask):
     index: int = 0
@@ -172,5 +158,5 @@ class ShardsStage(Stage):
             if "rows" in stats.extra
         ]
         path = run.dir / f"index-{commit.new_token()}.parquet"
-        write_parquet_atomic(pa.Table.from_pylist(rows, schema=shard_index_schema()), path)
+        write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema.SHARDS), path)
         return {"index": commit.relative(run.layout, path)}
