@@ -128,3 +128,37 @@ def test_shared_slots_keep_two_lanes_of_one_host_apart():
     starts.sort()
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert len(starts) == 10 and min(gaps) > 1 / 20 - 0.005
+
+
+def test_shared_slots_hold_when_a_lane_writes_late_after_its_turn():
+    """A process the OS does not run between the slot check and the write (or a thread waiting
+    for the GIL) writes late; the slot's margin keeps it clear of the other lane's next slot."""
+    import asyncio
+    import time
+
+    from pipeline.net.ratelimit import SLOT_MARGIN_S, HostLimiter, HostShare
+
+    late_s = SLOT_MARGIN_S - 0.005
+    writes, lock = [], threading.Lock()
+
+    def lane(index: int) -> None:
+        async def go():
+            limiter = HostLimiter(4, 20.0, 16, {"h": HostShare(2, index)})
+            for _ in range(4):
+                async with limiter.slot("h", defer=True) as gate:
+                    await gate.wait()
+                    time.sleep(late_s if index == 0 else 0.0)  # blocks the loop, as a stall does
+                    with lock:
+                        writes.append(time.time())
+                    gate.sent()
+
+        asyncio.run(go())
+
+    threads = [threading.Thread(target=lane, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writes.sort()
+    gaps = [b - a for a, b in zip(writes, writes[1:], strict=False)]
+    assert len(writes) == 8 and min(gaps) > 1 / 20 - 0.005, gaps
