@@ -26,6 +26,9 @@ def _duck_type(arrow_type) -> str:
 
     if pa.types.is_list(arrow_type):
         return _duck_type(arrow_type.value_type) + "[]"
+    if pa.types.is_struct(arrow_type):
+        fields = ", ".join(f'"{f.name}" {_duck_type(f.type)}' for f in arrow_type)
+        return f"STRUCT({fields})"
     return {
         pa.string(): "VARCHAR",
         pa.int32(): "INTEGER",
@@ -45,14 +48,28 @@ def _parquet_view(con, name: str, files: list, arrow_schema) -> None:
         con.execute(f"CREATE OR REPLACE TABLE _empty_{name} ({columns})")
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM _empty_{name}")
         return
+    import duckdb
+
     file_list = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    casts = ", ".join(
-        f'CAST("{f.name}" AS {_duck_type(f.type)}) AS "{f.name}"' for f in arrow_schema
-    )
-    con.execute(
-        f"CREATE OR REPLACE VIEW {name} AS SELECT {casts} "
-        f"FROM read_parquet([{file_list}], union_by_name = true)"
-    )
+    source = f"read_parquet([{file_list}], union_by_name = true)"
+
+    def view(present) -> None:
+        casts = ", ".join(
+            f"CAST({_quoted(f.name) if f.name in present else 'NULL'} AS {_duck_type(f.type)})"
+            f' AS "{f.name}"'
+            for f in arrow_schema
+        )
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {casts} FROM {source}")
+
+    try:
+        view({f.name for f in arrow_schema})
+    except duckdb.BinderException:  # files older than a column (consent): it reads as nulls
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        view(present)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _stats_table(con, stats_dir) -> None:
@@ -137,8 +154,30 @@ def _embeddings_view(con, folder: Path) -> None:
     )
 
 
+def _consent_view(con) -> None:
+    """`consent`: one row per (sample, signal checked for its image or its page): what the
+    signal said and when. A sample's own `consent` holds its image's findings (and its page's
+    per-origin files when the build did not read the page: a URL list's page_url); a crawled or
+    archived page's findings are its `pages` row's, joined by page_url."""
+    con.execute(
+        """CREATE OR REPLACE VIEW consent AS
+        WITH found AS (
+            SELECT uid, status, url, page_url, unnest(consent) AS c FROM samples
+            UNION ALL
+            SELECT s.uid, s.status, s.url, s.page_url, unnest(p.consent)
+            FROM samples s JOIN pages p ON s.page_url = coalesce(p.final_url, p.url)
+        )
+        SELECT uid, status, c.subject AS subject,
+               CASE WHEN c.subject = 'page' THEN page_url ELSE url END AS url,
+               c.signal AS signal, c.state AS state, c.value AS value,
+               c.opt_out AS opt_out, c.at AS at
+        FROM found"""
+    )
+
+
 def open(dataset_dir, read_only: bool = True):  # noqa: A001 - the contract names it open()
-    """A DuckDB connection over a dataset folder with views samples, pages, shards, stats."""
+    """A DuckDB connection over a dataset folder with views samples, pages, origins, consent,
+    shards, stats."""
     layout = DatasetLayout(dataset_dir)
     if not layout.root.is_dir():
         raise NotADatasetError(f"{layout.root} does not exist")
@@ -157,6 +196,7 @@ def open(dataset_dir, read_only: bool = True):  # noqa: A001 - the contract name
     _embeddings_view(con, layout.root / "embeddings")
     _parquet_view(con, "pages", files("pages"), schema.PAGES)
     _parquet_view(con, "origins", files("origins"), schema.ORIGINS)
+    _consent_view(con)
     _stats_table(con, layout.stats)
     _shards_view(con, shard_index(layout, record), files("shards"))
     return con

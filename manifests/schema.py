@@ -64,6 +64,21 @@ def is_drop_counter(name: str) -> bool:
     return name in DROP_REASONS or (name.startswith("page_") and name[5:] in PAGE_STATUSES)
 
 
+# What the opt-out signals checked for a page or an image said (pipeline.net.consent): one entry
+# per signal checked, whether it said anything or not.
+CONSENT = pa.list_(
+    pa.struct(
+        [
+            ("subject", pa.string()),  # what it was checked for: 'image' or 'page'
+            ("signal", pa.string()),  # robots.txt, tdmrep.json, ai.txt, x-robots-tag, ...
+            ("state", pa.string()),  # found, absent, or unavailable (a file: disallow all)
+            ("value", pa.string()),  # what it said: header value, the rule that matched, ...
+            ("opt_out", pa.bool_()),
+            ("at", pa.timestamp("ms", tz="UTC")),  # the response or file fetch it comes from
+        ]
+    )
+)
+
 # One row per unique (image url, caption) candidate ever seen, kept or not.
 SAMPLES = pa.schema(
     [
@@ -87,6 +102,8 @@ SAMPLES = pa.schema(
         ("leak_of", pa.string()),
         ("shard", pa.string()),  # file name under DIR/shards/
         ("shard_row", pa.int64()),  # row index inside that shard
+        ("consent", CONSENT),  # the image's signals; its page's when the page was not read
+        # (a URL list's page_url); a crawled or archived page's are its `pages` row's
     ]
 )
 
@@ -101,22 +118,23 @@ PAGES = pa.schema(
         ("error", pa.string()),
         ("pairs", pa.int32()),  # (image url, alt text) pairs found on the page
         ("source", pa.string()),  # 'crawl', a WARC/WAT file name, or a URL-list file name
+        ("consent", CONSENT),  # the page's signals: its headers, meta tags, per-origin files
     ]
 )
 
-# One row per per-origin file the build asked a site for (robots.txt today): fetched once per
+# One row per per-origin file the build asked a site for (robots.txt, tdmrep.json, ai.txt): once per
 # origin per build and reused by every task and by a resumed build; the audit of what each site
 # said, and when.
 ORIGINS = pa.schema(
     [
         ("origin", pa.string()),  # scheme://host[:port]
-        ("file", pa.string()),  # 'robots.txt'
+        ("file", pa.string()),  # 'robots.txt', 'tdmrep.json' or 'ai.txt'
         ("url", pa.string()),
         ("fetched_at", pa.timestamp("ms", tz="UTC")),
         ("status", pa.string()),  # the fetch's status: ok, fetch_failed, blocked_address, ...
         ("http_status", pa.int32()),
         ("error", pa.string()),
-        ("body", pa.binary()),  # the file as served (robots.txt: its first robots_max_bytes)
+        ("body", pa.binary()),  # the file as served: its first robots_max_bytes
     ]
 )
 

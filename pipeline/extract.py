@@ -1,8 +1,9 @@
 """Extract (image url, alt text) pairs and outgoing links from an HTML page.
 
 The same function serves a live crawl and a WARC replay, so a recorded crawl replays to exactly the
-pairs it gave live. Opt-outs (`noai`, `noimageai`) are honoured from the `X-Robots-Tag` header and
-from `<meta name="robots">` / `<meta name="clipengine-bot">`.
+pairs it gave live. The page's own opt-out signals (X-Robots-Tag and meta robots `noai`,
+`noimageai`, `noml`; the Content-Usage header; TDMRep's header and meta tags) become its consent
+findings (pipeline.net.consent); any refusal empties its pairs.
 """
 
 from __future__ import annotations
@@ -10,28 +11,18 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
-# The user agent name whose robots directives we obey besides the unprefixed ones.
+# The user agent name whose robots directives we obey besides the unprefixed ones (the default
+# product token; a build passes its own through ConsentPolicy).
 BOT_NAME = "clipengine-bot"
-OPT_OUT_TOKENS = frozenset({"noai", "noimageai"})
 # Lazy-loading libraries keep the real image here while `src` holds a placeholder.
 LAZY_SRC_ATTRS = ("data-src", "data-lazy-src", "data-original")
 LAZY_SRCSET_ATTRS = ("data-srcset", "data-lazy-srcset")
 _SKIP_SCHEMES = ("data:", "javascript:", "about:", "blob:")
-# robots directives that carry a `name: value` form, so their colon is not a user agent prefix.
-_VALUED_DIRECTIVES = frozenset(
-    (
-        "unavailable_after",
-        "max-snippet",
-        "max-image-preview",
-        "max-video-preview",
-        "indexifembedded",
-    )
-)
 _PLACEHOLDER_RE = re.compile(
     r"(?:^|/)(?:blank|spacer|pixel|placeholder|transparent|lazy|loading|loader|1x1)[^/]*"
     r"\.(?:gif|png|svg)$",
@@ -147,44 +138,16 @@ def header_values(headers: Mapping[str, object] | Iterable | None, name: str) ->
     return values
 
 
-def _x_robots_tokens(values: Iterable[str]) -> set[str]:
-    """Directives of X-Robots-Tag values that apply to us (unprefixed or `clipengine-bot:`)."""
-    tokens: set[str] = set()
-    for value in values:
-        agent: str | None = None  # a `name:` prefix applies to the rest of this header value
-        for part in value.split(","):
-            part = part.strip()
-            head, sep, rest = part.partition(":")
-            head = head.strip().lower()
-            if sep and head and " " not in head and head not in _VALUED_DIRECTIVES:
-                agent, part = head, rest.strip()
-            if agent not in (None, BOT_NAME):
-                continue
-            tokens.update(part.lower().split())
-    return tokens
-
-
-def _meta_robots_tokens(metas: Iterable[tuple[str, str]]) -> set[str]:
-    """Directives of `<meta name=robots|clipengine-bot>` and `<meta http-equiv=X-Robots-Tag>`.
-
-    `metas` holds (name or http-equiv, content) pairs, names in any case.
-    """
-    tokens: set[str] = set()
-    for name, content in metas:
-        name = name.strip().lower()
-        if name in ("robots", BOT_NAME):
-            tokens.update(content.lower().replace(",", " ").split())
-        elif name == "x-robots-tag":
-            tokens |= _x_robots_tokens([content])
-    return tokens
-
-
 def robots_directives(
-    x_robots_tag: Iterable[str], metas: Iterable[tuple[str, str]]
+    x_robots_tag: Iterable[str], metas: Iterable[tuple[str, str]], policy=None
 ) -> tuple[bool, bool]:
     """(opted_out, nofollow) from X-Robots-Tag header values and meta (name, content) pairs."""
-    tokens = _x_robots_tokens(x_robots_tag) | _meta_robots_tokens(metas)
-    opted_out = not tokens.isdisjoint(OPT_OUT_TOKENS)
+    from pipeline.net.consent import ConsentPolicy
+    from pipeline.net.consent_rules import meta_robots_tokens, x_robots_tokens
+
+    policy = policy or ConsentPolicy(BOT_NAME)
+    tokens = x_robots_tokens(x_robots_tag, policy.token) | meta_robots_tokens(metas, policy.token)
+    opted_out = not tokens.isdisjoint(policy.opt_out_tokens)
     nofollow = "nofollow" in tokens or "none" in tokens
     return opted_out, nofollow
 
@@ -381,9 +344,10 @@ class Pair:
 class PageExtract:
     pairs: list[Pair]
     links: list[str]  # absolute http(s) targets of followable <a href>, document order
-    opted_out: bool  # noai / noimageai: pairs is empty
+    opted_out: bool  # a signal of the page refuses AI training: pairs is empty
     nofollow: bool  # robots nofollow / none: links is empty
     error: str | None = None  # set when the HTML could not be parsed at all
+    consent: list = field(default_factory=list)  # pipeline.net.consent Findings of the page
 
 
 def _page_pairs(page_url: str, resolve: UrlResolver, images: list) -> list[Pair]:
@@ -424,21 +388,33 @@ def _page_links(page_url: str, resolve: UrlResolver, anchors: list) -> list[str]
 
 
 def extract_page(
-    page_url: str, body: bytes, headers: Mapping[str, str] | None = None
+    page_url: str,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    policy=None,
+    at: float | None = None,
 ) -> PageExtract:
     """Pairs and links of one HTML page fetched from `page_url` (the final URL after redirects).
 
     `headers` are the HTTP response headers (case-insensitive names; a value may be a list).
+    `policy`: the build's ConsentPolicy (our token, opt-out tokens, allowed TDM policies);
+    `at`: when the page was fetched (time.time()), for its findings.
     Never raises on page content; an opt-out empties `pairs`, a nofollow empties `links`.
     """
+    from pipeline.net.consent import ConsentPolicy, header_findings, meta_findings, refusals
+
+    policy = policy or ConsentPolicy(BOT_NAME)
     content_type = next(iter(header_values(headers, "content-type")), None)
     x_robots = header_values(headers, "x-robots-tag")
+    said = header_findings(headers, policy, at)
     try:
         tree = LexborHTMLParser(decode_html(body, content_type))
         nodes = tree.css("base[href], meta[content], img, a[href]")
     except Exception as exc:  # lexbor rejects almost nothing; keep the crawl going if it does
-        opted_out, nofollow = robots_directives(x_robots, ())
-        return PageExtract([], [], opted_out, nofollow, error=f"html parse failed: {exc!r}")
+        _, nofollow = robots_directives(x_robots, (), policy)
+        opted_out = bool(refusals(said))
+        error = f"html parse failed: {exc!r}"
+        return PageExtract([], [], opted_out, nofollow, error=error, consent=said)
     base, metas, images, anchors = page_url, [], [], []
     base_seen = False
     for node in nodes:
@@ -456,8 +432,10 @@ def extract_page(
             base_seen = True  # only the first <base href> counts
             resolved = resolve_url(page_url, node.attributes.get("href"))
             base = resolved or page_url
-    opted_out, nofollow = robots_directives(x_robots, metas)
+    _, nofollow = robots_directives(x_robots, metas, policy)
+    said += meta_findings(metas, policy, said[0].at)
+    opted_out = bool(refusals(said))
     resolve = UrlResolver(base)
     pairs = [] if opted_out else _page_pairs(page_url, resolve, images)
     links = [] if nofollow else _page_links(page_url, resolve, anchors)
-    return PageExtract(pairs, links, opted_out, nofollow)
+    return PageExtract(pairs, links, opted_out, nofollow, consent=said)

@@ -1,19 +1,20 @@
-"""The dataset's record of per-origin files (robots.txt): DIR/manifests/origins/*.parquet.
+"""The dataset's record of per-origin files: DIR/manifests/origins/*.parquet.
 
-Every robots.txt the build fetched is stored with its fetch time and status (the `robots` stage
-fetches each origin's once; the crawl and the fetch tasks store any they had to fetch
-themselves), and every fetcher of the build preloads the ones it needs instead of asking the
-site again: once per origin per build, across tasks, nodes and resumed runs."""
+Every robots.txt, tdmrep.json and ai.txt the build fetched is stored with its fetch time and
+status (the `robots` stage fetches each origin's once; the crawl and the fetch tasks store any
+they had to fetch themselves), and every fetcher of the build preloads the ones it needs instead
+of asking the site again: once per origin per build, across tasks, nodes and resumed runs."""
 
 from __future__ import annotations
 
 from manifests import schema
 
 ROBOTS = "robots.txt"
+FILES = ("robots.txt", "tdmrep.json", "ai.txt")  # pipeline.net.consent's per-origin files
 
 
 def records_table(records):
-    """RobotsRecords as rows of schema.ORIGINS, sorted by origin (readers prune by it)."""
+    """OriginFileRecords as rows of schema.ORIGINS, sorted by origin (readers prune by it)."""
     import datetime
 
     import pyarrow as pa
@@ -21,7 +22,7 @@ def records_table(records):
     rows = [
         {
             "origin": r.origin,
-            "file": ROBOTS,
+            "file": r.file,
             "url": r.url,
             "status": r.status,
             "fetched_at": datetime.datetime.fromtimestamp(r.fetched_at, datetime.UTC),
@@ -29,29 +30,29 @@ def records_table(records):
             "error": r.error,
             "body": r.body,
         }
-        for r in sorted(records, key=lambda r: (r.origin, r.fetched_at))
+        for r in sorted(records, key=lambda r: (r.origin, r.file, r.fetched_at))
     ]
     return pa.Table.from_pylist(rows, schema=schema.ORIGINS)
 
 
 def read_records(layout, origins: set[str] | None = None) -> list:
-    """The stored robots.txt records (of `origins` only, if given); for an origin stored more
-    than once (two tasks met it at once) the latest fetch."""
+    """The stored per-origin file records (of `origins` only, if given); for a file of an
+    origin stored more than once (two tasks met it at once) the latest fetch."""
     import pyarrow.dataset as ds
 
     from manifests.storage import parquet_dataset
-    from pipeline.net.robots import RobotsRecord
+    from pipeline.net.originfiles import OriginFileRecord
 
     files = sorted(layout.origins.glob("*.parquet")) if layout.origins.is_dir() else []
     if not files or origins == set():
         return []
     data = parquet_dataset(files, schema=schema.ORIGINS, format="parquet")
-    where = ds.field("file") == ROBOTS
+    where = ds.field("file").isin(list(FILES))
     if origins is not None:
         where &= ds.field("origin").isin(sorted(origins))
-    latest: dict[str, RobotsRecord] = {}
+    latest: dict[tuple[str, str], OriginFileRecord] = {}
     for row in data.to_table(filter=where).to_pylist():
-        record = RobotsRecord(
+        record = OriginFileRecord(
             row["origin"],
             row["url"],
             row["fetched_at"].timestamp(),
@@ -59,9 +60,11 @@ def read_records(layout, origins: set[str] | None = None) -> list:
             row["http_status"],
             row["error"],
             row["body"],
+            row["file"],
         )
-        if row["origin"] not in latest or latest[row["origin"]].fetched_at < record.fetched_at:
-            latest[row["origin"]] = record
+        key = (row["origin"], row["file"])
+        if key not in latest or latest[key].fetched_at < record.fetched_at:
+            latest[key] = record
     return list(latest.values())
 
 

@@ -20,6 +20,7 @@ import manifests
 from manifests.layout import DatasetLayout
 from pipeline.build import run_build
 from pipeline.buildconfig import BuildConfig
+from pipeline.testing.compare import SAMPLES_UNDATED_SQL
 from pipeline.testing.manyhosts import ManyHosts, politeness_breaches
 from pipeline.testing.raycluster import RayHead, http_json, ray_env, stop_node
 
@@ -83,7 +84,7 @@ def url_list(path, web) -> str:
 
 def samples(out) -> list[tuple]:
     con = manifests.open(out)
-    return con.execute("SELECT * FROM samples ORDER BY uid").fetchall()
+    return con.execute(f"{SAMPLES_UNDATED_SQL} ORDER BY uid").fetchall()
 
 
 def tasks_by_stage(head) -> dict[str, set[str]]:

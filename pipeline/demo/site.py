@@ -1,5 +1,6 @@
 """The embedded sample web: pages of emoji whose <img alt> texts are their names in five
-languages, with a robots.txt, a private folder robots forbids and an opted-out page.
+languages, with a robots.txt, a private folder robots forbids, and one page or image per opt-out
+signal (SIGNAL_PAGES, SIGNAL_IMAGES: robots.txt Content-Usage, TDMRep, ai.txt, headers, meta).
 Served by pipeline.loopback's server, which logs every path it is asked for."""
 
 import html
@@ -14,7 +15,25 @@ if TYPE_CHECKING:
     from pipeline.loopback import LoopbackServer
 
 DATA = Path(__file__).parent / "data"
-ROBOTS = "User-agent: *\nDisallow: /private/\n"
+ROBOTS = "User-agent: *\nDisallow: /private/\nContent-Usage: /usage/ train-ai=n\n"
+TDMREP = [{"location": "/tdm/", "tdm-reservation": 1}]
+AI_TXT = "User-agent: *\nDisallow: /aitxt/*.png\n"
+# Pages that opt out, each in its own way: (path, response headers, <head> markup)
+SIGNAL_PAGES = (
+    ("/optout.html", {}, "<meta name='robots' content='noai, noimageai'>"),
+    ("/usage/notes.html", {}, ""),  # robots.txt: Content-Usage: /usage/ train-ai=n
+    ("/noml.html", {"X-Robots-Tag": "noml"}, ""),
+    ("/tdm-meta.html", {}, "<meta name='tdm-reservation' content='1'>"),
+    ("/tdm/gallery.html", {}, ""),  # tdmrep.json reserves /tdm/
+)
+# Images that opt out, on an otherwise open page (/signals.html): URL prefix -> image headers
+SIGNAL_IMAGES = (
+    ("/tdm/img/", {}),  # tdmrep.json
+    ("/aitxt/", {}),  # ai.txt: Disallow: /aitxt/*.png
+    ("/hdr/noml/", {"X-Robots-Tag": "noml"}),
+    ("/hdr/usage/", {"Content-Usage": "train-ai=n"}),
+    ("/hdr/tdm/", {"tdm-reservation": "1"}),
+)
 STOPWORDS = {"a", "an", "and", "the", "of", "with", "in", "on", "for", "to", "at", "by"}
 
 
@@ -63,7 +82,8 @@ class SampleWeb:
         pages["/"] = self._page(
             "Emoji sample web",
             f"<ul>{links}</ul><p><a href='/private/drafts.html'>drafts</a> "
-            "<a href='/optout.html'>no AI training</a></p>",
+            + "".join(f"<a href='{p}'>no AI training</a> " for p, _, _ in SIGNAL_PAGES)
+            + "<a href='/signals.html'>images that say no</a></p>",
         )
         for cat, rows in by_cat.items():
             subs = sorted({r["subcategory"] for r in rows})
@@ -80,21 +100,43 @@ class SampleWeb:
             )
             pages[f"/sub/{slug(sub)}.html"] = self._page(sub, figures + "<a href='/'>home</a>")
         sample = self.emoji[:5]
-        pages["/optout.html"] = self._page(
-            "Opted out",
-            "".join(self._img("google", r, "en") for r in sample),
-            head="<meta name='robots' content='noai, noimageai'>",
-        )
+        for i, (path, _, head) in enumerate(SIGNAL_PAGES):
+            rows = self.emoji[5 + 2 * i : 7 + 2 * i]
+            figures = "".join(self._img("google", r, "en") for r in rows)
+            pages[path] = self._page("Not for AI training", figures, head=head)
+        pages["/signals.html"] = self._page("Images that say no", self._signal_figures())
         pages["/private/drafts.html"] = self._page(
             "Drafts", "".join(self._img("google", r, "en") for r in sample)
         )
         return pages
 
+    def _signal_rows(self) -> list[tuple[str, dict, dict]]:
+        """(image URL path, its headers, its emoji row) of the images that opt out."""
+        rows = self.emoji[20 : 20 + len(SIGNAL_IMAGES)]
+        return [(f"{p}{r['image']}", h, r) for (p, h), r in zip(SIGNAL_IMAGES, rows, strict=True)]
+
+    def _signal_figures(self) -> str:
+        return "".join(
+            f'<figure><img src="{path}" alt="{html.escape(r["labels"]["en"], quote=True)}">'
+            "</figure>"
+            for path, _, r in self._signal_rows()
+        )
+
     def routes(self) -> dict:
         """path -> (status, headers, body): robots.txt, the pages and both styles' images."""
         html_type = {"Content-Type": "text/html; charset=utf-8"}
-        routes = {"/robots.txt": (200, {"Content-Type": "text/plain"}, ROBOTS.encode())}
+        text = {"Content-Type": "text/plain"}
+        routes = {
+            "/robots.txt": (200, text, ROBOTS.encode()),
+            "/.well-known/tdmrep.json": (200, {}, json.dumps(TDMREP).encode()),
+            "/ai.txt": (200, text, AI_TXT.encode()),
+        }
         routes.update((path, (200, html_type, body)) for path, body in self.pages.items())
+        for path, headers, _ in SIGNAL_PAGES:
+            routes[path] = (200, {**html_type, **headers}, self.pages[path])
+        for path, headers, row in self._signal_rows():
+            body = (self.data_dir / "google" / row["image"]).read_bytes()
+            routes[path] = (200, {"Content-Type": "image/png", **headers}, body)
         for style in ("google", "twitter"):
             for image in sorted((self.data_dir / style).glob("*.png")):
                 body = image.read_bytes()

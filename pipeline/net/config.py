@@ -14,6 +14,7 @@ MIB = 1024 * 1024
 
 # RFC 9309 section 2.2.1: a product token is letters, "_" and "-".
 _TOKEN_RE = re.compile(r"^[A-Za-z_-]+$")
+_OPT_OUT_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @lru_cache(maxsize=1)
@@ -69,7 +70,21 @@ class FetchConfig:
     max_crawl_delay_s: float = option(
         60.0, help="a host asking for a longer crawl-delay is skipped"
     )
-    robots_max_bytes: int = option(500 * KIB, help="robots.txt bytes parsed (RFC 9309: >= 500 KiB)")
+    robots_max_bytes: int = option(
+        500 * KIB, help="bytes parsed of robots.txt, tdmrep.json, ai.txt (RFC 9309: >= 500 KiB)"
+    )
+    opt_out_tokens: list[str] = option(
+        default_factory=list,
+        flag="opt-out-token",
+        metavar="TOKEN",
+        help="also an opt-out in X-Robots-Tag / meta robots (besides noai, noimageai, noml)",
+    )
+    allow_tdm_policies: list[str] = option(
+        default_factory=list,
+        flag="allow-tdm-policy",
+        metavar="URL",
+        help="a TDMRep reservation whose tdm-policy is this URL is not an opt-out",
+    )
 
     def __post_init__(self) -> None:
         from .policy import AddressPolicy
@@ -81,6 +96,11 @@ class FetchConfig:
                 f"--user-agent-token {self.user_agent_token!r}: only letters, '_' and '-' "
                 "(RFC 9309)"
             )
+        for token in self.opt_out_tokens:
+            if not _OPT_OUT_TOKEN_RE.match(token):
+                raise ConfigError(
+                    f"--opt-out-token {token!r}: one directive, letters, digits, '_' and '-'"
+                )
         if not self.contact_url or any(c.isspace() or ord(c) < 32 for c in self.contact_url):
             raise ConfigError("--contact-url must be a non-empty URL without spaces or controls")
         positive = ("total_timeout_s", "connect_timeout_s", "max_bytes", "robots_max_bytes")

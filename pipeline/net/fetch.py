@@ -4,7 +4,9 @@ Per hop (the requested URL, then each redirect, followed by hand):
   1. only http(s) URLs with a host;
   2. address policy: IP literals checked here, names resolved through the GuardedResolver, which
      is also the connector's resolver, so a refused address is never connected to;
-  3. robots.txt of that URL's origin (RobotsCache), crawl-delay honoured as a per-host interval;
+  3. the per-origin files of that URL's origin (robots.txt, tdmrep.json, ai.txt; each fetched
+     once), crawl-delay honoured as a per-host interval, their findings kept on the result
+     (pipeline.net.consent), and with `skip_opted_out` a URL they refuse is not requested;
   4. the request under the host/global limits, with a total time cap, a byte cap (declared
      Content-Length refused early, streamed bodies cut as soon as they pass the cap), and bounded
      retries with exponential backoff on 429, 5xx and connection errors, honouring Retry-After.
@@ -14,13 +16,10 @@ Problems come back as a FetchResult status, never as an exception.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import re
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -29,6 +28,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .config import FetchConfig
+from .consent import AiTxtCache, ConsentPolicy, TdmRepCache, file_findings, header_findings
+from .consent import opt_out_error as consent_error
 from .policy import AddressPolicy, BlockedAddressError, GuardedResolver, parse_ip
 from .ratelimit import HostLimiter
 from .result import (
@@ -36,18 +37,20 @@ from .result import (
     BLOCKED_ADDRESS,
     FETCH_FAILED,
     OK,
+    OPTED_OUT,
     ROBOTS_DISALLOWED,
     TOO_LARGE,
     FetchResult,
 )
 from .robots import RobotsCache
+from .urls import parse_http_url, parse_retry_after
+
+__all__ = ["Fetcher", "parse_http_url", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 
-MAX_URL_CHARS = 8192
 _CHUNK = 64 * 1024  # bytes per streamed read
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
-_DELTA_SECONDS_RE = re.compile(r"^\d+(\.\d+)?$")
 
 
 @dataclass
@@ -64,50 +67,17 @@ class _Outcome:
     retry_after: float | None = None  # seconds, from the Retry-After header
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent/invalid."""
-    if not value:
-        return None
-    v = value.strip()
-    if _DELTA_SECONDS_RE.match(v):
-        return float(v)
-    try:
-        when = email.utils.parsedate_to_datetime(v)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def parse_http_url(value: str) -> tuple[URL | None, str | None]:
-    """(URL without fragment, None) for a usable http(s) URL, else (None, why not)."""
-    if isinstance(value, URL):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
-        return None, "empty URL"
-    if len(value) > MAX_URL_CHARS:
-        return None, f"URL longer than {MAX_URL_CHARS} characters"
-    try:
-        u = URL(value.strip())
-        scheme = (u.scheme or "").lower()
-        if scheme not in ("http", "https"):
-            return None, f"unsupported scheme {scheme!r}" if scheme else "not an absolute URL"
-        if not u.raw_host:
-            return None, "URL has no host"
-        _ = u.port  # raises on an out-of-range port
-        return u.with_fragment(None), None
-    except (ValueError, TypeError, UnicodeError) as exc:
-        return None, f"unparsable URL ({exc})"
-
-
 class Fetcher:
     """Async fetcher owning one aiohttp session. Use as `async with Fetcher(cfg) as f:`.
 
     resolver: base DNS resolver (default: aiohttp's); tests pass a StaticResolver (fake DNS).
     trace_configs: aiohttp TraceConfigs, e.g. to count connections in tests or for metrics.
     shares: host -> HostShare for hosts whose budget this fetcher holds only part of.
-    robots: RobotsRecords fetched before (by another task, or a run being resumed) to reuse.
+    robots: OriginFileRecords (robots.txt, tdmrep.json, ai.txt) fetched before (by another task,
+      or a run being resumed) to reuse.
+    skip_opted_out: a URL its origin's files refuse (a TDM reservation, ai.txt, robots.txt's
+      Content-Usage) is not requested: status opted_out (image fetches; a crawl fetches pages
+      anyway, for their links).
     """
 
     def __init__(
@@ -118,8 +88,11 @@ class Fetcher:
         trace_configs: list[aiohttp.TraceConfig] | None = None,
         shares: dict | None = None,
         robots: list | None = None,
+        skip_opted_out: bool = False,
     ):
         self.config = config or FetchConfig()
+        self.consent_policy = ConsentPolicy.of(self.config)
+        self.skip_opted_out = skip_opted_out
         self._shares, self._robots_records = shares, robots or []
         self.policy = AddressPolicy(self.config.allow_networks)
         self._base_resolver = resolver
@@ -128,6 +101,8 @@ class Fetcher:
         self.resolver: GuardedResolver | None = None
         self.limiter: HostLimiter | None = None
         self.robots: RobotsCache | None = None
+        self.tdmrep: TdmRepCache | None = None
+        self.aitxt: AiTxtCache | None = None
 
     async def __aenter__(self) -> Fetcher:
         cfg = self.config
@@ -154,8 +129,20 @@ class Fetcher:
         self.robots = RobotsCache(
             self._fetch_robots_txt, cfg.user_agent_token, max_crawl_delay_s=cfg.max_crawl_delay_s
         )
-        self.robots.preload(self._robots_records)
+        self.tdmrep = TdmRepCache(self._fetch_robots_txt)
+        self.aitxt = AiTxtCache(self._fetch_robots_txt, cfg.user_agent_token)
+        for cache in self.origin_files:
+            cache.preload(self._robots_records)
         return self
+
+    @property
+    def origin_files(self) -> list:
+        """The per-origin file caches: robots.txt, tdmrep.json, ai.txt."""
+        return [self.robots, self.tdmrep, self.aitxt]
+
+    def origin_records(self) -> list:
+        """Every per-origin file this fetcher fetched, to be stored in the dataset."""
+        return [r for cache in self.origin_files for r in cache.records]
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._session is not None:
@@ -194,6 +181,7 @@ class Fetcher:
     ) -> FetchResult:
         redirects: list[str] = []
         seen: set[str] = set()
+        findings: list = []
         current = url
         for hop in range(self.config.max_redirects + 1):
             u, why = parse_http_url(current)
@@ -206,14 +194,21 @@ class Fetcher:
                 return _result(url, current, *refused, redirects)
             delay = 0.0
             if check_robots:
-                assert self.robots is not None
-                decision = await self.robots.check(u)
+                decision, hop_findings = await self._origin_checks(u)
+                findings += hop_findings
                 if not decision.allowed:
-                    return _result(url, current, ROBOTS_DISALLOWED, decision.reason, redirects)
+                    res = _result(url, current, ROBOTS_DISALLOWED, decision.reason, redirects)
+                    return _with(res, findings)
+                refused = consent_error(hop_findings)
+                if refused and self.skip_opted_out:
+                    return _with(_result(url, current, OPTED_OUT, refused, redirects), findings)
                 delay = decision.crawl_delay_s
             out = await self._request(u, delay, cap, truncate)
             if out.location is None:
-                return _result(url, current, out.status, out.error, redirects, out)
+                res = _result(url, current, out.status, out.error, redirects, out)
+                if check_robots and out.http_status is not None:
+                    findings += header_findings(out.headers, self.consent_policy)
+                return _with(res, findings)
             if out.location in seen:
                 error = f"redirect loop at {out.location[:200]}"
                 return _result(url, current, FETCH_FAILED, error, redirects, out)
@@ -223,6 +218,16 @@ class Fetcher:
             current = out.location
         error = f"too many redirects (>{self.config.max_redirects})"
         return _result(url, current, FETCH_FAILED, error, redirects)
+
+    async def _origin_checks(self, u: URL):
+        """robots.txt's decision for `u`, and the findings of all its origin's files."""
+        assert self.robots is not None and self.tdmrep is not None and self.aitxt is not None
+        robots, tdmrep, aitxt = await asyncio.gather(
+            self.robots.get(u), self.tdmrep.get(u), self.aitxt.get(u)
+        )
+        decision = await self.robots.check(u)  # from the cache: no second request
+        reason = None if decision.allowed else decision.reason
+        return decision, file_findings(u, robots, reason, tdmrep, aitxt, self.consent_policy)
 
     async def _check_address(self, u: URL, is_redirect: bool) -> tuple[str, str] | None:
         """None if we may connect to u's host, else (status, error). Connects to nothing."""
@@ -384,6 +389,11 @@ def _result(
         error=error,
         redirects=list(redirects),
     )
+
+
+def _with(res: FetchResult, findings: list) -> FetchResult:
+    res.consent = findings
+    return res
 
 
 def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

@@ -11,10 +11,11 @@ OK = "ok"
 BAD_URL = "bad_url"  # not http(s), unparsable, no host (also for a redirect to such a URL)
 BLOCKED_ADDRESS = "blocked_address"  # host resolves only to addresses outside the policy
 ROBOTS_DISALLOWED = "robots_disallowed"  # robots.txt forbids it, or robots.txt is unavailable
+OPTED_OUT = "opted_out"  # a per-origin file refuses AI training for it (pipeline.net.consent)
 FETCH_FAILED = "fetch_failed"  # connection error, timeout, HTTP error, redirect loop/too many
 TOO_LARGE = "too_large"  # body (declared or streamed) over the byte cap
 
-STATUSES = (OK, BAD_URL, BLOCKED_ADDRESS, ROBOTS_DISALLOWED, FETCH_FAILED, TOO_LARGE)
+STATUSES = (OK, BAD_URL, BLOCKED_ADDRESS, ROBOTS_DISALLOWED, OPTED_OUT, FETCH_FAILED, TOO_LARGE)
 
 
 @dataclass
@@ -26,6 +27,8 @@ class FetchResult:
     body: the full body for status 'ok', else None.
     redirects: every URL redirected to, in order (the last one is final_url).
     elapsed_s: wall time of the whole fetch including robots.txt, waits and retries.
+    consent: pipeline.net.consent Findings: the per-origin files of every hop, then the final
+      response's headers (empty when the fetch checks no per-origin files).
     """
 
     url: str
@@ -37,6 +40,7 @@ class FetchResult:
     error: str | None = None
     redirects: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    consent: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -99,13 +99,14 @@ NAV = (
     ("kept", "Kept samples"),
     ("dropped", "Dropped samples"),
     ("overlap", "Overlap"),
+    ("consent", "Consent"),
 )
 
 
 def render(dataset_dir, config: ReportConfig | None = None) -> str:
     """The report's HTML for `dataset_dir`; NotADatasetError if it is not a dataset folder."""
     import manifests
-    from pipeline.report import data, thumbs
+    from pipeline.report import consent, data, thumbs
     from pipeline.report import sections as r
 
     config = config or ReportConfig()
@@ -144,6 +145,7 @@ def render(dataset_dir, config: ReportConfig | None = None) -> str:
     else:
         sections += [r.unpublished(a, t) for a, t in NAV[1:7] if a != "clip"]
     sections.append(r.overlap(overlap))
+    sections.append(consent.render(con))
     nav = "".join(
         f'<a href="#{anchor}">{escape(title)}</a>'
         for anchor, title in NAV

@@ -50,9 +50,12 @@ def _content_type(headers) -> str:
     return value.split(";")[0].strip().lower()
 
 
-def process_page(result, depth: int, recorder=None) -> tuple[dict, list, list[str]]:
-    """One fetched page → (pages row, pairs, links). Pure apart from the optional WARC record."""
+def process_page(result, depth: int, recorder=None, policy=None) -> tuple[dict, list, list[str]]:
+    """One fetched page → (pages row, pairs, links). Pure apart from the optional WARC record.
+    The page's consent: its origin's files (checked by the fetcher), its headers and meta tags;
+    a refusal by any of them keeps its pairs out, not its links (the crawl may go on)."""
     from pipeline.extract import extract_page
+    from pipeline.net.consent import FILE_SIGNALS, opt_out_error, rows
 
     row = {
         "url": result.url,
@@ -63,6 +66,7 @@ def process_page(result, depth: int, recorder=None) -> tuple[dict, list, list[st
         "error": result.error,
         "pairs": 0,
         "source": "crawl",
+        "consent": rows(result.consent, "page"),
     }
     if result.status != "ok":
         return row, [], []
@@ -71,9 +75,12 @@ def process_page(result, depth: int, recorder=None) -> tuple[dict, list, list[st
         return row, [], []
     if recorder is not None:
         recorder.write_response(result.final_url, result.http_status, result.headers, result.body)
-    page = extract_page(result.final_url, result.body, result.headers)
-    if page.opted_out:
-        row.update(status="opted_out", error="noai/noimageai opt-out")
+    page = extract_page(result.final_url, result.body, result.headers, policy)
+    said = [f for f in result.consent if f.signal in FILE_SIGNALS] + page.consent
+    row["consent"] = rows(said, "page")
+    refused = opt_out_error(said)
+    if refused:
+        row.update(status="opted_out", error=refused)
         return row, [], page.links
     pairs = [(p.url, p.caption, p.page_url) for p in page.pairs]
     row["pairs"] = len(pairs)
@@ -84,7 +91,7 @@ async def crawl_level(fetcher, urls: list[str], depth: int, recorder=None) -> Le
     results = await asyncio.gather(*(fetcher.fetch(url) for url in urls))
     level = LevelResult(depth)
     for result in results:  # in `urls` order, whatever order the responses came in
-        row, pairs, links = process_page(result, depth, recorder)
+        row, pairs, links = process_page(result, depth, recorder, fetcher.consent_policy)
         level.pages.append(row)
         level.pairs.extend(pairs)
         level.links.extend(links)

@@ -20,13 +20,20 @@ from pathlib import Path
 from fastwarc.warc import WarcRecordType
 
 from pipeline.extract import (
+    BOT_NAME,
     Pair,
     UrlResolver,
     clean_caption,
     extract_page,
     header_values,
     resolve_url,
-    robots_directives,
+)
+from pipeline.net.consent import (
+    ConsentPolicy,
+    header_findings,
+    meta_findings,
+    opt_out_error,
+    refusals,
 )
 from pipeline.sources.archive import (
     MAX_DECODED_BYTES,
@@ -79,10 +86,14 @@ class PageInfo:
     error: str | None
     source: str  # file name
     kind: str  # 'warc' (response record), 'wat' (metadata record) or 'error' (unreadable)
+    consent: list = field(default_factory=list)  # the page's consent Findings, as archived
 
     def to_row(self) -> dict:
         """Columns of manifests.schema.PAGES (depth is unknown for archived pages)."""
+        from pipeline.net.consent import rows
+
         return {
+            "consent": rows(self.consent, "page"),
             "url": self.url,
             "final_url": self.url,
             "depth": None,
@@ -238,6 +249,16 @@ def _wat_document(record) -> tuple[str, object]:
     return "wat", (url, doc)
 
 
+def _warc_time(value: str) -> float | None:
+    """A WARC-Date (ISO 8601, e.g. 2026-11-30T12:00:00Z) as time.time(); None if unreadable."""
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
+    except (ValueError, TypeError):
+        return None
+
+
 def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
@@ -269,13 +290,17 @@ def _wat_page(url: str, doc: dict, source: str) -> tuple[PageInfo, list[Pair]] |
         )
         for m in map(_dict, _list(head.get("Metas")))
     ]
-    opted_out, _ = robots_directives(header_values(headers, "x-robots-tag"), metas)
-    info = PageInfo(url, status, "ok", opted_out, 0, None, source, "wat")
+    record_date = _dict(doc["Envelope"].get("WARC-Header-Metadata")).get("WARC-Date")
+    at = _warc_time(str(record_date)) if record_date else None
+    said = header_findings(headers, ConsentPolicy(BOT_NAME), at)
+    said += meta_findings(metas, ConsentPolicy(BOT_NAME), said[0].at)
+    opted_out = bool(refusals(said))
+    info = PageInfo(url, status, "ok", opted_out, 0, None, source, "wat", said)
     if status is not None and not 200 <= status < 300:
         info.status, info.error = "fetch_failed", f"HTTP {status}"
         return info, []
     if opted_out:
-        info.status = "opted_out"
+        info.status, info.error = "opted_out", opt_out_error(said)
         return info, []
     resolve = UrlResolver(resolve_url(url, html.unescape(str(head.get("Base") or ""))) or url)
     pairs: list[Pair] = []
@@ -304,10 +329,12 @@ def _warc_page(page: PageRecord, source: str) -> tuple[PageInfo, list[Pair]]:
     if page.http_status is None or not 200 <= page.http_status < 300:
         info.status, info.error = "fetch_failed", f"HTTP {page.http_status}"
         return info, []
-    extract = extract_page(page.url, page.body, page.headers)
+    at = _warc_time(page.warc_date) if page.warc_date else None
+    extract = extract_page(page.url, page.body, page.headers, at=at)
     info.opted_out, info.pairs, info.error = extract.opted_out, len(extract.pairs), extract.error
+    info.consent = extract.consent
     if extract.opted_out:
-        info.status = "opted_out"
+        info.status, info.error = "opted_out", opt_out_error(extract.consent)
     elif extract.error:
         info.status = "record_error"
     return info, extract.pairs

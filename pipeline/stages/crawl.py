@@ -115,10 +115,10 @@ async def _fetch_level(task: CrawlTask, urls: list[str]):
     from pipeline.origins import read_records
 
     origins = {f"{s.scheme}://{s.netloc}" for s in map(urlsplit, urls)}
-    stored = read_records(task.layout, origins)  # robots.txt asked at an earlier depth or run
+    stored = read_records(task.layout, origins)  # files asked at an earlier depth or run
     async with Fetcher(task.config.net, resolver=task.resolver, robots=stored) as fetcher:
         level = await _recorded(task, fetcher, urls)
-        return level, list(fetcher.robots.records)
+        return level, fetcher.origin_records()
 
 
 async def _recorded(task: CrawlTask, fetcher, urls: list[str]):

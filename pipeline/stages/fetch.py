@@ -11,9 +11,10 @@ with its own marker; lanes run in parallel. So a host's requests, over the whole
 within its per-host limits, and a URL that many rows share is fetched once.
 
 Per part: fetch, check, resize and hash (the images stage's per-URL work), and write one row per
-URL (FETCHED) to work/fetch/<part>.parquet; robots.txt comes from the dataset's store (the
-`robots` stage fetched it), and any the task had to fetch itself (a redirect's new origin) is
-stored. work/fetch/where/part=<build part>/ says, per build part, which fetch part holds each of
+URL (FETCHED) to work/fetch/<part>.parquet, with what every opt-out signal said of it (its
+`consent`: pipeline.net.consent); a URL its origin's files refuse is not requested. The per-origin
+files come from the dataset's store (the `robots` stage fetched them), and any the task had to
+fetch itself (a redirect's new origin) are stored. work/fetch/where/part=<build part>/ says, per build part, which fetch part holds each of
 its URLs, for the `images` stage."""
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pipeline.stages.base import PartOutput, PartStats, PartTask, Stage, StageRu
 
 MAX_QUEUED = 32  # fetched image bodies waiting to be resized, per task (memory bound)
 # Fetch statuses that are manifest statuses as they are; anything else is `fetch_failed`.
-FETCH_STATUSES = {"robots_disallowed", "blocked_address", "too_large", "fetch_failed"}
+FETCH_STATUSES = {"robots_disallowed", "opted_out", "blocked_address", "too_large", "fetch_failed"}
 FETCHED = {  # one row per URL: what the images stage copies into its rows and side file
     "url": "string",
     "status": "string",
@@ -46,6 +47,7 @@ FETCHED = {  # one row per URL: what the images stage copies into its rows and s
     "exif": "string",
     "phash256": "string",
     "phash256_trim": "string",
+    "consent": schema.CONSENT,
 }
 
 
@@ -110,8 +112,9 @@ class FetchStage(Stage):
             resolver=task.resolver,
             shares=shares,
             robots=read_records(task.layout, origins),
+            skip_opted_out=True,
         )
-        total, stored = PartStats(), 0  # robots.txt records already put in the store
+        total, stored = PartStats(), set()  # ids of the file records already put in the store
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="resize") as pool:
             async with fetcher:
                 for sub in range(task.subs):
@@ -121,8 +124,8 @@ class FetchStage(Stage):
                     started = time.perf_counter()
                     urls = [r["url"] for r in plan if r["sub"] == sub]
                     outcomes = await _fetch(fetcher, pool, urls, task.config.images)
-                    robots = fetcher.robots.records[stored:]
-                    stored = len(fetcher.robots.records)
+                    robots = [r for r in fetcher.origin_records() if id(r) not in stored]
+                    stored.update(map(id, robots))
                     output = _output(urls, outcomes, robots)
                     total.add(self.commit(run, part, output, started))
         return total
@@ -132,7 +135,7 @@ class FetchStage(Stage):
         return layout.stage_dir(self.name) / "where" / f"part={part}"
 
     def file_target(self, layout, part: str, kind: str):
-        if kind == "origins":  # robots.txt a task fetched itself: into the dataset's store
+        if kind == "origins":  # per-origin files a task fetched itself: into the dataset's store
             return layout.origins / f"{part}.parquet"
         return super().file_target(layout, part, kind)
 
@@ -146,7 +149,7 @@ class FetchStage(Stage):
 
 
 def _output(urls: list[str], outcomes: list[dict], robots: list) -> PartOutput:
-    """A fetch part: one FETCHED row per URL, and the robots.txt records it fetched itself."""
+    """A fetch part: one FETCHED row per URL, and the per-origin files it fetched itself."""
     import pyarrow as pa
 
     rows = [{"url": u, **o} for u, o in zip(urls, outcomes, strict=True)]
@@ -181,19 +184,22 @@ def _shares_and_origins(plan: list[dict]):
     return shares, origins
 
 
-def _outcome(result, image_config, user_agent_token: str) -> dict:
+def _outcome(result, image_config) -> dict:
     """One FetchResult -> the FETCHED columns of its URL (image bytes when kept)."""
     from pipeline.dedup.hashes import image_hashes_from_bytes
     from pipeline.images.process import process_image
-    from pipeline.net.robots import x_robots_opt_out
+    from pipeline.net.consent import opt_out_error, rows
 
+    consent = rows(result.consent)
     if result.status != "ok":
         status = result.status if result.status in FETCH_STATUSES else "fetch_failed"
-        return {"status": status, "error": result.error}
-    if x_robots_opt_out(result.headers, user_agent_token):
-        return {"status": "opted_out", "error": "X-Robots-Tag noai/noimageai on the image"}
+        return {"status": status, "error": result.error, "consent": consent}
+    refused = opt_out_error(result.consent)  # the image's own headers; its files refused above
+    if refused:
+        return {"status": "opted_out", "error": refused, "consent": consent}
     image = process_image(result.body, result.content_type, image_config)
     row = {
+        "consent": consent,
         "status": schema.PENDING if image.kept else image.status,
         "error": image.error,
         "width": image.width,
@@ -215,12 +221,11 @@ async def _fetch(fetcher, pool, urls: list[str], image_config) -> list[dict]:
     """The outcome of every URL (fetched, then checked and resized on `pool`), in order."""
     from pipeline.net.batch import iter_fetch
 
-    token = fetcher.config.user_agent_token
     outcomes: list[dict | None] = [None] * len(urls)
     loop = asyncio.get_running_loop()
     queued: dict[asyncio.Future, int] = {}
     async for index, result in iter_fetch(fetcher, urls, max_bytes=image_config.max_bytes):
-        future = loop.run_in_executor(pool, _outcome, result, image_config, token)
+        future = loop.run_in_executor(pool, _outcome, result, image_config)
         queued[future] = index
         # Bounded: fetched bodies wait for the resize threads, at most MAX_QUEUED of them.
         while len(queued) >= MAX_QUEUED:

@@ -4,7 +4,9 @@ Per part: the part's URLs and the fetch parts that hold them (work/fetch/where/p
 then those fetch results: the row's status (pending when its image is kept, else the reason),
 sizes, sha256 and phash; the encoded image, its EXIF and the leak check's hashes go to
 work/images/<part>.images.parquet (IMAGE_COLUMNS), which dedup, clip and shards read. Rows that
-share a URL share its one fetch."""
+share a URL share its one fetch. A row whose page the build did not read (URL lists, archives)
+also gets its page's per-origin file findings (from the dataset's store), and is opted out when
+they refuse."""
 
 from manifests import schema
 from pipeline.stages.base import PartOutput, Stage
@@ -26,6 +28,7 @@ ROW_COLUMNS = (
     "original_height",
     "sha256",
     "phash",
+    "consent",
 )
 
 
@@ -40,13 +43,16 @@ class ImagesStage(Stage):
 
         rows = rows.to_pylist()
         fetched = self._fetched(task)
+        pages = _stored_files(task, rows)
         images = {name: [] for name in IMAGE_COLUMNS}
         for row in rows:
             if row["status"] != schema.PENDING:
                 continue
             outcome = fetched[row["url"]]
-            row.update({k: outcome[k] for k in ROW_COLUMNS})
-            if outcome["image"] is not None:
+            row.update({k: outcome.get(k) for k in ROW_COLUMNS})  # consent: not in old parts
+            if pages is not None and row["page_url"]:
+                _page_consent(row, pages)
+            if outcome["image"] is not None and row["status"] == schema.PENDING:
                 images["uid"].append(row["uid"])
                 for name in list(IMAGE_COLUMNS)[1:]:
                     images[name].append(outcome[name])
@@ -74,6 +80,36 @@ class ImagesStage(Stage):
             )
             fetched.update((r["url"], r) for r in table.to_pylist())
         return fetched
+
+
+def _stored_files(task, rows):
+    """The stored per-origin files of the part's pages, when the build did not read its pages
+    itself (a crawl checked them as it fetched each page); None when there is nothing to do."""
+    if task.config.source.seeds or not task.config.net.respect_robots:
+        return None
+    from pipeline.net.consent import StoredFiles
+    from pipeline.net.robots import origin_of
+    from pipeline.origins import read_records
+
+    origins = set()
+    for row in rows:
+        if row["status"] == schema.PENDING and row["page_url"]:
+            try:
+                origins.add(origin_of(row["page_url"]))
+            except (ValueError, TypeError):
+                continue
+    return StoredFiles(read_records(task.layout, origins), task.config.net) if origins else None
+
+
+def _page_consent(row: dict, pages) -> None:
+    """Add the page's findings to the row's; a refusal opts a kept image's row out."""
+    from pipeline.net.consent import opt_out_error, rows
+
+    found = pages.page_findings(row["page_url"])
+    row["consent"] = (row["consent"] or []) + rows(found, "page")
+    refused = opt_out_error(found)
+    if refused and row["status"] == schema.PENDING:
+        row["status"], row["error"] = "opted_out", "page " + refused
 
 
 def _part_name(lane: int, sub: int) -> str:

@@ -1,17 +1,18 @@
-"""Stage `robots`: every origin's robots.txt, fetched once per build, before any image is.
+"""Stage `robots`: every origin's per-origin files, fetched once per build, before any image is.
 
-Plan (DuckDB): the origins of every pending URL that the dataset has no robots.txt of yet (the
-crawl records the ones it read), cut into parts of ORIGINS_PER_PART. Per part: one robots.txt
-request per origin, through the fetch layer (address policy, byte cap, per-host limits), each
-answer stored with its fetch time and status in DIR/manifests/origins/<part>.parquet, where
-every later fetcher of the build, and a resumed build, finds it (pipeline.origins)."""
+Plan (DuckDB): the origins of every pending URL that the dataset lacks one of the per-origin
+files of (robots.txt, tdmrep.json, ai.txt; the crawl records the ones it read), cut into parts of
+ORIGINS_PER_PART. Per part: one request per file per origin, through the fetch layer (address
+policy, byte cap, per-host limits), each answer stored with its fetch time and status in
+DIR/manifests/origins/<part>.parquet, where every later fetcher of the build, and a resumed
+build, finds it (pipeline.origins)."""
 
 import asyncio
 import json
 from dataclasses import dataclass
 
 from manifests.layout import write_json_atomic
-from pipeline.origins import HTTP_SQL, ORIGIN_SQL, records_table
+from pipeline.origins import FILES, HTTP_SQL, ORIGIN_SQL, records_table
 from pipeline.stages.base import (
     PartOutput,
     PartStats,
@@ -23,7 +24,7 @@ from pipeline.stages.base import (
 )
 
 ORIGINS_PER_PART = 1000
-CONCURRENT = 64  # robots.txt requests in flight per task (each host sees one)
+CONCURRENT = 64  # origins whose files are asked for at once per task
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,18 @@ class RobotsStage(Stage):
         con = planning_db(run)
         rows = sql_files(run.input_rows_paths("text"))
         known = sorted(run.layout.origins.glob("*.parquet")) if run.layout.origins.is_dir() else []
-        done = f"SELECT origin FROM read_parquet({sql_files(known)})" if known else "SELECT NULL"
+        done = (
+            f"""SELECT origin FROM read_parquet({sql_files(known)}) GROUP BY origin
+                HAVING count(DISTINCT file) = {len(FILES)}"""
+            if known
+            else "SELECT NULL"
+        )
+        urls = f"SELECT url FROM read_parquet({rows}) WHERE status = 'pending'"
+        if not run.config.source.seeds:  # pages the build does not read: their files count
+            urls += f" UNION ALL SELECT page_url FROM read_parquet({rows}) WHERE status = 'pending'"
         origins = con.execute(
-            f"""SELECT DISTINCT {ORIGIN_SQL} AS origin FROM read_parquet({rows})
-                WHERE status = 'pending' AND {HTTP_SQL}
+            f"""SELECT DISTINCT {ORIGIN_SQL} AS origin FROM ({urls})
+                WHERE url IS NOT NULL AND {HTTP_SQL}
                 EXCEPT ({done}) ORDER BY origin"""
         ).fetchall()  # one row per origin: small beside the rows
         parts = {}
@@ -73,20 +82,26 @@ class RobotsStage(Stage):
         records = asyncio.run(_fetch_robots(task))
         statuses: dict[str, int] = {}
         for record in records:
-            statuses[record.status] = statuses.get(record.status, 0) + 1
+            key = f"{record.file} {record.status}"
+            statuses[key] = statuses.get(key, 0) + 1
         stats = PartStats(len(task.origins), len(records), extra={"statuses": statuses})
         return PartOutput(records_table(records), stats=stats)
 
 
 async def _fetch_robots(task: RobotsTask) -> list:
+    from yarl import URL
+
     from pipeline.net.fetch import Fetcher
+    from pipeline.origins import read_records
 
     gate = asyncio.Semaphore(CONCURRENT)
-    async with Fetcher(task.config.net, resolver=task.resolver) as fetcher:
+    known = read_records(task.layout, set(task.origins))  # an origin may lack one file only
+    async with Fetcher(task.config.net, resolver=task.resolver, robots=known) as fetcher:
 
         async def one(origin: str) -> None:
             async with gate:
-                await fetcher.robots.check(origin + "/")
+                url = URL(origin + "/")
+                await asyncio.gather(*(cache.get(url) for cache in fetcher.origin_files))
 
         await asyncio.gather(*(one(o) for o in task.origins))
-        return list(fetcher.robots.records)
+        return fetcher.origin_records()

@@ -16,6 +16,7 @@ import manifests
 from manifests.storage import location
 from pipeline.build import run_build
 from pipeline.buildconfig import BuildConfig
+from pipeline.testing.compare import SAMPLES_UNDATED_SQL
 from pipeline.testing.crash import KILLED, killed_after
 from pipeline.testing.site import expected_pairs
 
@@ -52,7 +53,7 @@ def _config(queries, urls, out) -> BuildConfig:
 def _samples(out) -> list[dict]:
     con = manifests.open(out)
     return (
-        con.execute("SELECT * EXCLUDE (clip_score) FROM samples ORDER BY uid")
+        con.sql(f"SELECT * EXCLUDE (clip_score) FROM ({SAMPLES_UNDATED_SQL}) ORDER BY uid")
         .to_arrow_table()
         .to_pylist()
     )

@@ -15,6 +15,19 @@ def test_demo_builds_reports_and_trains(tmp_path, capsys):
     assert "report:" in printed and "checkpoint:" in printed and "zero-shot on" in printed
     assert (out / "dataset" / "report.html").stat().st_size > 10_000
     assert (out / "run" / "latest.pt").exists() and (out / "run" / "metrics.csv").exists()
+    # one page or image per opt-out signal, and the summary names each
+    assert "opted out, by signal" in printed
+    for signal in (
+        "robots.txt content-usage",
+        "tdmrep.json",
+        "ai.txt",
+        "x-robots-tag",
+        "content-usage",
+        "tdm-reservation",
+        "meta robots",
+        "meta tdm-reservation",
+    ):
+        assert f"│ {signal} " in printed, signal
     import json
 
     eval_set = out / "evalsets" / "emoji-twitter"
