@@ -11,6 +11,9 @@ rename:
 - a build ends by writing `DIR/dataset.json`: the version, and every manifest and shard file of
   it. Readers (`pipeline query`, the trainer, report, embed) read only the files it names, so a
   build that is still running or was killed shows the last committed version, whole.
+- every version is also kept as `DIR/versions/<N>.json`, and no file a kept version names is
+  swept: an earlier version stays readable (`pipeline query DIR --version N`) after a recheck
+  rewrote some of its manifests.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 import secrets
 import time
 
+from manifests.config import ConfigError
 from manifests.layout import DatasetLayout, read_json, write_json_atomic
 from manifests.storage import Location
 
@@ -54,8 +58,35 @@ def kind_of(rel: str) -> str | None:
     return None
 
 
-def read_dataset_json(layout: DatasetLayout) -> dict | None:
-    return read_json(layout.dataset_json, None)
+def read_dataset_json(layout: DatasetLayout, version: int | None = None) -> dict | None:
+    """The committed version's record, or version `version`'s (ConfigError if there is none)."""
+    if version is None:
+        return read_json(layout.dataset_json, None)
+    record = read_json(layout.version_json(version), None)
+    if record is None:
+        known = versions(layout)
+        shown = f"{known[0]} to {known[-1]}" if known else "none"
+        raise ConfigError(f"{layout.root} has no version {version}; versions: {shown}")
+    return record
+
+
+def versions(layout: DatasetLayout) -> list[int]:
+    """The numbers of the versions kept in DIR/versions, ascending."""
+    if not layout.versions.is_dir():
+        return []
+    found = (p.stem for p in layout.versions.glob("*.json"))
+    return sorted(int(stem) for stem in found if stem.isdigit())
+
+
+def _kept_files(layout: DatasetLayout) -> set[str]:
+    """Every file a kept version names (its manifests and shard index)."""
+    keep: set[str] = set()
+    for number in versions(layout):
+        record = read_json(layout.version_json(number), {})
+        keep.update(rel for group in record.get("files", {}).values() for rel in group)
+        if record.get("shard_index"):
+            keep.add(record["shard_index"])
+    return keep
 
 
 def is_legacy(layout: DatasetLayout) -> bool:
@@ -113,12 +144,18 @@ def named_by_a_marker(layout: DatasetLayout, rel: str, stages) -> bool:
 
 
 def commit_dataset(
-    layout: DatasetLayout, files: list[str], shard_index: str | None = None, stages=()
+    layout: DatasetLayout,
+    files: list[str],
+    shard_index: str | None = None,
+    stages=(),
+    carry: dict | None = None,
 ) -> dict:
     """Write dataset.json naming `files` (root-relative) as the new version (and the shards'
-    index, the `shards` view), then sweep the manifest folders of part files that neither it,
-    the previous version nor any marker of `stages` names. (Shards keep img2dataset's fixed
-    names, are written once per shard part and are not swept.)"""
+    index, the `shards` view), kept as DIR/versions/<N>.json too, then sweep the manifest folders
+    of part files that neither it, a kept version, the previous one nor any marker of `stages`
+    names. (Shards keep img2dataset's fixed
+    names, are written once per shard part and are not swept.) `carry`: more keys of the record
+    (a recheck's `replaced` and `added`, see rewrites())."""
     previous = read_dataset_json(layout) or {}
     grouped = {kind: [] for kind in DATASET_KINDS}
     for rel in sorted(set(files)):
@@ -131,10 +168,14 @@ def commit_dataset(
         "files": grouped,
         "shard_index": shard_index,
         "previous": previous.get("files", {}),  # still readable by a query started before
+        **(carry or {}),
     }
+    history = {k: v for k, v in record.items() if k != "previous"}
+    write_json_atomic(history, layout.version_json(record["version"]))  # before it is current
     write_json_atomic(record, layout.dataset_json)
     keep = {rel for group in (*grouped.values(), *record["previous"].values()) for rel in group}
     keep |= {rel for rel in (shard_index, previous.get("shard_index")) if rel}
+    keep |= _kept_files(layout)
     swept = 0
     for path in layout.stage_dir("shards").glob("index-*.parquet"):
         if relative(layout, path) not in keep:
@@ -152,6 +193,14 @@ def commit_dataset(
             "dataset %s: version %d; %d stale files removed", layout.root, record["version"], swept
         )
     return record
+
+
+def rewrites(record: dict | None) -> tuple[dict[str, str], list[str]]:
+    """What rechecks changed since the build's own files: (build file -> the file that replaces
+    it, files they added). A rerun of the build commits its stage files through these, so it
+    does not undo a recheck."""
+    record = record or {}
+    return dict(record.get("replaced", {})), list(record.get("added", []))
 
 
 def is_part_file(name: str) -> bool:

@@ -157,15 +157,23 @@ def _embeddings_view(con, folder: Path) -> None:
 def _consent_view(con) -> None:
     """`consent`: one row per (sample, signal checked for its image or its page): what the
     signal said and when. A sample's own `consent` holds its image's findings (and its page's
-    per-origin files when the build did not read the page: a URL list's page_url); a crawled or
-    archived page's findings are its `pages` row's, joined by page_url."""
+    origin files when the build did not fetch the page: an archive); a crawled or archived
+    page's own findings (headers, meta tags; a crawl's origin files) are its `pages` row's,
+    joined by page_url."""
     con.execute(
         """CREATE OR REPLACE VIEW consent AS
         WITH found AS (
             SELECT uid, status, url, page_url, unnest(consent) AS c FROM samples
             UNION ALL
             SELECT s.uid, s.status, s.url, s.page_url, unnest(p.consent)
-            FROM samples s JOIN pages p ON s.page_url = coalesce(p.final_url, p.url)
+            FROM samples s JOIN (
+                -- one row per page (a page reached twice, by a redirect or in two archives):
+                -- the one that gave pairs
+                SELECT coalesce(final_url, url) AS page, consent FROM pages
+                QUALIFY row_number() OVER (
+                    PARTITION BY coalesce(final_url, url) ORDER BY (status = 'ok') DESC, url
+                ) = 1
+            ) p ON s.page_url = p.page
         )
         SELECT uid, status, c.subject AS subject,
                CASE WHEN c.subject = 'page' THEN page_url ELSE url END AS url,
@@ -175,9 +183,9 @@ def _consent_view(con) -> None:
     )
 
 
-def open(dataset_dir, read_only: bool = True):  # noqa: A001 - the contract names it open()
+def open(dataset_dir, read_only: bool = True, version: int | None = None):  # noqa: A001
     """A DuckDB connection over a dataset folder with views samples, pages, origins, consent,
-    shards, stats."""
+    shards, stats: of its committed version, or of version `version` (DIR/versions)."""
     layout = DatasetLayout(dataset_dir)
     if not layout.root.is_dir():
         raise NotADatasetError(f"{layout.root} does not exist")
@@ -187,7 +195,7 @@ def open(dataset_dir, read_only: bool = True):  # noqa: A001 - the contract name
             "build one with `pipeline build ... --out DIR`"
         )
     con = storage.duckdb_connect(layout.root)
-    record = read_dataset_json(layout)  # the committed version: one read
+    record = read_dataset_json(layout, version)  # the committed version: one read
 
     def files(kind: str) -> list:
         return committed_files(layout, kind, record=record)

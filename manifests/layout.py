@@ -3,9 +3,10 @@
 ```
 DIR/run.json                     resolved config and versions
 DIR/dataset.json                 the committed version: every manifest and shard file it holds
+DIR/versions/<N>.json            every version committed (`pipeline query DIR --version N`)
 DIR/manifests/samples/*.parquet  one row per candidate (schema.SAMPLES)
 DIR/manifests/pages/*.parquet    one row per page seen (schema.PAGES)
-DIR/manifests/origins/*.parquet  robots.txt of every origin asked, once per build (schema.ORIGINS)
+DIR/manifests/origins/*.parquet  per-origin files (robots.txt, tdmrep.json, ai.txt) asked (ORIGINS)
 DIR/shards/*.parquet             training shards (schema.shard_schema), with *_stats.json
 DIR/stats/<stage>.json           rows in/out, drops per reason, seconds
 DIR/subsets/*.sql                named subsets local to this dataset (beside manifests/subsets/)
@@ -69,6 +70,13 @@ class DatasetLayout:
     @property
     def dataset_json(self) -> Location:
         return self.root / "dataset.json"
+
+    @property
+    def versions(self) -> Location:
+        return self.root / "versions"
+
+    def version_json(self, version: int) -> Location:
+        return self.versions / f"{version:06d}.json"
 
     @property
     def run_json(self) -> Location:

@@ -102,8 +102,8 @@ SAMPLES = pa.schema(
         ("leak_of", pa.string()),
         ("shard", pa.string()),  # file name under DIR/shards/
         ("shard_row", pa.int64()),  # row index inside that shard
-        ("consent", CONSENT),  # the image's signals; its page's when the page was not read
-        # (a URL list's page_url); a crawled or archived page's are its `pages` row's
+        ("consent", CONSENT),  # the image's signals, and its page's origin files when the build
+        # did not fetch the page (an archive); the page's own are its `pages` row's
     ]
 )
 

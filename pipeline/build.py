@@ -9,7 +9,13 @@ import logging
 import platform
 import time
 
-from manifests.commit import LAYOUT_VERSION, commit_dataset, stage_files
+from manifests.commit import (
+    LAYOUT_VERSION,
+    commit_dataset,
+    read_dataset_json,
+    rewrites,
+    stage_files,
+)
 from manifests.config import ConfigError, leaf_fields
 from manifests.layout import DatasetLayout, read_json, write_json_atomic
 from pipeline.buildconfig import BuildConfig
@@ -123,4 +129,8 @@ def commit_build(layout: DatasetLayout, enabled: list[str]) -> None:
         log.info("%s: written before dataset.json; readers list its folders", layout.root)
         return
     index = read_json(layout.stats / "shards.json", {}).get("extra", {}).get("index")
-    commit_dataset(layout, stage_files(layout, STAGE_NAMES), shard_index=index, stages=STAGE_NAMES)
+    # through the rechecks' rewrites, so a rerun does not undo them (manifests.commit.rewrites)
+    replaced, added = rewrites(read_dataset_json(layout))
+    files = [replaced.get(f, f) for f in stage_files(layout, STAGE_NAMES)] + added
+    carry = {"replaced": replaced, "added": added} if replaced or added else None
+    commit_dataset(layout, files, shard_index=index, stages=STAGE_NAMES, carry=carry)

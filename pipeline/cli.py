@@ -56,6 +56,25 @@ def _add_crawl(sub) -> None:
     add_config_options(crawl, BuildConfig, only=CRAWL_OPTIONS + net)
 
 
+def _add_recheck(sub) -> None:
+    from manifests.config import leaf_fields
+    from pipeline.buildconfig import BuildConfig
+
+    recheck = command(
+        sub, "recheck", help="re-verify consent for a dataset's kept rows: a new version"
+    )
+    recheck.add_argument("dir", metavar="DIR")
+    recheck.add_argument(
+        "--older-than",
+        type=float,
+        default=0.0,
+        metavar="DAYS",
+        help="only rows whose image was last checked more than DAYS ago (default: every kept row)",
+    )
+    net = tuple(n for n, (path, _) in leaf_fields(BuildConfig).items() if path[0] == "net")
+    add_config_options(recheck, BuildConfig, only=net)  # default: the build's own (run.json)
+
+
 def _add_query_report(sub) -> None:
     query = command(sub, "query", help="run SQL over a dataset's manifests with DuckDB")
     query.add_argument("dir", metavar="DIR")
@@ -63,7 +82,8 @@ def _add_query_report(sub) -> None:
         "sql",
         nargs="?",
         metavar="SQL",
-        help="views: samples, pages, shards, stats; subsets by name, e.g. FROM kept",
+        help="views: samples, pages, origins, consent, shards, stats; subsets by name, e.g. "
+        "FROM kept",
     )
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.add_argument(
@@ -73,6 +93,12 @@ def _add_query_report(sub) -> None:
         help="list the named subsets",
     )
     query.add_argument("--limit", type=int, default=1000, help="rows printed as a table at most")
+    query.add_argument(
+        "--version",
+        type=int,
+        metavar="N",
+        help="query version N (DIR/versions; a recheck writes a new one); default the latest",
+    )
     report = command(sub, "report", help="write DIR/report.html: funnel, histograms, samples")
     report.add_argument("dir", metavar="DIR")
     report.add_argument("--out", metavar="FILE", help="default DIR/report.html")
@@ -159,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build(sub)
     _add_crawl(sub)
     _add_query_report(sub)
+    _add_recheck(sub)
     _add_embed_search(sub)
     _add_tools(sub)
     command(sub, "completion", help="print a bash completion script for pipeline and trainer")

@@ -42,6 +42,21 @@ def cmd_crawl(args) -> int:
     return 0
 
 
+def cmd_recheck(args) -> int:
+    from pipeline.buildconfig import BuildConfig
+    from pipeline.recheck import recheck
+
+    summary = recheck(args.dir, args.older_than, given(args, BuildConfig))
+    print(
+        f"rechecked {summary['rechecked']:,} kept rows ({summary['urls']:,} images, "
+        f"{summary['origins']:,} origins): {summary['opted_out']:,} opted out since, "
+        f"{summary['unreachable']:,} unreachable (left as they were); version "
+        f"{summary['version']} (the one before: pipeline query {args.dir} --version "
+        f"{summary['base_version']} ...)"
+    )
+    return 0
+
+
 def _print_result(cursor, fmt: str, limit: int) -> None:
     import csv
     import json
@@ -77,7 +92,7 @@ def cmd_query(args) -> int:
         return 0
     if not args.sql:
         raise ConfigError("give a SQL query, or --subsets")
-    con = manifests.open(args.dir)
+    con = manifests.open(args.dir, version=args.version)
     for name in manifests.list_subsets(args.dir):
         con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {manifests.subset_sql(name, args.dir)}')
     _print_result(con.execute(args.sql), args.format, args.limit)

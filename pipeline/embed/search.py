@@ -59,10 +59,23 @@ def _captions(dataset_dir, uids: list[str]) -> dict[str, tuple[str, str]]:
     con = manifests.open(dataset_dir)
     con.execute("CREATE TEMP TABLE wanted (uid VARCHAR)")
     con.executemany("INSERT INTO wanted VALUES (?)", [(u,) for u in uids])
+    # kept rows only: a row opted out or removed since `embed` ran is never served
     rows = con.execute(
-        "SELECT s.uid, s.caption, s.url FROM samples s JOIN wanted USING (uid)"
+        "SELECT s.uid, s.caption, s.url FROM samples s JOIN wanted USING (uid) "
+        "WHERE s.status = 'kept'"
     ).fetchall()
     return {uid: (caption, url) for uid, caption, url in rows}
+
+
+def _withheld(dataset_dir) -> int:
+    """Embedded rows that are no longer kept (a recheck opted them out since `embed` ran)."""
+    import manifests
+
+    con = manifests.open(dataset_dir)
+    return con.execute(
+        "SELECT count(*) FROM embeddings e LEFT JOIN samples s USING (uid) "
+        "WHERE s.status IS DISTINCT FROM 'kept'"
+    ).fetchone()[0]
 
 
 def _check_same_model(checkpoint: str, meta: dict) -> None:
@@ -124,7 +137,9 @@ def search(
             f"{folder}: the index does not match the embeddings (an interrupted "
             "`pipeline embed`?); run it again"
         )
-    scores, ids = faiss_index.search(index, info, query, min(k, info.n))
+    # ask for enough neighbours that k remain once rows no longer kept are left out
+    withheld = _withheld(dataset_dir)
+    scores, ids = faiss_index.search(index, info, query, min(k + withheld, info.n))
     if row_of is not None:
         ids = np.where(ids >= 0, row_of[np.maximum(ids, 0)], -1)
     uids, shards, shard_rows, pair_scores = (
@@ -132,6 +147,7 @@ def search(
     )
     found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
     text_of = _captions(dataset_dir, [uids[i] for _, i in found])
+    found = [(s, i) for s, i in found if uids[i] in text_of][:k]
     hits = []
     for rank, (score, i) in enumerate(found, start=1):
         caption, url = text_of.get(uids[i], (None, None))

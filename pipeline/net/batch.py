@@ -22,9 +22,11 @@ async def iter_fetch(
     *,
     max_tasks: int | None = None,
     max_bytes: int | None = None,
+    truncate: bool = False,
 ) -> AsyncIterator[tuple[int, FetchResult]]:
     """Yield (index in `urls`, result) as fetches complete, with at most `max_tasks` running
-    (default: the fetcher's max_in_flight). Breaking out of the loop cancels the rest."""
+    (default: the fetcher's max_in_flight). Breaking out of the loop cancels the rest.
+    `truncate`: bodies over `max_bytes` are cut there, not refused (Fetcher.fetch)."""
     limit = max_tasks or fetcher.config.max_in_flight
     if limit < 1:
         raise ValueError(f"max_tasks must be >= 1, got {max_tasks!r}")
@@ -39,7 +41,8 @@ async def iter_fetch(
                     exhausted = True
                     break
                 index, url = item
-                pending[asyncio.ensure_future(fetcher.fetch(url, max_bytes))] = index
+                fetch = fetcher.fetch(url, max_bytes, truncate)
+                pending[asyncio.ensure_future(fetch)] = index
             if not pending:
                 return
             done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

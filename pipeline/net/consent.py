@@ -48,7 +48,9 @@ TDM_HEADER = "tdm-reservation"
 META_ROBOTS = "meta robots"
 META_TDM = "meta tdm-reservation"
 FILE_SIGNALS = (ROBOTS, ROBOTS_USAGE, TDMREP, AI_TXT)
+META_SIGNALS = (META_ROBOTS, META_TDM)
 MAX_VALUE_CHARS = 300  # a finding's raw value as recorded (web input: bounded)
+TDMREP_MAX_BYTES = 1024 * 1024  # the most of a tdmrep.json read; a longer one is not parsed
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,10 @@ class Finding:
     def row(self, subject: str) -> dict:
         import datetime
 
-        at = None if self.at is None else datetime.datetime.fromtimestamp(self.at, datetime.UTC)
+        try:
+            at = datetime.datetime.fromtimestamp(self.at, datetime.UTC) if self.at else None
+        except (ValueError, OverflowError, OSError):  # a time no clock gave: not recorded
+            at = None
         return {
             "subject": subject,
             "signal": self.signal,
@@ -98,9 +103,18 @@ def refusals(findings: Iterable[Finding]) -> list[Finding]:
     return [f for f in findings if f.opt_out]
 
 
-def opt_out_error(findings: Iterable[Finding]) -> str | None:
-    """The drop detail naming every signal that opted the row out, or None."""
-    said = [f"{f.signal} ({f.value})" if f.value else f.signal for f in refusals(findings)]
+def opt_out_error(findings: Iterable[Finding | dict]) -> str | None:
+    """The drop detail naming every signal that opted the row out, or None. Findings, or their
+    schema.CONSENT entries as a manifest holds them."""
+    said = []
+    for f in findings:
+        f = (
+            f
+            if isinstance(f, dict)
+            else {"signal": f.signal, "value": f.value, "opt_out": f.opt_out}
+        )
+        if f["opt_out"]:
+            said.append(f"{f['signal']} ({f['value']})" if f["value"] else f["signal"])
     return "opted out by " + "; ".join(said) if said else None
 
 
@@ -174,9 +188,11 @@ def file_findings(
 
 
 def _robots_usage(robots: OriginFile, rule) -> Finding:
-    # robots.txt's own unavailability is the robots.txt finding's; not counted twice here
+    # an unavailable robots.txt says nothing we may rely on: its AI preferences refuse too
+    # (for an image the robots.txt finding already does; for a page we did not crawl, this one)
     if robots.state != FOUND:
-        return Finding(ROBOTS_USAGE, robots.state, None, False, robots.fetched_at)
+        refuses = robots.state == UNAVAILABLE
+        return Finding(ROBOTS_USAGE, robots.state, _cap(robots.note), refuses, robots.fetched_at)
     return Finding(
         ROBOTS_USAGE,
         FOUND,
@@ -204,7 +220,8 @@ def header_findings(
     out.append(
         _said(USAGE_HEADER, joined or None, bool(usage) and content_usage_refuses(joined), at)
     )
-    reservation = next(iter(header_values(headers, "tdm-reservation")), None)
+    # every value a response repeats counts: "0" then "1" is a conflict, read as reserved
+    reservation = ", ".join(header_values(headers, "tdm-reservation")) or None
     tdm_policy = next(iter(header_values(headers, "tdm-policy")), None)
     rule, refuses = _tdm(tdm_header_reservation(reservation, tdm_policy), policy)
     out.append(_said(TDM_HEADER, rule, refuses, at))
@@ -221,8 +238,10 @@ def meta_findings(
     ]
     said = meta_robots_tokens(metas, policy.token) & policy.opt_out_tokens
     out = [_said(META_ROBOTS, ", ".join(robots) or None, bool(said), at)]
-    named = {n.strip().lower(): c for n, c in reversed(metas)}  # the first of a name counts
-    decision = tdm_header_reservation(named.get("tdm-reservation"), named.get("tdm-policy"))
+    reserved = [c for n, c in metas if n.strip().lower() == "tdm-reservation"]
+    policies = [c for n, c in metas if n.strip().lower() == "tdm-policy"]
+    reservation = ", ".join(reserved) or None  # repeated tags: a conflict is a reservation
+    decision = tdm_header_reservation(reservation, policies[0] if policies else None)
     rule, refuses = _tdm(decision, policy)
     out.append(_said(META_TDM, rule, refuses, at))
     return out
@@ -234,7 +253,7 @@ def _said(signal: str, value: str | None, opt_out: bool, at: float | None) -> Fi
 
 class StoredFiles:
     """The per-origin files a build stored (pipeline.origins), looked up without a network: the
-    findings for a page the build did not read itself (a URL list's or an archive's page_url)."""
+    findings for a page the build did not fetch itself (an archived page's origin)."""
 
     def __init__(self, records, config):
         from .robots import RobotsCache
@@ -247,8 +266,17 @@ class StoredFiles:
         ]
         for cache in self.caches:
             cache.preload(records, keep_stale=True)
+        self._pages: dict[str, list[Finding]] = {}  # page URL -> findings: rows share pages
 
     def page_findings(self, url: str) -> list[Finding]:
+        found = self._pages.get(url)
+        if found is None:
+            if len(self._pages) > 100_000:
+                self._pages.clear()  # bounded: one part's pages at a time, in practice
+            found = self._pages[url] = self._page_findings(url)
+        return found
+
+    def _page_findings(self, url: str) -> list[Finding]:
         """The page's per-origin file findings; [] when the build stored none of its origin.
         robots.txt's Allow/Disallow is left out: it rules crawling, and the page was not
         crawled; its Content-Usage lines, TDMRep and ai.txt rule the use of the page."""

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 from urllib.parse import unquote
 
@@ -54,6 +55,7 @@ def _norm_token(token: object) -> str:
     return token.strip().lower() if isinstance(token, str) else ""
 
 
+@lru_cache(maxsize=4096)  # a URL's path is matched against every pattern of its origin's files
 def _unquote(text: str) -> str:
     # RFC 9309 2.2.2: compare decoded octets, but %2F stays encoded so it never becomes a separator.
     return "%2F".join(unquote(part) for part in re.split("%2[fF]", text))
@@ -81,6 +83,7 @@ def content_usage_refuses(value: str) -> bool:
     return False
 
 
+@lru_cache(maxsize=16384)  # bounded: a hostile file's patterns cannot fill memory
 def _prepare_pattern(pattern: str) -> tuple[str, str, int] | None:
     """Pattern -> (kind, normalized text, specificity)."""
     pattern = pattern.strip()
@@ -306,8 +309,11 @@ class TdmRepRules(_PathRules):
         return item["location"], reserved, decision
 
     def decide(self, path: str) -> TdmDecision | None:
-        """Longest matching location wins; on a tie a reservation wins (most restrictive)."""
-        return _longest(self._entries, path)
+        """A reservation by any matching location holds (the longest such); else the longest
+        matching location. Most restrictive: the TDMRep report's rule order (first match, or
+        most specific) then never matters for an opt-out."""
+        reserving = _longest([e for e in self._entries if e[1]], path)
+        return reserving if reserving is not None else _longest(self._entries, path)
 
 
 def tdm_header_reservation(reservation: str | None, policy: str | None) -> TdmDecision | None:

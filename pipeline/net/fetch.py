@@ -16,6 +16,7 @@ Problems come back as a FetchResult status, never as an exception.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -28,7 +29,14 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .config import FetchConfig
-from .consent import AiTxtCache, ConsentPolicy, TdmRepCache, file_findings, header_findings
+from .consent import (
+    TDMREP_MAX_BYTES,
+    AiTxtCache,
+    ConsentPolicy,
+    TdmRepCache,
+    file_findings,
+    header_findings,
+)
 from .consent import opt_out_error as consent_error
 from .policy import AddressPolicy, BlockedAddressError, GuardedResolver, parse_ip
 from .ratelimit import HostLimiter
@@ -127,10 +135,12 @@ class Fetcher:
             cfg.per_host_concurrency, cfg.per_host_rps, cfg.max_in_flight, self._shares
         )
         self.robots = RobotsCache(
-            self._fetch_robots_txt, cfg.user_agent_token, max_crawl_delay_s=cfg.max_crawl_delay_s
+            self._fetch_origin_file, cfg.user_agent_token, max_crawl_delay_s=cfg.max_crawl_delay_s
         )
-        self.tdmrep = TdmRepCache(self._fetch_robots_txt)
-        self.aitxt = AiTxtCache(self._fetch_robots_txt, cfg.user_agent_token)
+        # tdmrep.json is read up to TDMRep's 1 MiB (and one byte more, to tell a longer one)
+        tdmrep_cap = max(cfg.robots_max_bytes, TDMREP_MAX_BYTES + 1)
+        self.tdmrep = TdmRepCache(functools.partial(self._fetch_origin_file, cap=tdmrep_cap))
+        self.aitxt = AiTxtCache(self._fetch_origin_file, cfg.user_agent_token)
         for cache in self.origin_files:
             cache.preload(self._robots_records)
         return self
@@ -151,8 +161,11 @@ class Fetcher:
         if self._base_resolver is None and self.resolver is not None:
             await self.resolver.close()  # we created the base resolver, so we close it
 
-    async def fetch(self, url: str, max_bytes: int | None = None) -> FetchResult:
-        """Fetch `url` (body capped at `max_bytes`, default config.max_bytes). Never raises for
+    async def fetch(
+        self, url: str, max_bytes: int | None = None, truncate: bool = False
+    ) -> FetchResult:
+        """Fetch `url` (body capped at `max_bytes`, default config.max_bytes; with `truncate` a
+        longer body is cut there, not refused: a recheck wants the headers). Never raises for
         problems with the URL, the network or the server: see FetchResult.status."""
         if self._session is None:
             raise RuntimeError("Fetcher is not open: use `async with Fetcher(config) as f`")
@@ -161,7 +174,8 @@ class Fetcher:
         cap = max_bytes or self.config.max_bytes
         t0 = time.monotonic()
         try:
-            res = await self._fetch(url, cap, check_robots=self.config.respect_robots)
+            check = self.config.respect_robots
+            res = await self._fetch(url, cap, check_robots=check, truncate=truncate)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug must not take down a whole shard of fetches
@@ -172,13 +186,22 @@ class Fetcher:
         log.debug("fetch %s -> %s %s (%.3fs)", url, res.status, res.error or "", res.elapsed_s)
         return res
 
-    async def _fetch_robots_txt(self, url: str) -> FetchResult:
-        cap = self.config.robots_max_bytes
-        return await self._fetch(url, cap, check_robots=False, truncate=True)
+    async def _fetch_origin_file(self, url: str, cap: int | None = None) -> FetchResult:
+        """A per-origin file: cut at `cap` (default robots_max_bytes), never refused for size."""
+        cap = cap or self.config.robots_max_bytes
+        return await self._fetch(url, cap, check_robots=False, truncate=True, read_headers=False)
 
     async def _fetch(
-        self, url: str, cap: int, *, check_robots: bool, truncate: bool = False
+        self,
+        url: str,
+        cap: int,
+        *,
+        check_robots: bool,
+        truncate: bool = False,
+        read_headers: bool = True,
     ) -> FetchResult:
+        """Follow redirects by hand. The findings of every hop (its origin's files when
+        `check_robots`, its response's headers when `read_headers`) ride on the result."""
         redirects: list[str] = []
         seen: set[str] = set()
         findings: list = []
@@ -187,11 +210,11 @@ class Fetcher:
             u, why = parse_http_url(current)
             if u is None:
                 error = f"redirect to {current[:200]} refused: {why}" if hop else why
-                return _result(url, current, BAD_URL, error, redirects)
+                return _with(_result(url, current, BAD_URL, error, redirects), findings)
             seen.add(str(u))
             refused = await self._check_address(u, is_redirect=hop > 0)
             if refused is not None:
-                return _result(url, current, *refused, redirects)
+                return _with(_result(url, current, *refused, redirects), findings)
             delay = 0.0
             if check_robots:
                 decision, hop_findings = await self._origin_checks(u)
@@ -204,20 +227,19 @@ class Fetcher:
                     return _with(_result(url, current, OPTED_OUT, refused, redirects), findings)
                 delay = decision.crawl_delay_s
             out = await self._request(u, delay, cap, truncate)
+            if read_headers and out.http_status is not None:  # a redirect's headers count too
+                findings += header_findings(out.headers, self.consent_policy)
             if out.location is None:
-                res = _result(url, current, out.status, out.error, redirects, out)
-                if check_robots and out.http_status is not None:
-                    findings += header_findings(out.headers, self.consent_policy)
-                return _with(res, findings)
+                return _with(_result(url, current, out.status, out.error, redirects, out), findings)
             if out.location in seen:
                 error = f"redirect loop at {out.location[:200]}"
-                return _result(url, current, FETCH_FAILED, error, redirects, out)
+                return _with(_result(url, current, FETCH_FAILED, error, redirects, out), findings)
             if hop == self.config.max_redirects:
                 break
             redirects.append(out.location)
             current = out.location
         error = f"too many redirects (>{self.config.max_redirects})"
-        return _result(url, current, FETCH_FAILED, error, redirects)
+        return _with(_result(url, current, FETCH_FAILED, error, redirects), findings)
 
     async def _origin_checks(self, u: URL):
         """robots.txt's decision for `u`, and the findings of all its origin's files."""

@@ -3,8 +3,8 @@
 robots.txt is one of the per-origin files (pipeline.net.originfiles: fetched once per origin,
 recorded, shared in flight); its outcomes follow RFC 9309 2.3.1:
   2xx          -> parse (first `robots_max_bytes` only), rules for our product token apply
-  4xx but 429  -> "unavailable": allow everything
-  5xx, 429, unreachable, refused address, too many redirects -> disallow everything
+  4xx but 429  -> "absent": allow everything
+  5xx, 429, unreachable, refused address, too many redirects -> "unavailable": disallow all
 Besides Allow/Disallow and crawl-delay, its AI-preference lines (IETF aipref `Content-Usage`)
 are read for pipeline.net.consent.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from protego import Protego
 from yarl import URL
 
-from .consent_rules import OPT_OUT_TOKENS, ContentUsageRules, x_robots_tokens
+from .consent_rules import OPT_OUT_TOKENS, ContentUsageRules, select_group_lines, x_robots_tokens
 from .originfiles import UNAVAILABLE, FileFetch, OriginFile, OriginFileCache, origin_of
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class RobotsCache(OriginFileCache):
         text = body.decode("utf-8", errors="replace").lstrip("\ufeff")
         usage = ContentUsageRules.parse(text, self.token)
         try:
-            parser = Protego.parse(text)
+            parser = Protego.parse(_our_group(text, self.token))
         except Exception as exc:  # a file with no parsable rules imposes none (RFC 9309 2.2)
             log.debug("robots.txt unparsable (%s): no rules", exc)
             return _Rules(None, None, 0.0, usage), "unparsable"
@@ -85,6 +85,17 @@ class RobotsCache(OriginFileCache):
             reason = f"robots.txt crawl-delay {delay:g}s over limit {self.max_crawl_delay_s:g}s"
             return _Rules(None, reason, delay, usage), None
         return _Rules(parser, None, float(delay), usage), None
+
+
+# The lines of our group that Protego reads; it sees them as the one `*` group, so it, the
+# Content-Usage lines and ai.txt agree on which group is ours (select_group_lines: RFC 9309's
+# product-token match, where Protego would match user agents by substring).
+_PROTEGO_KEYS = ("allow", "disallow", "crawl-delay", "request-rate")
+
+
+def _our_group(text: str, token: str) -> str:
+    lines = [f"{k}: {v}" for k, v in select_group_lines(text, token) if k in _PROTEGO_KEYS]
+    return "User-agent: *\n" + "\n".join(lines) + "\n"
 
 
 def content_usage_of(entry: OriginFile) -> ContentUsageRules | None:

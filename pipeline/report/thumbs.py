@@ -149,7 +149,9 @@ def dropped_samples(layout: DatasetLayout, per_reason: int, px: int) -> dict[str
     for row in rows:
         sample = _sample(row)
         out.setdefault(sample.status, []).append(sample)
-        if sample.width is not None:  # the image stage read it: its bytes may be stored
+        # the image stage read it: its bytes may be stored (never shown once its site opted out:
+        # a recheck leaves the bytes in work/ and the shards, not in front of anyone)
+        if sample.width is not None and sample.status != "opted_out":
             wanted.setdefault(row[11], {})[sample.uid] = sample
     for part, by_uid in wanted.items():
         _attach_stored_images(layout, part, by_uid, px)

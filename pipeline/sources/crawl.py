@@ -55,7 +55,7 @@ def process_page(result, depth: int, recorder=None, policy=None) -> tuple[dict, 
     The page's consent: its origin's files (checked by the fetcher), its headers and meta tags;
     a refusal by any of them keeps its pairs out, not its links (the crawl may go on)."""
     from pipeline.extract import extract_page
-    from pipeline.net.consent import FILE_SIGNALS, opt_out_error, rows
+    from pipeline.net.consent import META_SIGNALS, opt_out_error, rows
 
     row = {
         "url": result.url,
@@ -76,7 +76,8 @@ def process_page(result, depth: int, recorder=None, policy=None) -> tuple[dict, 
     if recorder is not None:
         recorder.write_response(result.final_url, result.http_status, result.headers, result.body)
     page = extract_page(result.final_url, result.body, result.headers, policy)
-    said = [f for f in result.consent if f.signal in FILE_SIGNALS] + page.consent
+    # the fetch's findings (every hop's files and headers), then the page's meta tags
+    said = result.consent + [f for f in page.consent if f.signal in META_SIGNALS]
     row["consent"] = rows(said, "page")
     refused = opt_out_error(said)
     if refused:

@@ -254,9 +254,14 @@ def _warc_time(value: str) -> float | None:
     import datetime
 
     try:
-        return datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
+        when = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except (ValueError, TypeError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)  # WARC dates are UTC (ISO 28500)
+    if not 1990 <= when.year <= 9998:
+        return None  # no crawl was made then: an archive's garbage, not a time
+    return when.timestamp()
 
 
 def _dict(value) -> dict:
@@ -267,7 +272,9 @@ def _list(value) -> list:
     return value if isinstance(value, list) else []
 
 
-def _wat_page(url: str, doc: dict, source: str) -> tuple[PageInfo, list[Pair]] | None:
+def _wat_page(
+    url: str, doc: dict, source: str, policy: ConsentPolicy
+) -> tuple[PageInfo, list[Pair]] | None:
     """Pairs of one WAT response entry, or None when it is not an HTML http(s) page."""
     payload = _dict(doc["Envelope"].get("Payload-Metadata"))
     response = _dict(payload.get("HTTP-Response-Metadata"))
@@ -292,8 +299,8 @@ def _wat_page(url: str, doc: dict, source: str) -> tuple[PageInfo, list[Pair]] |
     ]
     record_date = _dict(doc["Envelope"].get("WARC-Header-Metadata")).get("WARC-Date")
     at = _warc_time(str(record_date)) if record_date else None
-    said = header_findings(headers, ConsentPolicy(BOT_NAME), at)
-    said += meta_findings(metas, ConsentPolicy(BOT_NAME), said[0].at)
+    said = header_findings(headers, policy, at)
+    said += meta_findings(metas, policy, said[0].at)
     opted_out = bool(refusals(said))
     info = PageInfo(url, status, "ok", opted_out, 0, None, source, "wat", said)
     if status is not None and not 200 <= status < 300:
@@ -321,7 +328,7 @@ def _wat_page(url: str, doc: dict, source: str) -> tuple[PageInfo, list[Pair]] |
 # ---------------------------------------------------------------------------------------------
 # Pairs from either kind
 # ---------------------------------------------------------------------------------------------
-def _warc_page(page: PageRecord, source: str) -> tuple[PageInfo, list[Pair]]:
+def _warc_page(page: PageRecord, source: str, policy: ConsentPolicy) -> tuple[PageInfo, list[Pair]]:
     info = PageInfo(page.url, page.http_status, "ok", False, 0, None, source, "warc")
     if page.error:
         info.status, info.error = "record_error", page.error
@@ -330,7 +337,7 @@ def _warc_page(page: PageRecord, source: str) -> tuple[PageInfo, list[Pair]]:
         info.status, info.error = "fetch_failed", f"HTTP {page.http_status}"
         return info, []
     at = _warc_time(page.warc_date) if page.warc_date else None
-    extract = extract_page(page.url, page.body, page.headers, at=at)
+    extract = extract_page(page.url, page.body, page.headers, policy, at)
     info.opted_out, info.pairs, info.error = extract.opted_out, len(extract.pairs), extract.error
     info.consent = extract.consent
     if extract.opted_out:
@@ -340,15 +347,20 @@ def _warc_page(page: PageRecord, source: str) -> tuple[PageInfo, list[Pair]]:
     return info, extract.pairs
 
 
-def _pages(path: Path, stats: WarcStats, stream_row: bool) -> Iterator[tuple[PageInfo, list[Pair]]]:
+def _pages(
+    path: Path, stats: WarcStats, stream_row: bool, policy: ConsentPolicy | None = None
+) -> Iterator[tuple[PageInfo, list[Pair]]]:
     """What `pairs_from_warc` yields; without `stream_row` a broken stream gives no row, only
-    `stats.error`."""
-    source = path.name
+    `stats.error`. `policy`: the build's ConsentPolicy (default: our token, the usual tokens)."""
+    source, policy = path.name, policy or ConsentPolicy(BOT_NAME)
     for kind, item in _records(path, stats):
         result = None
         if kind in ("warc", "wat"):
             try:
-                result = _warc_page(item, source) if kind == "warc" else _wat_page(*item, source)
+                if kind == "warc":
+                    result = _warc_page(item, source, policy)
+                else:
+                    result = _wat_page(*item, source, policy)
             except Exception as exc:  # defensive: a page must never stop the file
                 url = item.url if kind == "warc" else item[0]
                 kind, item = "record_error", (url, f"extraction failed: {exc!r}")
@@ -373,7 +385,7 @@ def _pages(path: Path, stats: WarcStats, stream_row: bool) -> Iterator[tuple[Pag
 
 
 def pairs_from_warc(
-    path: str | Path, stats: WarcStats | None = None
+    path: str | Path, stats: WarcStats | None = None, policy: ConsentPolicy | None = None
 ) -> Iterator[tuple[PageInfo, list[Pair]]]:
     """(page info, pairs) for every HTML page of a WARC, WAT or ARC file (plain, gzip, zstd, lz4).
 
@@ -382,7 +394,8 @@ def pairs_from_warc(
     (the last row says why). `stats`, when given, is filled as the file is read.
     Raises NotAWarcError on the first next() when the file is not a WARC, WAT or ARC at all.
     """
-    yield from _pages(Path(path), stats if stats is not None else WarcStats(), stream_row=True)
+    stats = stats if stats is not None else WarcStats()
+    yield from _pages(Path(path), stats, stream_row=True, policy=policy)
 
 
 @dataclass(slots=True)
@@ -396,7 +409,7 @@ class WarcFileResult:
     stats: WarcStats = field(default_factory=WarcStats)
 
 
-def read_warc_file(path: str | Path) -> WarcFileResult:
+def read_warc_file(path: str | Path, policy: ConsentPolicy | None = None) -> WarcFileResult:
     """Every page and pair of one file, and why reading stopped early if it did.
 
     Never raises for what the file holds: a file that is no WARC, WAT or ARC at all (text, HTML,
@@ -408,7 +421,7 @@ def read_warc_file(path: str | Path) -> WarcFileResult:
     path = Path(path)
     result = WarcFileResult(str(path))
     try:
-        for info, pairs in _pages(path, result.stats, stream_row=False):
+        for info, pairs in _pages(path, result.stats, stream_row=False, policy=policy):
             result.pages.append(info)
             result.pairs.extend(pairs)
         result.error = result.stats.error

@@ -118,6 +118,7 @@ class SourcesStage(Stage):
         """One WARC/WAT/ARC file -> a candidates part and a pages part; a file that cannot be
         read is one `unreadable_file` pages row with the reason, not a failed build. (Or rows
         of a Parquet URL list: pipeline.stages.urllists.)"""
+        from pipeline.net.consent import ConsentPolicy
         from pipeline.sources.warc import read_warc_file
         from pipeline.stages.urllists import ListTask, read_range
 
@@ -126,7 +127,7 @@ class SourcesStage(Stage):
 
         source = storage.location(task.path).name
         with storage.local_copy(task.path) as local:  # a WARC in a store: one download
-            result = read_warc_file(local)
+            result = read_warc_file(local, ConsentPolicy.of(task.config.net))
         pages = [page.to_row() for page in result.pages]
         if result.error is not None:
             log.warning("WARC file %s: %s", task.path, result.error)

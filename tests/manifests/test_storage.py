@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from manifests import storage
-from manifests.commit import commit_dataset, committed_files
+from manifests.commit import commit_dataset, committed_files, read_dataset_json
 from manifests.layout import DatasetLayout, write_json_atomic, write_parquet_atomic
 from manifests.storage import Location, StorageError, location
 
@@ -95,8 +95,15 @@ def test_readers_see_only_the_committed_version(root):
     write_parquet_atomic(rows, layout.samples / "p0.cccccccc.parquet")  # killed before commit
     record = commit_dataset(layout, ["manifests/samples/p0.bbbbbbbb.parquet"])
     assert record["version"] == 3
-    # The previous version's file stays for readers mid-query; the uncommitted one is swept.
-    assert {p.name for p in layout.samples.iterdir()} == {"p0.bbbbbbbb.parquet"}
+    # Every version's files stay (DIR/versions: `pipeline query --version N`); the uncommitted
+    # one is swept.
+    names = {p.name for p in layout.samples.iterdir()}
+    assert names == {"p0.aaaaaaaa.parquet", "p0.bbbbbbbb.parquet"}
+    assert committed_files(layout, "samples") == [layout.samples / "p0.bbbbbbbb.parquet"]
+    first = read_dataset_json(layout, version=1)
+    assert committed_files(layout, "samples", record=first) == [
+        layout.samples / "p0.aaaaaaaa.parquet"
+    ]
 
 
 def test_unknown_schemes_and_empty_buckets_are_errors_in_words():

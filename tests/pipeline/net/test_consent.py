@@ -58,8 +58,8 @@ def test_an_image_its_origin_refuses_is_never_requested(fetched):
 
 def test_each_per_origin_file_is_asked_once_per_origin_and_recorded(fetched):
     _, records, hits = fetched
-    for site, paths in hits.items():
-        for path in ("/robots.txt", "/.well-known/tdmrep.json"):
+    for site, paths in hits.items():  # a redirect loop is seen at its first hop: one request
+        for path in ("/robots.txt", "/.well-known/tdmrep.json", "/ai.txt"):
             assert paths.count(path) == 1, (site, path)
     assert {r.file for r in records} == {"robots.txt", "tdmrep.json", "ai.txt"}
     assert len(records) == 3 * len(hits)
@@ -117,3 +117,62 @@ def test_unknown_opt_out_tokens_are_refused_with_a_message():
 
     with pytest.raises(ConfigError, match="--opt-out-token"):
         FetchConfig(opt_out_tokens=["no ai"])
+
+
+def _one_site(routes: dict, url_path: str, **config):
+    from pipeline.loopback import LoopbackServer
+
+    with LoopbackServer(routes=routes) as server:
+        result = asyncio.run(_fetch_all([server.url(url_path)], _config(**config)))[0][0]
+        return result, list(server.hits)
+
+
+def test_repeated_tdm_headers_that_disagree_are_a_reservation():
+    from pipeline.testing.site import picture
+
+    headers = [("Content-Type", "image/png"), ("tdm-reservation", "0"), ("tdm-reservation", "1")]
+    result, _ = _one_site({"/a.png": (200, headers, picture("x"))}, "/a.png")
+    assert opt_out_error(result.consent).startswith("opted out by tdm-reservation")
+
+
+def test_a_redirect_that_says_noai_counts_and_keeps_every_hops_findings():
+    from pipeline.testing.site import picture
+
+    routes = {
+        "/old.png": (302, {"Location": "/new.png", "X-Robots-Tag": "noai"}, b""),
+        "/new.png": (200, {"Content-Type": "image/png"}, picture("y")),
+        "/loop.png": (302, {"Location": "/loop.png"}, b""),
+    }
+    result, _ = _one_site(routes, "/old.png")
+    assert result.status == "ok" and opt_out_error(result.consent).startswith(
+        "opted out by x-robots-tag (noai)"
+    )
+    assert [f.signal for f in result.consent].count("tdmrep.json") == 2  # both hops' origin
+    looped, _ = _one_site(routes, "/loop.png")
+    assert looped.status == "fetch_failed" and looped.consent  # findings kept on a failure
+
+
+def test_one_group_is_ours_for_allow_disallow_and_ai_preferences():
+    from pipeline.testing.site import picture
+
+    robots = (
+        "User-agent: clipengine\nDisallow: /\nContent-Usage: train-ai=n\n\n"
+        "User-agent: clipengine-bot/2\nAllow: /\nContent-Usage: /private/ train-ai=n\n"
+    )
+    routes = {
+        "/robots.txt": (200, {"Content-Type": "text/plain"}, robots.encode()),
+        "/a.png": (200, {"Content-Type": "image/png"}, picture("z")),
+        "/private/b.png": (200, {"Content-Type": "image/png"}, picture("w")),
+    }
+    open_one, _ = _one_site(routes, "/a.png")  # `clipengine` is another agent's group
+    assert open_one.status == "ok" and opt_out_error(open_one.consent) is None
+    private, hits = _one_site(routes, "/private/b.png")  # `clipengine-bot/2` is ours
+    assert private.status == "opted_out" and "/private/b.png" not in hits
+
+
+def test_header_opt_outs_hold_without_robots_txt():
+    from pipeline.testing.site import picture
+
+    routes = {"/a.png": (200, {"Content-Type": "image/png", "X-Robots-Tag": "noml"}, picture("v"))}
+    result, _ = _one_site(routes, "/a.png", respect_robots=False)
+    assert opt_out_error(result.consent) == "opted out by x-robots-tag (noml)"

@@ -271,10 +271,11 @@ def test_ai_txt_allow_longer_overrides_and_tie_goes_to_disallow():
 # --- TDMRep -------------------------------------------------------------------------------------
 
 
-def test_tdmrep_valid_longest_location():
+def test_tdmrep_a_reservation_by_any_matching_location_holds():
     body = json.dumps(
         [
-            {"location": "/*", "tdm-reservation": 1, "tdm-policy": "https://ex.com/policy.json"},
+            {"location": "/img/*", "tdm-reservation": 1, "tdm-policy": "https://ex.com/p.json"},
+            {"location": "/img/open/*", "tdm-reservation": 0},  # first match or longest: no
             {"location": "/open/*", "tdm-reservation": 0},
             {"location": "/open/closed/", "tdm-reservation": "1"},
         ]
@@ -282,8 +283,9 @@ def test_tdmrep_valid_longest_location():
     rules = TdmRepRules.parse(body)
     assert rules.error is None
     top = rules.decide("/img/a.jpg")
-    assert top.reserved is True and top.policy == "https://ex.com/policy.json"
-    assert json.loads(top.rule)["location"] == "/*"
+    assert top.reserved is True and top.policy == "https://ex.com/p.json"
+    assert json.loads(top.rule)["location"] == "/img/*"
+    assert rules.decide("/img/open/a.jpg").reserved is True  # most restrictive, whatever order
     assert rules.decide("/open/a.jpg") == TdmDecision(
         reserved=False, policy=None, rule='{"location":"/open/*","tdm-reservation":0}'
     )

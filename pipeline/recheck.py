@@ -1,0 +1,325 @@
+"""`pipeline recheck DIR`: consent re-verified for the kept rows of a finished dataset.
+
+1. Plan (work/recheck/plan.json, written last): the kept rows whose image was last checked
+   before the cutoff (`--older-than DAYS`; 0: every kept row), by samples file of the version it
+   starts from, and the origins of their images (and pages, when the build did not read them).
+2. Origins: every such origin's per-origin files asked again (none reused), stored as a new
+   origins file of the dataset.
+3. Images: every distinct URL asked again through the same fetch layer (address policy,
+   per-host limits, the new per-origin files), a GET whose body is cut at HEADER_BYTES: the
+   headers are what counts. In chunks, each committed by its marker, so a killed recheck resumes.
+4. A new version (manifests.commit): each rechecked samples file rewritten with its rows' new
+   findings. A row a signal now refuses becomes `opted_out`, its error says when and which signal
+   ("opted out on recheck 2026-12-02: opted out by tdmrep.json (...)"), and it loses its shard and
+   shard_row. So every reader, which reaches images only through the manifest's kept rows (the
+   trainer, embed, search, the report), leaves it out: the manifest is the exclusion list. The
+   image bytes stay in their shard until `pipeline remove`. The version before stays readable
+   (`pipeline query DIR --version N`).
+A row whose image cannot be fetched now (gone, a timeout) keeps its status and findings: absence
+is not an opt-out. Findings are replaced by the new ones otherwise, so `--older-than` counts from
+the last check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+
+from manifests import schema, storage
+from manifests.commit import (
+    commit_dataset,
+    new_token,
+    read_dataset_json,
+    relative,
+    rewrites,
+    tokened,
+)
+from manifests.config import ConfigError
+from manifests.layout import DatasetLayout, read_json, write_json_atomic, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+HEADER_BYTES = 16 * 1024  # body bytes read per image on a recheck (only its headers count)
+URLS_PER_CHUNK = 5000  # image URLs per committed chunk
+CHECKS = {"url": "string", "status": "string", "error": "string", "consent": schema.CONSENT}
+
+
+def recheck(dataset_dir, older_than_days: float = 0.0, overrides=None, resolver=None) -> dict:
+    """Recheck the dataset's kept rows (see the module doc); returns the summary it stores in
+    DIR/stats/recheck.json."""
+    from pipeline.buildconfig import BuildConfig
+
+    layout = DatasetLayout(storage.location(dataset_dir))
+    record, run = read_dataset_json(layout), read_json(layout.run_json, None)
+    if record is None or run is None:
+        raise ConfigError(f"{layout.root} has no finished build to recheck (no dataset.json)")
+    if older_than_days < 0:
+        raise ConfigError(f"--older-than must be >= 0 days, not {older_than_days:g}")
+    config = BuildConfig.from_options({**run["config"], **(overrides or {})})
+    work = layout.work / "recheck"
+    plan = read_json(work / "plan.json", None)
+    if plan is None or plan["base_version"] != record["version"]:
+        plan = _plan(layout, record, config, older_than_days, work)
+    records = _origins(layout, plan, config, work, resolver)
+    checks = _images(layout, plan, config, work, resolver, records)
+    summary = _apply(layout, record, plan, config, records, checks, work)
+    write_json_atomic(summary, layout.stats / "recheck.json")
+    return summary
+
+
+def _plan(layout, record, config, older_than_days: float, work) -> dict:
+    import manifests
+    from pipeline.origins import HTTP_SQL, ORIGIN_SQL
+
+    cutoff = time.time() - older_than_days * 86400
+    con = manifests.open(layout.root)
+    files = [relative(layout, p) for p in _samples_files(layout, record)]
+    listed = ", ".join("'" + str(layout.root / f).replace("'", "''") + "'" for f in files)
+    last_checked = (
+        "list_max(list_transform(list_filter(consent, lambda c: c.subject = 'image'),"
+        " lambda c: epoch(c.at)))"
+    )
+    due = (
+        con.execute(
+            f"""SELECT DISTINCT filename FROM read_parquet([{listed}], filename = true,
+                union_by_name = true)
+            WHERE status = 'kept' AND coalesce({last_checked}, 0) < {cutoff}"""
+        ).fetchall()
+        if files
+        else []
+    )
+    chosen = sorted(relative(layout, storage.location(f)) for (f,) in due)
+    where = f"status = 'kept' AND coalesce({last_checked}, 0) < {cutoff}"
+    urls, origins = [], []
+    if chosen:
+        listed = ", ".join("'" + str(layout.root / f).replace("'", "''") + "'" for f in chosen)
+        source = f"read_parquet([{listed}], union_by_name = true)"
+        urls = [
+            u
+            for (u,) in con.execute(
+                f"SELECT DISTINCT url FROM {source} WHERE {where} ORDER BY 1"
+            ).fetchall()
+        ]
+        pages = (
+            "" if config.source.seeds else f" UNION ALL SELECT page_url FROM {source} WHERE {where}"
+        )
+        origins = [
+            o
+            for (o,) in con.execute(
+                f"""SELECT DISTINCT {ORIGIN_SQL} FROM (SELECT url FROM {source} WHERE {where}{pages})
+                    WHERE url IS NOT NULL AND {HTTP_SQL} ORDER BY 1"""
+            ).fetchall()
+        ]
+    chunks = [urls[i : i + URLS_PER_CHUNK] for i in range(0, len(urls), URLS_PER_CHUNK)]
+    _clear(work)  # a plan of another version: start over
+    for i, chunk in enumerate(chunks):
+        write_json_atomic(chunk, work / f"urls-{i:05d}.json")
+    plan = {
+        "base_version": record["version"],
+        "cutoff": cutoff,
+        "files": chosen,
+        "origins": origins,
+        "chunks": len(chunks),
+        "where": where,
+    }
+    write_json_atomic(plan, work / "plan.json")  # last: the plan's commit
+    log.info("recheck: %d files, %d URLs, %d origins", len(chosen), len(urls), len(origins))
+    return plan
+
+
+def _clear(work) -> None:
+    """Remove a recheck's working files (its chunks, checks and markers)."""
+    if not work.is_dir():
+        return
+    apply = list((work / "apply").glob("*")) if (work / "apply").is_dir() else []
+    for path in [*work.glob("*.json"), *work.glob("*.parquet"), *work.glob("*.done"), *apply]:
+        path.unlink(missing_ok=True)
+
+
+def _samples_files(layout, record):
+    from manifests.commit import committed_files
+
+    return committed_files(layout, "samples", record=record)
+
+
+def _origins(layout, plan, config, work, resolver) -> list:
+    """Fresh per-origin files of the plan's origins (from the marker on a resumed recheck)."""
+    from pipeline.origins import records_table
+
+    marker = read_json(work / "origins.done", None)
+    if marker is None:
+        records = asyncio.run(_fetch_origins(plan["origins"], config, resolver))
+        target = tokened(
+            layout.origins / f"recheck-v{plan['base_version']:06d}.parquet", new_token()
+        )
+        write_parquet_atomic(records_table(records), target)
+        marker = {"file": relative(layout, target)}
+        write_json_atomic(marker, work / "origins.done")
+    table = storage.read_table(layout.root / marker["file"])
+    return _records(table)
+
+
+def _records(table) -> list:
+    from pipeline.net.originfiles import OriginFileRecord
+
+    return [
+        OriginFileRecord(
+            r["origin"],
+            r["url"],
+            r["fetched_at"].timestamp(),
+            r["status"],
+            r["http_status"],
+            r["error"],
+            r["body"],
+            r["file"],
+        )
+        for r in table.to_pylist()
+    ]
+
+
+async def _fetch_origins(origins: list[str], config, resolver) -> list:
+    from yarl import URL
+
+    from pipeline.net.fetch import Fetcher
+
+    gate = asyncio.Semaphore(64)
+    async with Fetcher(config.net, resolver=resolver) as fetcher:
+
+        async def one(origin: str) -> None:
+            async with gate:
+                url = URL(origin + "/")
+                await asyncio.gather(*(cache.get(url) for cache in fetcher.origin_files))
+
+        await asyncio.gather(*(one(o) for o in origins))
+        return fetcher.origin_records()
+
+
+def _images(layout, plan, config, work, resolver, records) -> dict[str, dict]:
+    """url -> its check (status, error, consent rows), chunk by chunk, each with its marker."""
+    checks: dict[str, dict] = {}
+    for i in range(plan["chunks"]):
+        marker = read_json(work / f"checks-{i:05d}.done", None)
+        if marker is None:
+            urls = read_json(work / f"urls-{i:05d}.json")
+            rows = asyncio.run(_check_urls(urls, config, resolver, records))
+            target = tokened(work / f"checks-{i:05d}.parquet", new_token())
+            write_parquet_atomic(_checks_table(rows), target)
+            marker = {"file": target.name}
+            write_json_atomic(marker, work / f"checks-{i:05d}.done")
+        for row in storage.read_table(work / marker["file"]).to_pylist():
+            checks[row["url"]] = row
+    return checks
+
+
+async def _check_urls(urls: list[str], config, resolver, records) -> list[dict]:
+    from pipeline.net.batch import iter_fetch
+    from pipeline.net.consent import rows
+    from pipeline.net.fetch import Fetcher
+
+    out: list[dict | None] = [None] * len(urls)
+    fetcher = Fetcher(config.image_fetch(), resolver=resolver, robots=records, skip_opted_out=True)
+    async with fetcher:
+        async for index, result in iter_fetch(fetcher, urls, max_bytes=HEADER_BYTES, truncate=True):
+            out[index] = {
+                "url": urls[index],
+                "status": result.status,
+                "error": result.error,
+                "consent": rows(result.consent),
+            }
+    return out
+
+
+def _checks_table(rows: list[dict]):
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=pa.schema(list(CHECKS.items())))
+
+
+def _last_checked(row: dict) -> float:
+    """When the row's image was last checked (time.time()); 0 when never."""
+    times = [
+        c["at"].timestamp() for c in row["consent"] or [] if c["subject"] == "image" and c["at"]
+    ]
+    return max(times, default=0.0)
+
+
+# Fetch statuses after which the image's findings are news; any other (gone, unreachable, a
+# refused address) leaves the row as it was: absence is not an opt-out.
+ANSWERED = {"ok", "opted_out", "robots_disallowed"}
+
+
+def _recheck_row(row: dict, check: dict | None, pages, date: str) -> str:
+    """Give the row its new findings; 'opted_out', 'kept' or 'unreachable' (unchanged)."""
+    from pipeline.net.consent import opt_out_error, rows
+
+    if check is None or check["status"] not in ANSWERED:
+        return "unreachable"
+    if pages is not None and row["page_url"]:
+        page = rows(pages.page_findings(row["page_url"]), "page")
+    else:
+        page = [c for c in row["consent"] or [] if c["subject"] == "page"]
+    row["consent"] = list(check["consent"]) + page
+    refused = opt_out_error(row["consent"])
+    if refused is None:
+        return schema.KEPT
+    row.update(status="opted_out", error=f"opted out on recheck {date}: {refused}")
+    row.update(shard=None, shard_row=None)  # no reader reaches its image any more
+    return "opted_out"
+
+
+def _apply(layout, record, plan, config, records, checks, work) -> dict:
+    """Rewrite the due samples files with their rows' new findings and commit a new version."""
+    import pyarrow as pa
+
+    from pipeline.net.consent import StoredFiles
+    from pipeline.stages.registry import STAGE_NAMES
+
+    pages = None if config.source.seeds else StoredFiles(records, config.net)
+    date = datetime.datetime.now(datetime.UTC).date().isoformat()
+    counts = {"rechecked": 0, "kept": 0, "opted_out": 0, "unreachable": 0}
+    replaced: dict[str, str] = {}
+    for rel in plan["files"]:
+        part = rel.rsplit("/", 1)[-1].split(".", 1)[0]
+        marker = read_json(work / "apply" / f"{part}.done", None)
+        if marker is None:
+            table = schema.conform(storage.read_table(layout.root / rel), schema.SAMPLES)
+            rows = table.to_pylist()
+            found = {"rechecked": 0, "kept": 0, "opted_out": 0, "unreachable": 0}
+            for row in rows:
+                if row["status"] == schema.KEPT and _last_checked(row) < plan["cutoff"]:
+                    found["rechecked"] += 1
+                    found[_recheck_row(row, checks.get(row["url"]), pages, date)] += 1
+            target = tokened(layout.samples / f"{part}.parquet", new_token())
+            write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema.SAMPLES), target)
+            marker = {"file": relative(layout, target), "counts": found}
+            write_json_atomic(marker, work / "apply" / f"{part}.done")
+        replaced[rel] = marker["file"]
+        for key, value in marker["counts"].items():
+            counts[key] += value
+    files = [replaced.get(rel, rel) for group in record["files"].values() for rel in group]
+    origins = read_json(work / "origins.done")["file"]
+    files.append(origins)
+    before, added = rewrites(record)  # composed, so a rerun of the build keeps them all
+    carry = {
+        "replaced": {
+            **{k: replaced.get(v, v) for k, v in before.items()},
+            **{rel: new for rel, new in replaced.items() if rel not in before.values()},
+        },
+        "added": [*added, origins],
+        "recheck": {"base_version": plan["base_version"], "cutoff": plan["cutoff"]},
+    }
+    new = commit_dataset(layout, files, record.get("shard_index"), STAGE_NAMES, carry)
+    plan_file = work / "plan.json"
+    plan_file.unlink(missing_ok=True)  # first: a recheck killed now plans afresh
+    _clear(work)
+    log.info("recheck: version %d, %s", new["version"], counts)
+    return {
+        "version": new["version"],
+        "base_version": plan["base_version"],
+        "date": date,
+        "origins": len(plan["origins"]),
+        "urls": len(checks),
+        **counts,
+    }
