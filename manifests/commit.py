@@ -170,9 +170,14 @@ def commit_dataset(
         "previous": previous.get("files", {}),  # still readable by a query started before
         **(carry or {}),
     }
+    if previous and not layout.version_json(record["version"] - 1).exists():
+        # the version before, when a build older than DIR/versions (or a commit killed before
+        # its history was written) made it: kept, so `--version` reaches it too
+        before = {k: v for k, v in previous.items() if k != "previous"}
+        write_json_atomic(before, layout.version_json(record["version"] - 1))
+    write_json_atomic(record, layout.dataset_json)  # the commit
     history = {k: v for k, v in record.items() if k != "previous"}
-    write_json_atomic(history, layout.version_json(record["version"]))  # before it is current
-    write_json_atomic(record, layout.dataset_json)
+    write_json_atomic(history, layout.version_json(record["version"]))
     keep = {rel for group in (*grouped.values(), *record["previous"].values()) for rel in group}
     keep |= {rel for rel in (shard_index, previous.get("shard_index")) if rel}
     keep |= _kept_files(layout)

@@ -131,6 +131,16 @@ def commit_build(layout: DatasetLayout, enabled: list[str]) -> None:
     index = read_json(layout.stats / "shards.json", {}).get("extra", {}).get("index")
     # through the rechecks' rewrites, so a rerun does not undo them (manifests.commit.rewrites)
     replaced, added = rewrites(read_dataset_json(layout))
-    files = [replaced.get(f, f) for f in stage_files(layout, STAGE_NAMES)] + added
+    built = stage_files(layout, STAGE_NAMES)
+    lost = sorted(set(replaced) - set(built))
+    if lost:  # the rerun wrote those parts anew: what a recheck found there must be found again
+        log.warning(
+            "%s: %d samples file(s) a recheck rewrote were written anew by this run; "
+            "run `pipeline recheck` again",
+            layout.root,
+            len(lost),
+        )
+        replaced = {k: v for k, v in replaced.items() if k not in lost}
+    files = [replaced.get(f, f) for f in built] + added
     carry = {"replaced": replaced, "added": added} if replaced or added else None
     commit_dataset(layout, files, shard_index=index, stages=STAGE_NAMES, carry=carry)

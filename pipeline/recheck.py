@@ -60,13 +60,40 @@ def recheck(dataset_dir, older_than_days: float = 0.0, overrides=None, resolver=
     config = BuildConfig.from_options({**run["config"], **(overrides or {})})
     work = layout.work / "recheck"
     plan = read_json(work / "plan.json", None)
-    if plan is None or plan["base_version"] != record["version"]:
+    asked = {"older_than_days": older_than_days, "overrides": overrides or {}}
+    if (
+        plan is not None
+        and (record.get("recheck") or {}).get("base_version") == plan["base_version"]
+    ):
+        return _finish(layout, work)  # killed after its commit: only the clean-up was left
+    if plan is None or plan["base_version"] != record["version"] or plan["asked"] != asked:
         plan = _plan(layout, record, config, older_than_days, work)
+        plan["asked"] = asked
+        write_json_atomic(plan, work / "plan.json")
+    if not plan["files"]:
+        _clear(work, with_plan=True)
+        return {
+            "version": record["version"],
+            "rechecked": 0,
+            "opted_out": 0,
+            "unreachable": 0,
+            "kept": 0,
+            "origins": 0,
+            "urls": 0,
+            "base_version": record["version"],
+        }
     records = _origins(layout, plan, config, work, resolver)
     checks = _images(layout, plan, config, work, resolver, records)
     summary = _apply(layout, record, plan, config, records, checks, work)
     write_json_atomic(summary, layout.stats / "recheck.json")
-    return summary
+    return _finish(layout, work)
+
+
+def _finish(layout, work) -> dict:
+    """After the commit: the working files go (the plan first, so a recheck killed now plans
+    afresh); the summary is the one the commit left in DIR/stats/recheck.json."""
+    _clear(work, with_plan=True)
+    return read_json(layout.stats / "recheck.json", {})
 
 
 def _plan(layout, record, config, older_than_days: float, work) -> dict:
@@ -81,6 +108,8 @@ def _plan(layout, record, config, older_than_days: float, work) -> dict:
         "list_max(list_transform(list_filter(consent, lambda c: c.subject = 'image'),"
         " lambda c: epoch(c.at)))"
     )
+    if files and not _has_consent(con, listed):
+        last_checked = "NULL"  # built before consent was recorded: every kept row is due
     due = (
         con.execute(
             f"""SELECT DISTINCT filename FROM read_parquet([{listed}], filename = true,
@@ -99,12 +128,11 @@ def _plan(layout, record, config, older_than_days: float, work) -> dict:
         urls = [
             u
             for (u,) in con.execute(
-                f"SELECT DISTINCT url FROM {source} WHERE {where} ORDER BY 1"
+                # hashed order: a chunk holds many hosts, not a few (per-host limits)
+                f"SELECT DISTINCT url FROM {source} WHERE {where} ORDER BY hash(url), url"
             ).fetchall()
         ]
-        pages = (
-            "" if config.source.seeds else f" UNION ALL SELECT page_url FROM {source} WHERE {where}"
-        )
+        pages = f" UNION ALL SELECT page_url FROM {source} WHERE {where}"
         origins = [
             o
             for (o,) in con.execute(
@@ -129,10 +157,19 @@ def _plan(layout, record, config, older_than_days: float, work) -> dict:
     return plan
 
 
-def _clear(work) -> None:
-    """Remove a recheck's working files (its chunks, checks and markers)."""
+def _has_consent(con, listed: str) -> bool:
+    columns = con.execute(
+        f"DESCRIBE SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+    ).fetchall()
+    return any(name == "consent" for name, *_ in columns)
+
+
+def _clear(work, with_plan: bool = False) -> None:
+    """Remove a recheck's working files (its chunks, checks and markers; the plan first)."""
     if not work.is_dir():
         return
+    if with_plan:
+        (work / "plan.json").unlink(missing_ok=True)
     apply = list((work / "apply").glob("*")) if (work / "apply").is_dir() else []
     for path in [*work.glob("*.json"), *work.glob("*.parquet"), *work.glob("*.done"), *apply]:
         path.unlink(missing_ok=True)
@@ -246,7 +283,9 @@ def _last_checked(row: dict) -> float:
 
 
 # Fetch statuses after which the image's findings are news; any other (gone, unreachable, a
-# refused address) leaves the row as it was: absence is not an opt-out.
+# refused address) leaves the row as it was: absence is not an opt-out. So does a per-origin
+# file that is unavailable now (a 503, a timeout): a build would disallow all on it, but a row
+# once kept is not dropped for an outage; the next recheck asks again.
 ANSWERED = {"ok", "opted_out", "robots_disallowed"}
 
 
@@ -260,7 +299,10 @@ def _recheck_row(row: dict, check: dict | None, pages, date: str) -> str:
         page = rows(pages.page_findings(row["page_url"]), "page")
     else:
         page = [c for c in row["consent"] or [] if c["subject"] == "page"]
-    row["consent"] = list(check["consent"]) + page
+    found = list(check["consent"]) + page
+    if any(c["state"] == "unavailable" for c in found):
+        return "unreachable"  # a file that did not answer now: news only once it answers
+    row["consent"] = found
     refused = opt_out_error(row["consent"])
     if refused is None:
         return schema.KEPT
@@ -276,7 +318,7 @@ def _apply(layout, record, plan, config, records, checks, work) -> dict:
     from pipeline.net.consent import StoredFiles
     from pipeline.stages.registry import STAGE_NAMES
 
-    pages = None if config.source.seeds else StoredFiles(records, config.net)
+    pages = StoredFiles(records, config.net) if config.net.respect_robots else None
     date = datetime.datetime.now(datetime.UTC).date().isoformat()
     counts = {"rechecked": 0, "kept": 0, "opted_out": 0, "unreachable": 0}
     replaced: dict[str, str] = {}
@@ -310,10 +352,13 @@ def _apply(layout, record, plan, config, records, checks, work) -> dict:
         "added": [*added, origins],
         "recheck": {"base_version": plan["base_version"], "cutoff": plan["cutoff"]},
     }
+    now = read_dataset_json(layout) or {}
+    if now.get("version") != record["version"]:  # a build committed meanwhile: its files win
+        raise ConfigError(
+            f"{layout.root} changed during the recheck (version {now.get('version')} now, "
+            f"{record['version']} when it started); run `pipeline recheck` again"
+        )
     new = commit_dataset(layout, files, record.get("shard_index"), STAGE_NAMES, carry)
-    plan_file = work / "plan.json"
-    plan_file.unlink(missing_ok=True)  # first: a recheck killed now plans afresh
-    _clear(work)
     log.info("recheck: version %d, %s", new["version"], counts)
     return {
         "version": new["version"],

@@ -120,7 +120,7 @@ def test_older_than_rechecks_only_rows_checked_before_and_a_killed_recheck_resum
     assert files == []  # the per-origin files of the killed run were kept
     assert (summary["rechecked"], summary["opted_out"]) == (4, 2)
     again = recheck.recheck(out, older_than_days=1)  # every row was just checked
-    assert (again["rechecked"], again["version"]) == (0, summary["version"] + 1)
+    assert (again["rechecked"], again["version"]) == (0, summary["version"])  # nothing to commit
 
 
 def test_a_rerun_of_the_build_keeps_what_the_recheck_found(built):
@@ -131,3 +131,25 @@ def test_a_rerun_of_the_build_keeps_what_the_recheck_found(built):
     run_build(server.config)  # every stage done: it commits its files, through the recheck's
     assert _statuses(out) == rechecked
     assert len(manifests.open(out).execute("SELECT * FROM origins").fetchall()) == 6
+
+
+def test_an_origin_that_does_not_answer_now_opts_nothing_out(built, capsys):
+    server, out = built
+    server.routes["/robots.txt"] = (503, {}, b"busy")  # an outage on the day of the recheck
+    assert main(["recheck", out, "--max-retries", "0"]) == 0
+    assert "0 opted out since, 4 unreachable" in capsys.readouterr().out
+    assert {v[0] for v in _statuses(out).values()} == {"kept"}
+
+
+def test_a_recheck_killed_after_its_commit_only_cleans_up(built, monkeypatch):
+    import pipeline.recheck as recheck
+
+    server, out = built
+    _opt_out_since(server)
+    monkeypatch.setattr(recheck, "_finish", lambda layout, work: None)  # killed right after
+    recheck.recheck(out)
+    monkeypatch.undo()
+    asked = len(server.hits)
+    summary = recheck.recheck(out)
+    assert len(server.hits) == asked  # nothing asked again, nothing committed twice
+    assert summary["opted_out"] == 2 and summary["version"] == 2
