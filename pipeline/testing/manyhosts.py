@@ -22,6 +22,7 @@ class LoggedHit:
     host: str
     t: float  # time.monotonic() of the server's process (one clock for the whole machine)
     end: float | None
+    late: float = 0.0  # how late the server's loop was around t: the most t may lag arrival
 
 
 def _routes(spec: dict) -> dict:
@@ -72,6 +73,20 @@ def _late(body: bytes, delay_s: float, content_type: str = "image/png"):
     return handler
 
 
+LAG_TICK_S = 0.002  # how often the server checks its own loop's lateness
+
+
+def _lateness(lags: list[tuple[float, float]], t: float) -> float:
+    """How much later than its arrival a request logged at `t` may have been logged: the
+    lateness of the server's ticks whose wait spans `t` (a tick that began before `t` and
+    ended after it, up to 50 ms after: the loop was held up across the request's arrival)."""
+    import bisect
+
+    lo = bisect.bisect_left(lags, (t - 2 * LAG_TICK_S, -1.0))
+    hi = bisect.bisect_right(lags, (t + 0.05, float("inf")))
+    return max((lag for when, lag in lags[lo:hi] if when - lag - LAG_TICK_S <= t), default=0.0)
+
+
 def _serve() -> None:
     """The child process (`python -m pipeline.testing.manyhosts`): the spec as JSON on stdin,
     the port on stdout; serves the web, and its log at /__log__ (JSON), until stdin closes."""
@@ -86,16 +101,33 @@ def _serve() -> None:
     with contextlib.suppress(OSError):  # allowed for root (CAP_SYS_NICE) only
         os.nice(-10)
     server = LoopbackServer(routes=_routes(spec))
+    lags: list[tuple[float, float]] = []  # (time.monotonic(), how late the server's loop woke)
+
+    async def watch_lag() -> None:
+        """The server's own lateness: a request it logs can be logged up to this late."""
+        import time
+
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(LAG_TICK_S)
+            now = time.monotonic()
+            lags.append((now, max(0.0, now - before - LAG_TICK_S)))
+            del lags[: max(0, len(lags) - 200_000)]  # bounded: the last few minutes
 
     async def log(_request):
         hits = [h for h in server.hits if h.path != "/__log__"]
-        rows = [{"path": h.path, "host": h.host, "t": h.t, "end": h.end} for h in hits]
+        rows = [
+            {"path": h.path, "host": h.host, "t": h.t, "end": h.end, "late": _lateness(lags, h.t)}
+            for h in hits
+        ]
         return respond((200, {"Content-Type": "application/json"}, json.dumps(rows).encode()))
 
     server.routes["/__log__"] = log
     with server:
+        watcher = asyncio.run_coroutine_threadsafe(watch_lag(), server._loop)
         print(server.port, flush=True)
         sys.stdin.read()  # until the parent closes it (or dies)
+        watcher.cancel()
 
 
 @dataclass
@@ -188,7 +220,10 @@ class ManyHosts:
 
 def politeness_breaches(hits, concurrency: int, min_interval_s: float, tolerance_s: float = 0.005):
     """Per host: the most requests it had in flight at once, and every pair of consecutive
-    request starts closer than `min_interval_s` (less `tolerance_s` for clock jitter).
+    request starts closer than `min_interval_s` (less `tolerance_s` for clock jitter). A start
+    is the server's log time, which trails the arrival by up to the server's own lateness then
+    (`late`, measured by the server, not assumed): a pair is too close only if it is even when
+    the first of them arrived that much earlier than logged.
     Returns {"in_flight": {host: max}, "too_close": [(host, gap_s)], "over": [hosts]}."""
     by_host: dict[str, list] = defaultdict(list)
     for hit in hits:
@@ -201,11 +236,11 @@ def politeness_breaches(hits, concurrency: int, min_interval_s: float, tolerance
             level += step
             peak = max(peak, level)
         in_flight[host] = peak
-        starts = sorted(h.t for h in host_hits)
+        starts = sorted((h.t, getattr(h, "late", 0.0)) for h in host_hits)
         too_close += [
             (host, b - a)
-            for a, b in zip(starts, starts[1:], strict=False)
-            if b - a < min_interval_s - tolerance_s
+            for (a, late), (b, _) in zip(starts, starts[1:], strict=False)
+            if b - a + late < min_interval_s - tolerance_s
         ]
     over = sorted(h for h, peak in in_flight.items() if peak > concurrency)
     return {"in_flight": in_flight, "too_close": too_close, "over": over}

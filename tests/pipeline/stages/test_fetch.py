@@ -163,3 +163,15 @@ def test_shared_slots_hold_when_a_lane_writes_late_after_its_turn():
     writes.sort()
     gaps = [b - a for a, b in zip(writes, writes[1:], strict=False)]
     assert len(writes) == 8 and min(gaps) > 1 / 20 - 0.005, gaps
+
+
+def test_a_gap_is_a_breach_only_beyond_the_servers_own_measured_lateness():
+    from pipeline.testing.manyhosts import LoggedHit
+
+    def hits(late: float):
+        return [LoggedHit("/a", "h", 10.0, 10.01, late), LoggedHit("/b", "h", 10.08, 10.09)]
+
+    assert politeness_breaches(hits(0.0), 2, 0.1)["too_close"] == [("h", pytest.approx(0.08))]
+    # the server's loop was 25 ms late when it logged /a: /a may have arrived 25 ms earlier
+    assert politeness_breaches(hits(0.025), 2, 0.1)["too_close"] == []
+    assert politeness_breaches(hits(0.01), 2, 0.1)["too_close"] != []  # 90 ms: still too close
