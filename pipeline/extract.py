@@ -138,18 +138,13 @@ def header_values(headers: Mapping[str, object] | Iterable | None, name: str) ->
     return values
 
 
-def robots_directives(
-    x_robots_tag: Iterable[str], metas: Iterable[tuple[str, str]], policy=None
-) -> tuple[bool, bool]:
-    """(opted_out, nofollow) from X-Robots-Tag header values and meta (name, content) pairs."""
-    from pipeline.net.consent import ConsentPolicy
+def nofollow(x_robots_tag: Iterable[str], metas: Iterable[tuple[str, str]], token: str) -> bool:
+    """Whether X-Robots-Tag values or meta (name, content) pairs tell us not to follow links
+    (opt-outs are the consent findings' business: pipeline.net.consent)."""
     from pipeline.net.consent_rules import meta_robots_tokens, x_robots_tokens
 
-    policy = policy or ConsentPolicy(BOT_NAME)
-    tokens = x_robots_tokens(x_robots_tag, policy.token) | meta_robots_tokens(metas, policy.token)
-    opted_out = not tokens.isdisjoint(policy.opt_out_tokens)
-    nofollow = "nofollow" in tokens or "none" in tokens
-    return opted_out, nofollow
+    tokens = x_robots_tokens(x_robots_tag, token) | meta_robots_tokens(metas, token)
+    return "nofollow" in tokens or "none" in tokens
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,10 +406,9 @@ def extract_page(
         tree = LexborHTMLParser(decode_html(body, content_type))
         nodes = tree.css("base[href], meta[content], img, a[href]")
     except Exception as exc:  # lexbor rejects almost nothing; keep the crawl going if it does
-        _, nofollow = robots_directives(x_robots, (), policy)
-        opted_out = bool(refusals(said))
+        no_links = nofollow(x_robots, (), policy.token)
         error = f"html parse failed: {exc!r}"
-        return PageExtract([], [], opted_out, nofollow, error=error, consent=said)
+        return PageExtract([], [], bool(refusals(said)), no_links, error=error, consent=said)
     base, metas, images, anchors = page_url, [], [], []
     base_seen = False
     for node in nodes:
@@ -432,10 +426,10 @@ def extract_page(
             base_seen = True  # only the first <base href> counts
             resolved = resolve_url(page_url, node.attributes.get("href"))
             base = resolved or page_url
-    _, nofollow = robots_directives(x_robots, metas, policy)
+    no_links = nofollow(x_robots, metas, policy.token)
     said += meta_findings(metas, policy, said[0].at)
     opted_out = bool(refusals(said))
     resolve = UrlResolver(base)
     pairs = [] if opted_out else _page_pairs(page_url, resolve, images)
-    links = [] if nofollow else _page_links(page_url, resolve, anchors)
-    return PageExtract(pairs, links, opted_out, nofollow, consent=said)
+    links = [] if no_links else _page_links(page_url, resolve, anchors)
+    return PageExtract(pairs, links, opted_out, no_links, consent=said)

@@ -38,12 +38,14 @@ from manifests.commit import (
 )
 from manifests.config import ConfigError
 from manifests.layout import DatasetLayout, read_json, write_json_atomic, write_parquet_atomic
+from pipeline.stages.base import sql_files
 
 log = logging.getLogger(__name__)
 
 HEADER_BYTES = 16 * 1024  # body bytes read per image on a recheck (only its headers count)
 URLS_PER_CHUNK = 5000  # image URLs per committed chunk
 CHECKS = {"url": "string", "status": "string", "error": "string", "consent": schema.CONSENT}
+COUNTS = ("rechecked", "kept", "opted_out", "unreachable")  # rows, in the summary
 
 
 def recheck(dataset_dir, older_than_days: float = 0.0, overrides=None, resolver=None) -> dict:
@@ -70,17 +72,15 @@ def recheck(dataset_dir, older_than_days: float = 0.0, overrides=None, resolver=
         plan = _plan(layout, record, config, older_than_days, work)
         plan["asked"] = asked
         write_json_atomic(plan, work / "plan.json")
-    if not plan["files"]:
+    if not plan["files"]:  # nothing due: no new version
         _clear(work, with_plan=True)
+        v = record["version"]
         return {
-            "version": record["version"],
-            "rechecked": 0,
-            "opted_out": 0,
-            "unreachable": 0,
-            "kept": 0,
+            "version": v,
+            "base_version": v,
             "origins": 0,
             "urls": 0,
-            "base_version": record["version"],
+            **dict.fromkeys(COUNTS, 0),
         }
     records = _origins(layout, plan, config, work, resolver)
     checks = _images(layout, plan, config, work, resolver, records)
@@ -102,29 +102,26 @@ def _plan(layout, record, config, older_than_days: float, work) -> dict:
 
     cutoff = time.time() - older_than_days * 86400
     con = manifests.open(layout.root)
-    files = [relative(layout, p) for p in _samples_files(layout, record)]
-    listed = ", ".join("'" + str(layout.root / f).replace("'", "''") + "'" for f in files)
+    files = _samples_files(layout, record)
     last_checked = (
         "list_max(list_transform(list_filter(consent, lambda c: c.subject = 'image'),"
         " lambda c: epoch(c.at)))"
     )
-    if files and not _has_consent(con, listed):
+    if files and not _has_consent(con, sql_files(files)):
         last_checked = "NULL"  # built before consent was recorded: every kept row is due
+    where = f"status = 'kept' AND coalesce({last_checked}, 0) < {cutoff}"
     due = (
         con.execute(
-            f"""SELECT DISTINCT filename FROM read_parquet([{listed}], filename = true,
-                union_by_name = true)
-            WHERE status = 'kept' AND coalesce({last_checked}, 0) < {cutoff}"""
+            f"""SELECT DISTINCT filename FROM read_parquet({sql_files(files)}, filename = true,
+                union_by_name = true) WHERE {where}"""
         ).fetchall()
         if files
         else []
     )
     chosen = sorted(relative(layout, storage.location(f)) for (f,) in due)
-    where = f"status = 'kept' AND coalesce({last_checked}, 0) < {cutoff}"
     urls, origins = [], []
     if chosen:
-        listed = ", ".join("'" + str(layout.root / f).replace("'", "''") + "'" for f in chosen)
-        source = f"read_parquet([{listed}], union_by_name = true)"
+        source = f"read_parquet({sql_files(layout.root / f for f in chosen)}, union_by_name = true)"
         urls = [
             u
             for (u,) in con.execute(
@@ -150,16 +147,15 @@ def _plan(layout, record, config, older_than_days: float, work) -> dict:
         "files": chosen,
         "origins": origins,
         "chunks": len(chunks),
-        "where": where,
     }
     write_json_atomic(plan, work / "plan.json")  # last: the plan's commit
     log.info("recheck: %d files, %d URLs, %d origins", len(chosen), len(urls), len(origins))
     return plan
 
 
-def _has_consent(con, listed: str) -> bool:
+def _has_consent(con, files: str) -> bool:
     columns = con.execute(
-        f"DESCRIBE SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+        f"DESCRIBE SELECT * FROM read_parquet({files}, union_by_name = true)"
     ).fetchall()
     return any(name == "consent" for name, *_ in columns)
 
@@ -306,8 +302,9 @@ def _recheck_row(row: dict, check: dict | None, pages, date: str) -> str:
     refused = opt_out_error(row["consent"])
     if refused is None:
         return schema.KEPT
-    row.update(status="opted_out", error=f"opted out on recheck {date}: {refused}")
-    row.update(shard=None, shard_row=None)  # no reader reaches its image any more
+    # and no shard row: no reader reaches its image any more
+    row.update(status="opted_out", error=f"opted out on recheck {date}: {refused}", shard=None)
+    row["shard_row"] = None
     return "opted_out"
 
 
@@ -320,7 +317,7 @@ def _apply(layout, record, plan, config, records, checks, work) -> dict:
 
     pages = StoredFiles(records, config.net) if config.net.respect_robots else None
     date = datetime.datetime.now(datetime.UTC).date().isoformat()
-    counts = {"rechecked": 0, "kept": 0, "opted_out": 0, "unreachable": 0}
+    counts = dict.fromkeys(COUNTS, 0)
     replaced: dict[str, str] = {}
     for rel in plan["files"]:
         part = rel.rsplit("/", 1)[-1].split(".", 1)[0]
@@ -328,7 +325,7 @@ def _apply(layout, record, plan, config, records, checks, work) -> dict:
         if marker is None:
             table = schema.conform(storage.read_table(layout.root / rel), schema.SAMPLES)
             rows = table.to_pylist()
-            found = {"rechecked": 0, "kept": 0, "opted_out": 0, "unreachable": 0}
+            found = dict.fromkeys(COUNTS, 0)
             for row in rows:
                 if row["status"] == schema.KEPT and _last_checked(row) < plan["cutoff"]:
                     found["rechecked"] += 1

@@ -107,12 +107,7 @@ def opt_out_error(findings: Iterable[Finding | dict]) -> str | None:
     """The drop detail naming every signal that opted the row out, or None. Findings, or their
     schema.CONSENT entries as a manifest holds them."""
     said = []
-    for f in findings:
-        f = (
-            f
-            if isinstance(f, dict)
-            else {"signal": f.signal, "value": f.value, "opt_out": f.opt_out}
-        )
+    for f in (f if isinstance(f, dict) else vars(f) for f in findings):
         if f["opt_out"]:
             said.append(f"{f['signal']} ({f['value']})" if f["value"] else f["signal"])
     return "opted out by " + "; ".join(said) if said else None

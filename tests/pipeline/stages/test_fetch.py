@@ -101,6 +101,15 @@ def test_images_give_every_row_of_a_url_its_one_fetch(bench):
         assert web.image_hits()[url.split(str(web.port))[1]] == 1
 
 
+def _two_lanes(lane) -> None:
+    """Run lane(0) and lane(1) at once, each in its own thread (and event loop)."""
+    threads = [threading.Thread(target=lane, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_shared_slots_keep_two_lanes_of_one_host_apart():
     import asyncio
     import time
@@ -121,11 +130,7 @@ def test_shared_slots_keep_two_lanes_of_one_host_apart():
 
         asyncio.run(go())
 
-    threads = [threading.Thread(target=lane, args=(i,)) for i in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _two_lanes(lane)
     starts.sort()
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert len(starts) == 10 and min(gaps) > 1 / 20 - 0.005
@@ -155,11 +160,7 @@ def test_shared_slots_hold_when_a_lane_writes_late_after_its_turn():
 
         asyncio.run(go())
 
-    threads = [threading.Thread(target=lane, args=(i,)) for i in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _two_lanes(lane)
     writes.sort()
     gaps = [b - a for a, b in zip(writes, writes[1:], strict=False)]
     assert len(writes) == 8 and min(gaps) > 1 / 20 - 0.005, gaps
