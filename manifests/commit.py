@@ -30,7 +30,7 @@ from manifests.storage import Location
 log = logging.getLogger(__name__)
 
 LAYOUT_VERSION = 2  # run.json's "layout": 2 = readers take files from dataset.json only
-DATASET_KINDS = ("samples", "pages", "origins", "shards")
+DATASET_KINDS = ("samples", "pages", "origins", "removals", "shards")
 TOKENED = re.compile(r"^[^.]+(\.[^.]+)?\.[0-9a-f]{8}\.parquet$")
 
 

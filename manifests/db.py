@@ -1,5 +1,5 @@
 """DuckDB access to a dataset: `open(dir)` gives a connection with the views `samples`, `pages`,
-`origins`, `shards`, `stats` (and `embeddings` after `pipeline embed`), and `subset_sql(name)` the SELECT
+`origins`, `removals`, `shards`, `stats` (and `embeddings` after `pipeline embed`), and `subset_sql(name)` the SELECT
 of a named subset."""
 
 import json
@@ -185,7 +185,7 @@ def _consent_view(con) -> None:
 
 def open(dataset_dir, read_only: bool = True, version: int | None = None):  # noqa: A001
     """A DuckDB connection over a dataset folder with views samples, pages, origins, consent,
-    shards, stats: of its committed version, or of version `version` (DIR/versions)."""
+    removals, shards, stats: of its committed version, or of version `version` (DIR/versions)."""
     layout = DatasetLayout(dataset_dir)
     if not layout.root.is_dir():
         raise NotADatasetError(f"{layout.root} does not exist")
@@ -204,6 +204,7 @@ def open(dataset_dir, read_only: bool = True, version: int | None = None):  # no
     _embeddings_view(con, layout.root / "embeddings")
     _parquet_view(con, "pages", files("pages"), schema.PAGES)
     _parquet_view(con, "origins", files("origins"), schema.ORIGINS)
+    _parquet_view(con, "removals", files("removals"), schema.REMOVALS)
     _consent_view(con)
     _stats_table(con, layout.stats)
     _shards_view(con, shard_index(layout, record), files("shards"))

@@ -7,6 +7,7 @@ DIR/versions/<N>.json            every version committed (`pipeline query DIR --
 DIR/manifests/samples/*.parquet  one row per candidate (schema.SAMPLES)
 DIR/manifests/pages/*.parquet    one row per page seen (schema.PAGES)
 DIR/manifests/origins/*.parquet  per-origin files (robots.txt, tdmrep.json, ai.txt) asked (ORIGINS)
+DIR/manifests/removals/*.parquet takedown requests carried out, row by row (REMOVALS)
 DIR/shards/*.parquet             training shards (schema.shard_schema), with *_stats.json
 DIR/stats/<stage>.json           rows in/out, drops per reason, seconds
 DIR/subsets/*.sql                named subsets local to this dataset (beside manifests/subsets/)
@@ -106,12 +107,14 @@ def atomic_path(path) -> Iterator:
         yield tmp
 
 
-def write_parquet_atomic(table, path, row_group_size: int | None = None) -> Location:
-    """A pyarrow Table as one zstd Parquet file, put whole."""
+def write_parquet_atomic(
+    table, path, row_group_size: int | None = None, compression="zstd"
+) -> Location:
+    """A pyarrow Table as one Parquet file (zstd, or per column: {name: codec}), put whole."""
     import pyarrow.parquet as pq
 
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression=compression)
     return location(path)
 
 

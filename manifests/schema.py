@@ -37,6 +37,7 @@ class DropReason(StrEnum):
     SEMANTIC_DUPLICATE = "semantic_duplicate"
     EVAL_LEAK = "eval_leak"
     LOW_CLIP_SCORE = "low_clip_score"
+    REMOVED = "removed"  # a takedown request (`pipeline remove`): its error says whose and why
     # statuses only `pages` rows have
     NOT_HTML = "not_html"
     RECORD_ERROR = "record_error"  # a WARC/WAT record that cannot be read
@@ -135,6 +136,24 @@ ORIGINS = pa.schema(
         ("http_status", pa.int32()),
         ("error", pa.string()),
         ("body", pa.binary()),  # the file as served: its first robots_max_bytes
+    ]
+)
+
+# The audit of takedown requests (`pipeline remove`): one row per (request entry, row it removed)
+# and one per entry that matched nothing (uid null).
+REMOVALS = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("requested_by", pa.string()),  # who asked, as the request says (free text)
+        ("reason", pa.string()),
+        ("requested_at", pa.timestamp("ms", tz="UTC")),
+        ("match", pa.string()),  # url, domain or uid: how the entry is compared
+        ("value", pa.string()),  # the entry as the request wrote it
+        ("uid", pa.string()),  # the row removed
+        ("url", pa.string()),
+        ("page_url", pa.string()),
+        ("status_before", pa.string()),  # kept, or the drop reason it had
+        ("image_removed", pa.bool_()),  # its image left the shards with it
     ]
 )
 

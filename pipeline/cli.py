@@ -75,6 +75,28 @@ def _add_recheck(sub) -> None:
     add_config_options(recheck, BuildConfig, only=net)  # default: the build's own (run.json)
 
 
+def _add_remove(sub) -> None:
+    remove = command(
+        sub, "remove", help="a takedown request: rows, their images and captions leave DIR"
+    )
+    remove.add_argument("dir", metavar="DIR")
+    what = remove.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--urls", metavar="FILE", help="image or page URLs, one per line (either matches a row)"
+    )
+    what.add_argument(
+        "--domains", metavar="FILE", help="host names, one per line (their subdomains too)"
+    )
+    what.add_argument("--uids", metavar="FILE", help="row uids, one per line: those captions")
+    remove.add_argument(
+        "--requested-by", required=True, metavar="WHO", help="who asked (free text, audited)"
+    )
+    remove.add_argument("--reason", required=True, metavar="WHY", help="why (free text, audited)")
+    remove.add_argument(
+        "--request-id", metavar="ID", help="the request's name in the audit (default: date-token)"
+    )
+
+
 def _add_query_report(sub) -> None:
     query = command(sub, "query", help="run SQL over a dataset's manifests with DuckDB")
     query.add_argument("dir", metavar="DIR")
@@ -82,7 +104,8 @@ def _add_query_report(sub) -> None:
         "sql",
         nargs="?",
         metavar="SQL",
-        help="views: samples, pages, origins, consent, shards, stats; subsets by name, e.g. "
+        help="views: samples, pages, origins, consent, removals, shards, stats; subsets by "
+        "name, e.g. "
         "FROM kept",
     )
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -186,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_crawl(sub)
     _add_query_report(sub)
     _add_recheck(sub)
+    _add_remove(sub)
     _add_embed_search(sub)
     _add_tools(sub)
     command(sub, "completion", help="print a bash completion script for pipeline and trainer")

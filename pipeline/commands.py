@@ -57,6 +57,26 @@ def cmd_recheck(args) -> int:
     return 0
 
 
+def cmd_remove(args) -> int:
+    from pipeline.takedown.request import read_request
+    from pipeline.takedown.run import remove
+
+    kind = next(k for k in ("urls", "domains", "uids") if getattr(args, k))
+    request = read_request(
+        kind, getattr(args, kind), args.requested_by, args.reason, args.request_id
+    )
+    summary = remove(args.dir, request)
+    rid = summary["request"]["request_id"]
+    print(
+        f"removal {rid}: {summary['rows']:,} rows removed "
+        f"({summary['kept_rows']:,} of them kept), {summary['images']:,} images out of the "
+        f"shards, {summary['pages']:,} pages, {summary['unmatched_entries']:,} entries matched "
+        f"nothing; version {summary['version']} (audit: pipeline query {args.dir} "
+        f"\"FROM removals WHERE request_id = '{rid}'\")"
+    )
+    return 0
+
+
 def _print_result(cursor, fmt: str, limit: int) -> None:
     import csv
     import json

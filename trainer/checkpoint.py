@@ -3,12 +3,15 @@
 A checkpoint is a dict whose `state_dict` holds the bare model weights (no `module.` or
 `_orig_mod.` prefixes), so `open_clip.create_model(name, pretrained=path)` loads it, next to what
 an exact resume needs: `optimizer`, `step`, `samples_seen`, `config` (the resolved TrainConfig),
-`data` (loader positions), `rng` and `world_size`. Everything is a tensor or a plain Python value,
-so `torch.load(..., weights_only=True)` (open_clip's default) reads it.
+`data` (loader positions), `rng` and `world_size`, and the counts of skipped rows `corrupt` and
+`withdrawn` (absent from older checkpoints: 0). Everything is a tensor or a plain Python value,
+so `torch.load(..., weights_only=True)` (open_clip's default) reads it. The rows the positions
+count through are the run's frozen selection (trainer.data.frozen), written once at its start.
 
 RUN_DIR/checkpoints/step_00001000.pt  periodic, the last `keep` kept
 RUN_DIR/latest.pt                     the newest checkpoint (a hard link when the filesystem allows;
                                       in an object store a server-side copy)
+RUN_DIR/selection.parquet             the rows the run trains on, resolved at its start
 RUN_DIR may be a local folder or an s3:// / gs:// prefix (manifests.storage); every checkpoint
 is one whole-object put, so a reader never loads half of one.
 """

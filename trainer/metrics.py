@@ -13,6 +13,7 @@ COLUMNS = [
     "samples_per_s",  # all ranks together, over the steps since the previous row
     "data_wait",  # fraction of that time the training loop waited for its next batch
     "corrupt_images",  # undecodable images skipped so far (all ranks)
+    "withdrawn_images",  # rows skipped as no longer in the dataset (trainer.data.frozen)
     "elapsed_s",
 ]
 

@@ -1,6 +1,10 @@
-"""The run folder when `--out` is in an object store.
+"""The run folder, and how it works when `--out` is in an object store.
 
-Checkpoints go straight to the store (trainer.checkpoint). The files a run appends to as it goes
+RUN_DIR holds config.json (the resolved config), selection.parquet (the dataset rows the run
+trains on, resolved and frozen at its start: trainer.data.frozen), latest.pt and checkpoints/
+(trainer.checkpoint), metrics.csv, eval.csv and tensorboard/ (trainer.metrics).
+
+Checkpoints and selection.parquet go straight to the store (trainer.checkpoint). The files a run appends to as it goes
 (metrics.csv, eval.csv, TensorBoard events) cannot be appended to in an object store, so they
 live in a local mirror while the run goes and are put in the store at every checkpoint and at
 the end, as open_clip's --remote-sync does. A run killed between two checkpoints resumes from

@@ -70,20 +70,22 @@ def _write_config(cfg: TrainConfig, world_size: int, run_dir) -> None:
 def _build(cfg: TrainConfig, ctx, ckpt: dict | None):
     """Model (on device), optimizer, loader and the starting counters."""
     import trainer.models as models
-    from trainer.data import build_loader, resolve
+    from trainer.data import build_loader, frozen
     from trainer.optim import make_optimizer
 
-    index = None if cfg.synthetic else resolve(cfg.data, cfg.subset, cfg.where)
+    index = None
+    if not cfg.synthetic:  # every rank resolves (or loads) on its own; rank 0 writes
+        index = frozen.for_run(cfg, resuming=ckpt is not None, is_main=ctx.is_main)
     model = models.create(cfg.model, cfg.loss, cfg.seed).to(ctx.device)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     optimizer = make_optimizer(model, cfg)
-    start = {"step": 0, "samples_seen": 0, "corrupt": 0, "data": None}
+    start = {"step": 0, "samples_seen": 0, "corrupt": 0, "withdrawn": 0, "data": None}
     if ckpt is not None:
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         checkpoint.restore_rng(ckpt["rng"])
-        start = {k: ckpt[k] for k in start}
+        start = {k: ckpt.get(k, 0) if k == "withdrawn" else ckpt[k] for k in start}  # older: none
     loader, workers = build_loader(
         cfg,
         rank=ctx.rank,
@@ -128,12 +130,14 @@ class Progress:
     step: int
     seen: int  # samples, all ranks
     corrupt: int  # undecodable images skipped, all ranks, as of the last log or save
+    withdrawn: int  # rows skipped as no longer served (trainer.data.frozen), likewise
     data: dict  # loader state (see trainer.data)
     started: float = field(default_factory=time.perf_counter)
     window_start: float = field(default_factory=time.perf_counter)
     window_wait: float = 0.0  # seconds spent waiting for batches
     window_samples: int = 0
     window_corrupt: int = 0  # this rank only, until the next collective sum
+    window_withdrawn: int = 0  # likewise
 
 
 def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress) -> list:
@@ -144,6 +148,7 @@ def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress) -> list:
         images, tokens, meta = next(batches)
         progress.data["positions"][meta["worker"]] = meta["position"]
         progress.window_corrupt += meta["corrupt"]
+        progress.window_withdrawn += meta.get("withdrawn", 0)  # synthetic batches have none
         micro.append(
             (images.to(ctx.device, non_blocking=True), tokens.to(ctx.device, non_blocking=True))
         )
@@ -164,6 +169,7 @@ def _metrics_row(progress: Progress, loss, lr: float, model, ctx) -> dict:
         "samples_per_s": progress.window_samples / span,
         "data_wait": progress.window_wait / span,
         "corrupt_images": progress.corrupt,
+        "withdrawn_images": progress.withdrawn,
         "elapsed_s": now - progress.started,
     }
     progress.window_start, progress.window_wait, progress.window_samples = now, 0.0, 0
@@ -186,7 +192,9 @@ def _train(cfg: TrainConfig, ctx) -> dict:
     model, optimizer, loader, workers, start = _build(cfg, ctx, resume_checkpoint(cfg))
     data = start["data"] or {"batches": 0, "positions": {}}
     data.update(num_workers=workers, world_size=ctx.world_size)
-    progress = Progress(start["step"], start["samples_seen"], start["corrupt"], data)
+    progress = Progress(
+        start["step"], start["samples_seen"], start["corrupt"], start["withdrawn"], data
+    )
     total = cfg.steps(ctx.world_size)
     stop = min(total, cfg.stop_after) if cfg.stop_after else total
     summary = {"run_dir": str(run_dir), "steps": progress.step, "samples_seen": progress.seen}
@@ -229,8 +237,7 @@ def _train(cfg: TrainConfig, ctx) -> dict:
         logging_now = progress.step % cfg.log_every == 0 or progress.step == stop
         saving_now = progress.step % cfg.save_every == 0 or progress.step == stop
         if logging_now or saving_now:  # every rank takes part in these collectives
-            progress.corrupt += _sum_across_ranks(progress.window_corrupt, ctx)
-            progress.window_corrupt = 0
+            _sum_skipped(progress, ctx)
         if logging_now:
             row = _metrics_row(progress, loss, lr, model, ctx)
             summary["loss"] = row["loss"]
@@ -255,6 +262,7 @@ def _train(cfg: TrainConfig, ctx) -> dict:
         "steps": progress.step,
         "samples_seen": progress.seen,
         "corrupt_images": progress.corrupt,
+        "withdrawn_images": progress.withdrawn,
     }
 
 
@@ -271,6 +279,13 @@ def _sum_across_ranks(count: int, ctx) -> int:
     return round(distributed.mean_across_ranks(count, ctx.world_size, ctx.device) * ctx.world_size)
 
 
+def _sum_skipped(progress: Progress, ctx) -> None:
+    """Fold every rank's skipped rows of the window into the run's counts (a collective)."""
+    progress.corrupt += _sum_across_ranks(progress.window_corrupt, ctx)
+    progress.withdrawn += _sum_across_ranks(progress.window_withdrawn, ctx)
+    progress.window_corrupt = progress.window_withdrawn = 0
+
+
 def _save(cfg, ctx, model, optimizer, progress: Progress, run_dir):
     """Collect every rank's loader positions; rank 0 writes the checkpoint."""
     positions = {}
@@ -284,6 +299,7 @@ def _save(cfg, ctx, model, optimizer, progress: Progress, run_dir):
         "step": progress.step,
         "samples_seen": progress.seen,
         "corrupt": progress.corrupt,
+        "withdrawn": progress.withdrawn,
         "config": cfg.to_dict(),
         "model_name": cfg.model,
         "world_size": ctx.world_size,

@@ -64,6 +64,7 @@ def test_a_killed_run_on_s3_resumes_to_the_uninterrupted_losses(shapes_dataset, 
     for key, value in local["state_dict"].items():
         assert torch.equal(value, remote["state_dict"][key]), key
     assert (location(out) / "config.json").exists()
+    assert (location(out) / "selection.parquet").exists()  # the resume streamed the frozen rows
     assert location(out).glob("tensorboard") or (location(out) / "tensorboard").is_dir()
 
 

@@ -1,7 +1,9 @@
 """Training data: manifest-selected shard rows (or synthetic tensors) as a DataLoader of batches.
 
-`select.resolve` turns a subset into row groups, `stream.ShardStream` streams them per worker,
-`image` decodes and augments, `synthetic.SyntheticStream` replaces all of it for tests and benches.
+`select.resolve` turns a subset into row groups, `frozen` keeps a run's resolved rows in
+RUN_DIR/selection.parquet (a resume streams them again, skipping the ones withdrawn since),
+`stream.ShardStream` streams them per worker, `image` decodes and augments,
+`synthetic.SyntheticStream` replaces all of it for tests and benches.
 The loader state saved in checkpoints is a plain dict:
 `{"batches": micro-batches consumed per rank, "positions": {global worker: rows emitted},
 "num_workers": loader workers per rank (>= 1), "world_size": ranks}`.

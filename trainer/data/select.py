@@ -4,7 +4,7 @@ DuckDB runs the subset's SELECT (and an optional WHERE) over the `samples` view;
 (shard, shard_row) pairs, is grouped by Parquet row group, the unit the loader reads.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,7 @@ class Unit:
     shard: int  # index into RowIndex.shards
     row_group: int
     rows: np.ndarray  # int64, rows inside the row group, ascending
+    start: int = 0  # the shard row the row group starts at: shard_row = start + row
 
 
 @dataclass
@@ -30,6 +31,9 @@ class RowIndex:
     shards: list[str]  # shard file names
     image_columns: list[str]  # per shard: jpg, webp or png
     units: list[Unit]
+    # (shard index, row group, row in the row group) of rows the current manifests no longer
+    # serve (trainer.data.frozen): streamed in place but never read (a resume's, usually few)
+    withdrawn: set[tuple[int, int, int]] = field(default_factory=set)
 
     @property
     def num_rows(self) -> int:
@@ -105,5 +109,6 @@ def resolve(data_dir, subset: str = "", where: str = "") -> RowIndex:
         columns.append(_image_column(meta.schema.to_arrow_schema().names, path))
         for group in np.unique(group_of_row):
             local = rows[group_of_row == group] - offsets[group]
-            units.append(Unit(shard_index, int(group), local.astype(np.int64)))
+            start = int(offsets[group])
+            units.append(Unit(shard_index, int(group), local.astype(np.int64), start))
     return RowIndex(root=root, shards=names, image_columns=columns, units=units)

@@ -6,11 +6,13 @@ row exactly once per epoch and never the same one. Each worker chains its slices
 into an endless stream, passes it through a shuffle buffer, and cuts it into batches, so no rows are
 dropped at epoch ends and every rank makes the same number of steps.
 
-Resume: a worker's *position* is the number of rows its shuffle buffer has emitted (corrupt ones
-included). Replaying the buffer on row references alone (no reads, no decoding) reaches any
-position cheaply and deterministically; the rows then in the buffer are read once, and the stream
-continues exactly as it would have. Augmentation draws from an RNG seeded by (seed, worker,
-position), so it does not depend on history either.
+Resume: a worker's *position* is the number of rows its shuffle buffer has emitted (corrupt and
+withdrawn ones included). Replaying the buffer on row references alone (no reads, no decoding)
+reaches any position cheaply and deterministically; the rows then in the buffer are read once, and
+the stream continues exactly as it would have. Augmentation draws from an RNG seeded by (seed,
+worker, position), so it does not depend on history either. Withdrawn rows (no longer served by
+the dataset, trainer.data.frozen) go through the buffer like any other and are skipped, unread,
+when they come out: every other row keeps its place.
 """
 
 import logging
@@ -25,6 +27,8 @@ from trainer.data.image import train_image
 from trainer.data.select import RowIndex
 
 log = logging.getLogger(__name__)
+
+REMOVED = "removed"  # a shard row's status once `pipeline remove` emptied it
 
 Ref = tuple[int, int, int, int]  # (epoch, shard index, row group, row in the row group)
 
@@ -64,13 +68,16 @@ class ShuffleBuffer:
 
 
 class ShardReader:
-    """Reads selected rows of a row group: {ref: (image bytes, caption)}; keeps a few files open."""
+    """Reads selected rows of a row group: {ref: (image bytes, caption)}, or {ref: None} for a
+    withdrawn row: one the index withdrew (not read at all) or one whose shard `status` says
+    `removed` (taken down while the run went: `pipeline remove` rewrites the shard in place).
+    Keeps a few files open."""
 
     def __init__(self, index: RowIndex, max_open: int = 8):
         self.index, self.max_open, self.files = index, max_open, {}
+        self.removed = 0  # rows met with status `removed` in their shard
 
     def _file(self, shard: int):
-
         if shard not in self.files:
             if len(self.files) >= self.max_open:
                 self.files.pop(next(iter(self.files))).close()
@@ -78,22 +85,47 @@ class ShardReader:
         return self.files[shard]
 
     def read(self, refs: list[Ref]) -> dict:
+        out: dict = {}
         by_group: dict[tuple[int, int], list[Ref]] = {}
         for ref in refs:
-            by_group.setdefault((ref[1], ref[2]), []).append(ref)
-        out = {}
+            if ref[1:] in self.index.withdrawn:
+                out[ref] = None
+            else:
+                by_group.setdefault((ref[1], ref[2]), []).append(ref)
         for (shard, group), group_refs in by_group.items():
-            column = self.index.image_columns[shard]
-            table = self._file(shard).read_row_group(group, columns=[column, "caption"])
-            rows = table.take([r[3] for r in group_refs])
-            images, captions = rows.column(column).to_pylist(), rows.column("caption").to_pylist()
-            out.update(zip(group_refs, zip(images, captions, strict=True), strict=True))
+            out.update(self._read_group(shard, group, group_refs))
         return out
+
+    def _read_group(self, shard: int, group: int, refs: list[Ref]) -> dict:
+        file, column = self._file(shard), self.index.image_columns[shard]
+        columns = [column, "caption"] + (["status"] if "status" in file.schema_arrow.names else [])
+        rows = file.read_row_group(group, columns=columns).take([r[3] for r in refs])
+        images, captions = rows.column(column).to_pylist(), rows.column("caption").to_pylist()
+        statuses = rows.column("status").to_pylist() if "status" in columns else [None] * len(refs)
+        out = {}
+        for ref, image, caption, status in zip(refs, images, captions, statuses, strict=True):
+            if status == REMOVED:
+                out[ref] = None
+                self._note_removed(shard, group)
+            else:
+                out[ref] = (image, caption)
+        return out
+
+    def _note_removed(self, shard: int, group: int) -> None:
+        self.removed += 1
+        if self.removed == 1:  # the batch meta counts them all
+            log.warning(
+                "shard %s row group %d holds a row removed since the run started (status "
+                "'removed'): such rows are skipped as withdrawn",
+                self.index.shards[shard],
+                group,
+            )
 
 
 class ShardStream(torch.utils.data.IterableDataset):
     """Yields (images uint8 [B,3,S,S], tokens [B,L], meta) forever; meta has the global `worker`,
-    its `position` after this batch, and `corrupt`, the images skipped while filling it."""
+    its `position` after this batch, and the rows skipped while filling it: `corrupt`
+    (undecodable images) and `withdrawn` (rows no longer served, see trainer.data.frozen)."""
 
     def __init__(
         self,
@@ -130,13 +162,18 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         worker = self.global_worker()
         start = self.positions.get(worker, 0)
-        images, captions, corrupt, skipped = [], [], 0, 0
-        for position, (data, caption) in self._samples(worker, start):
+        images, captions, counts = [], [], {"corrupt": 0, "withdrawn": 0}
+        skipped = 0
+        for position, item in self._samples(worker, start):
+            if item is None:  # withdrawn: its place in the order is kept, it is not trained on
+                counts["withdrawn"] += 1
+                continue
+            data, caption = item
             rng = _rng(self.seed, worker, position)
             try:
                 images.append(train_image(data, self.image_size, rng))
             except Exception as exc:  # corrupt bytes of any kind: skip, count, go on
-                corrupt += 1
+                counts["corrupt"] += 1
                 skipped += 1
                 if skipped <= 10 or skipped % 1000 == 0:  # metrics.csv has the full count
                     log.warning(
@@ -145,9 +182,9 @@ class ShardStream(torch.utils.data.IterableDataset):
                 continue
             captions.append(caption or "")
             if len(images) == self.batch_size:
-                meta = {"worker": worker, "position": position, "corrupt": corrupt}
+                meta = {"worker": worker, "position": position, **counts}
                 yield torch.stack(images), self.tokenizer(captions), meta
-                images, captions, corrupt = [], [], 0
+                images, captions, counts = [], [], {"corrupt": 0, "withdrawn": 0}
 
     def _refs(self, worker: int) -> Iterator[list[Ref]]:
         total_workers = self.num_workers * self.world_size
@@ -159,14 +196,14 @@ class ShardStream(torch.utils.data.IterableDataset):
                 yield [(epoch, shard, group, int(r)) for r in rows]
             epoch += 1
 
-    def _samples(self, worker: int, start: int) -> Iterator[tuple[int, tuple[bytes, str]]]:
-        """(position, (bytes, caption)) for positions start+1, start+2, ... forever."""
+    def _samples(self, worker: int, start: int) -> Iterator[tuple[int, tuple[bytes, str] | None]]:
+        """(position, (bytes, caption) or None if withdrawn) for positions start+1, ... forever."""
         rows_per_epoch = self._rows_per_epoch(worker)
         if rows_per_epoch == 0:
             raise ValueError(f"loader worker {worker} has no rows: use fewer workers or ranks")
         reader = ShardReader(self.index)
         buffer = ShuffleBuffer(min(self.shuffle_buffer, rows_per_epoch), _rng(self.seed, worker))
-        loaded: dict[Ref, tuple[bytes, str]] = {}
+        loaded: dict[Ref, tuple[bytes, str] | None] = {}
         emitted = 0
         pieces = self._refs(worker)
 

@@ -5,6 +5,7 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -185,3 +186,33 @@ def test_embed_and_search_a_dataset_on_s3_as_on_local_disk(embedded, shapes_mode
         got = _search(capsys, f"{s3}/ds", query, "-k", 5)
         assert [h["url"] for h in got] == [h["url"] for h in want]
         assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1e-5)
+
+
+@pytest.mark.timeout(900)
+def test_a_removed_image_leaves_the_embeddings_the_index_and_every_search(embedded, capsys):
+    """`pipeline remove` of the top hits of a query: they are never found again, by that query
+    or any other, the index holds that many vectors fewer, and `embed` does not bring them back."""
+    import faiss
+
+    from pipeline.embed.store import read_vectors
+
+    out, truth, tmp = embedded
+    copy = tmp / "removed"
+    shutil.copytree(out, copy)
+    hits = _search(capsys, copy, "a purple circle", "-k", 3)
+    uids = [h["uid"] for h in hits]
+    asked = tmp / "uids.txt"
+    asked.write_text("\n".join(uids) + "\n")
+    before = faiss.read_index(str(copy / "embeddings" / "image.faiss")).ntotal
+    argv = ["remove", str(copy), "--uids", str(asked), "--requested-by", "a", "--reason", "b"]
+    assert main(argv) == 0
+    assert faiss.read_index(str(copy / "embeddings" / "image.faiss")).ntotal == before - 3
+    meta, vectors = read_vectors(copy / "embeddings", "image")
+    gone = [i for i, uid in enumerate(meta["uid"].to_pylist()) if uid in uids]
+    assert len(gone) == 3 and np.isnan(vectors[gone]).all()
+    checkpoint = json.loads((copy / "embeddings" / "meta.json").read_text())["checkpoint"]
+    assert main(["embed", str(copy), "--checkpoint", checkpoint]) == 0  # nothing comes back
+    assert faiss.read_index(str(copy / "embeddings" / "image.faiss")).ntotal == before - 3
+    for query in ("a purple circle", "a red square", "a green cross"):
+        found = _search(capsys, copy, query, "-k", 20)
+        assert len(found) == 20 and not {h["uid"] for h in found} & set(uids)

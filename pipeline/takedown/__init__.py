@@ -1,0 +1,1 @@
+"""Takedown requests on a finished dataset: `pipeline remove` (pipeline.takedown.run)."""
