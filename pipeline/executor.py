@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from manifests.config import ConfigError, check_fields, option
+from manifests.cpus import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -221,14 +222,6 @@ class PoolWorker:
 
     def run(self, fn: Callable, item):
         return fn(item)
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. under taskset or a CPU set)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # no affinity call on this platform
-        return os.cpu_count() or 1
 
 
 def _ray_running() -> bool:

@@ -24,7 +24,11 @@ class TrainConfig:
     subset: str = opt("", "named subset (manifests/subsets/*.sql or DIR/subsets/); default: kept")
     where: str = opt("", "SQL WHERE clause over the samples view, ANDed with the subset")
     synthetic: bool = opt(False, "train on generated tensors instead of a dataset (tests, benches)")
-    workers: int = opt(4, "DataLoader processes per rank; 0 decodes in the training process")
+    workers: int = opt(
+        -1,
+        "DataLoader processes per rank; -1: one per CPU this process may use, less one for the "
+        "training loop (stored in the run as the number chosen); 0 decodes in the training process",
+    )
     shuffle_buffer: int = opt(2000, "samples each loader worker holds to shuffle across row groups")
     # --- model and loss -------------------------------------------------------------------------
     model: str = opt("clip-tiny", "open_clip architecture (ViT-B-32, RN50, ...) or clip-tiny")
@@ -84,9 +88,11 @@ class TrainConfig:
         for name in ("samples", "batch_size", "accum_steps", "save_every", "keep", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be at least 1, not {getattr(self, name)}")
-        for name in ("workers", "threads", "stop_after", "shuffle_buffer", "eval_every"):
+        for name in ("threads", "stop_after", "shuffle_buffer", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must not be negative")
+        if self.workers < -1:
+            raise ConfigError(f"--workers must be -1 (auto), 0 or more, not {self.workers}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, not {self.lr}")
         if self.subset and self.synthetic:
@@ -136,6 +142,8 @@ PER_INVOCATION = frozenset({"stop_after", "resume"})
 def merge_for_resume(stored: dict, given: dict) -> dict:
     """The stored config with the options given again on the command line; conflicting values
     for options that define the run are errors (they would break the exact resume)."""
+    if given.get("workers") == -1:  # "auto" again: the count the run chose stands
+        given = {k: v for k, v in given.items() if k != "workers"}
     conflicts = [
         f"--{_flag(k)} {given[k]!r} (the run has {stored.get(k)!r})"
         for k in sorted(given)

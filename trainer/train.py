@@ -187,6 +187,7 @@ def _train(cfg: TrainConfig, ctx) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    cfg = resolve_workers(cfg, ctx)
     folder = RunFolder(cfg.out)
     run_dir = folder.out
     model, optimizer, loader, workers, start = _build(cfg, ctx, resume_checkpoint(cfg))
@@ -264,6 +265,26 @@ def _train(cfg: TrainConfig, ctx) -> dict:
         "corrupt_images": progress.corrupt,
         "withdrawn_images": progress.withdrawn,
     }
+
+
+def resolve_workers(cfg: TrainConfig, ctx) -> TrainConfig:
+    """`--workers -1` becomes a number before anything is stored, so config.json and every
+    checkpoint hold the count the data stream was cut for, and a resume on a machine with another
+    CPU count streams the same order. Ranks take the smallest count any of them chose: the stream
+    gives each global worker (rank x worker) its slice, so all ranks need the same count."""
+    import dataclasses
+    import os
+
+    from manifests.cpus import usable_cpus
+    from trainer.data import AUTO, auto_workers
+
+    if cfg.workers != AUTO:
+        return cfg
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun and Ray Train set it
+    mine = auto_workers(usable_cpus(), local_ranks)
+    chosen = min(distributed.all_gather_objects(mine, ctx.world_size))
+    log.info("--workers -1: %d loader worker(s) per rank (%d CPUs usable)", chosen, usable_cpus())
+    return dataclasses.replace(cfg, workers=chosen)
 
 
 def _evaluator(cfg: TrainConfig):

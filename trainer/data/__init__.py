@@ -11,13 +11,26 @@ The loader state saved in checkpoints is a plain dict:
 
 from trainer.data.select import DataError, RowIndex, resolve
 
-__all__ = ["DataError", "RowIndex", "build_loader", "resolve", "worker_count"]
+__all__ = ["DataError", "RowIndex", "auto_workers", "build_loader", "resolve", "worker_count"]
+
+AUTO = -1  # --workers -1: sized by auto_workers when the run starts, then stored as a number
+
+
+def auto_workers(cpus: int, ranks_on_this_machine: int = 1) -> int:
+    """Loader processes per rank for `--workers -1`: the CPUs this process may use, shared by the
+    ranks of this machine, less one for each rank's training loop; at least 1. (More workers than
+    CPUs only contend: PyTorch warns about it on every run.)"""
+    return max(1, cpus // max(1, ranks_on_this_machine) - 1)
 
 
 def worker_count(requested: int, num_rows: int, world_size: int) -> int:
     """Loader processes per rank, reduced so every global worker owns at least one row."""
     if requested == 0:
         return 0
+    if requested == AUTO:  # a caller that did not go through trainer.train.resolve_workers
+        from manifests.cpus import usable_cpus
+
+        requested = auto_workers(usable_cpus())
     return max(1, min(requested, num_rows // world_size))
 
 
