@@ -167,6 +167,55 @@ def test_open_clip_train_reads_the_tar(tmp_path):
     assert tuple(batches[0][1].shape) == (2, 77)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("resampled", [False, True], ids=["shards", "resampled"])
+def test_open_clip_train_trains_on_the_tars(tmp_path, resampled):
+    """open_clip_train's *training* loader (`--dataset-type webdataset --train-data
+    'DIR/{00000..00002}.tar'`, with and without --dataset-resampled) over our tars, two passes
+    per epoch, two epochs: it crosses many tar ends, where webdataset >= 0.2.96 yields an
+    end-of-shard marker that open_clip_train's grouper fails on (KeyError: 'fname')."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    import open_clip
+    from open_clip_train.data import get_wds_dataset
+    from torchvision import transforms
+
+    samples = _samples(8)
+    for shard, part in enumerate([samples[:4], samples[4:6], samples[6:]]):
+        with ShardWriter(tmp_path, shard, webdataset=True) as writer:
+            for sample in part:
+                writer.write(*sample)
+    write_webdataset_sizes(tmp_path)
+    tokenizer = open_clip.get_tokenizer("RN50")
+    caption_of = {tuple(tokenizer(s[2])[0].tolist()): s[2] for s in samples}
+    args = SimpleNamespace(  # the options open_clip_train's main passes on (params.py)
+        train_data=str(tmp_path / "{00000..00002}.tar"),
+        train_num_samples=2 * len(samples),  # two passes over the tars per epoch
+        train_data_upsampling_factors=None,
+        dataset_resampled=resampled,
+        batch_size=2,
+        workers=0,
+        seed=0,
+        world_size=1,
+    )
+    preprocess = transforms.Compose([transforms.Resize(16), transforms.ToTensor()])
+    data = get_wds_dataset(args, preprocess, is_train=True, tokenizer=tokenizer)
+    assert data.dataloader.num_batches == len(samples)
+    for epoch in range(2):
+        data.set_epoch(epoch)  # as open_clip_train's train_one_epoch does
+        seen = Counter()
+        for images, tokens in data.dataloader:
+            assert tuple(images.shape) == (2, 3, 16, 16)
+            seen.update(caption_of[tuple(row.tolist())] for row in tokens)
+        assert sum(seen.values()) == 2 * len(samples)
+        if resampled:  # shards drawn with replacement: only ours, in whatever proportion
+            assert set(seen) <= set(caption_of.values())
+        else:
+            assert seen == Counter({s[2]: 2 for s in samples})
+
+
 def test_failed_shard_leaves_nothing(tmp_path):
     samples = _samples(2)
     with pytest.raises(RuntimeError), ShardWriter(tmp_path, 0, webdataset=True) as writer:
