@@ -12,6 +12,8 @@ DIR/shards/*.parquet             training shards (schema.shard_schema), with *_s
 DIR/stats/<stage>.json           rows in/out, drops per reason, seconds
 DIR/subsets/*.sql                named subsets local to this dataset (beside manifests/subsets/)
 DIR/work/<stage>/                intermediate parts and completion markers
+DIR/overlap.parquet              eval images and whether the pool copies them (--eval-set)
+DIR/eval_thumbs.parquet          thumbnails of the eval images copied (for `pipeline serve`)
 DIR/report.html
 ```
 DIR is a Location (manifests.storage): a local folder or a prefix in an object store. Every file

@@ -97,6 +97,18 @@ def _add_remove(sub) -> None:
     )
 
 
+def _add_serve(sub) -> None:
+    serve = command(sub, "serve", help="browse a dataset in the browser (read-only)")
+    serve.add_argument("dir", metavar="DIR", help="dataset folder or s3://bucket/prefix")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument(
+        "--token",
+        help="required on every request; needed to bind off loopback "
+        "(default: $PIPELINE_SERVE_TOKEN)",
+    )
+
+
 def _add_query_report(sub) -> None:
     query = command(sub, "query", help="run SQL over a dataset's manifests with DuckDB")
     query.add_argument("dir", metavar="DIR")
@@ -211,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recheck(sub)
     _add_remove(sub)
     _add_embed_search(sub)
+    _add_serve(sub)
     _add_tools(sub)
     command(sub, "completion", help="print a bash completion script for pipeline and trainer")
     return parser

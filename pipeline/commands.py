@@ -57,6 +57,12 @@ def cmd_recheck(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from pipeline.serve.run import serve
+
+    return serve(args.dir, host=args.host, port=args.port, token=args.token)
+
+
 def cmd_remove(args) -> int:
     from pipeline.takedown.request import read_request
     from pipeline.takedown.run import remove

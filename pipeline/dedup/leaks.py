@@ -239,3 +239,35 @@ def overlap_summary(overlap) -> list[dict]:
         {"eval_set": name, "images": n, "with_copy": k, "overlap_percent": 100.0 * k / max(n, 1)}
         for name, (n, k) in sorted(sets.items())
     ]
+
+
+EVAL_THUMB_PX = 384  # the explorer's detail size (pipeline.serve.images.SIZES["l"])
+
+
+def write_eval_thumbnails(path, eval_table, leaks) -> int:
+    """DIR/eval_thumbs.parquet: a JPEG thumbnail (eval_id, jpg) of every eval image some pool
+    image copies, so `pipeline serve` shows a leak beside its eval image while reading nothing
+    outside DIR. Few rows: copies of eval images. Returns the number written."""
+    import pyarrow as pa
+
+    from manifests import storage
+    from manifests.layout import write_parquet_atomic
+    from pipeline.report.thumbs import thumbnail_jpeg
+
+    copied = {leak.eval_id for leak in leaks}
+    rows = []
+    for record in eval_table.select(["eval_id", "path"]).to_pylist():
+        if record["eval_id"] not in copied:
+            continue
+        try:
+            data = storage.location(record["path"]).read_bytes()
+        except OSError:  # moved since the build hashed it: the page shows its name only
+            continue
+        jpeg = thumbnail_jpeg(data, EVAL_THUMB_PX)
+        if jpeg is not None:
+            rows.append({"eval_id": record["eval_id"], "jpg": jpeg})
+    table = pa.Table.from_pylist(
+        rows, schema=pa.schema([("eval_id", pa.string()), ("jpg", pa.binary())])
+    )
+    write_parquet_atomic(table, path)
+    return len(rows)

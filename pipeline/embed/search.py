@@ -100,6 +100,81 @@ def _index_rows(folder: Path):
     return np.load(io.BytesIO(path.read_bytes())) if path.exists() else None
 
 
+class Searcher:
+    """A dataset's embeddings, index and model, loaded once for many queries (the explorer's
+    search page keeps one; `search` makes one per call)."""
+
+    def __init__(self, dataset_dir, checkpoint: str | None = None, device: str = "auto"):
+        from pipeline.embed import index as faiss_index
+        from pipeline.embed.encode import load_model
+
+        self.dataset_dir = dataset_dir
+        self.folder = store.embeddings_dir(dataset_dir)
+        meta = store.read_meta(self.folder)
+        if meta is None or "index" not in meta:
+            raise ConfigError(
+                f"{dataset_dir} has no embeddings; run `pipeline embed {dataset_dir} "
+                "--checkpoint CKPT` first"
+            )
+        checkpoint = checkpoint or meta["checkpoint"]
+        _check_same_model(checkpoint, meta)
+        self.loaded = load_model(checkpoint, device)
+        try:
+            self.index, self.info = faiss_index.load_index(self.folder)
+        except faiss_index.IndexFileError as exc:
+            raise ConfigError(f"{exc}; run `pipeline embed` again") from None
+        self.rows = store.read_ids(self.folder)
+        self.row_of = _index_rows(self.folder)
+        if self.info.n != (self.rows.num_rows if self.row_of is None else len(self.row_of)):
+            raise ConfigError(
+                f"{self.folder}: the index does not match the embeddings (an interrupted "
+                "`pipeline embed`?); run it again"
+            )
+
+    def query_vector(self, text: str | None = None, image: str | None = None):
+        return _query_vector(self.loaded, text, image)
+
+    def row_vector(self, uid: str):
+        """The stored image embedding of kept row `uid` ([1, D] float32), or None."""
+        import pyarrow.compute as pc
+
+        found = self.rows.filter(pc.equal(self.rows["uid"], uid))
+        if found.num_rows == 0:
+            return None
+        path = store.part_path(self.folder, found["shard"][0].as_py())
+        table = storage.read_table(path, columns=["uid", "image"], filters=pc.field("uid") == uid)
+        vector = store.to_matrix(table.column("image"))[:1]
+        return None if vector.shape[0] == 0 or not (vector == vector).all() else vector
+
+    def hits(self, query, k: int) -> list[Hit]:
+        """The k nearest kept rows to `query` ([1, D]), best first."""
+        import numpy as np
+
+        from pipeline.embed import index as faiss_index
+
+        if k < 1:
+            raise ConfigError(f"-k must be positive, not {k}")
+        # ask for enough neighbours that k remain once rows no longer kept are left out
+        withheld = _withheld(self.dataset_dir)
+        scores, ids = faiss_index.search(
+            self.index, self.info, query, min(k + withheld, self.info.n)
+        )
+        if self.row_of is not None:
+            ids = np.where(ids >= 0, self.row_of[np.maximum(ids, 0)], -1)
+        uids, shards, shard_rows, pair_scores = (
+            self.rows[c].to_pylist() for c in ("uid", "shard", "shard_row", "clip_score")
+        )
+        found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        text_of = _captions(self.dataset_dir, [uids[i] for _, i in found])
+        found = [(s, i) for s, i in found if uids[i] in text_of][:k]
+        hits = []
+        for rank, (score, i) in enumerate(found, start=1):
+            caption, url = text_of.get(uids[i], (None, None))
+            pair = pair_scores[i] if pair_scores[i] == pair_scores[i] else None  # NaN: unscored
+            hits.append(Hit(rank, score, uids[i], caption, url, shards[i], shard_rows[i], pair))
+        return hits
+
+
 def search(
     dataset_dir,
     text: str | None = None,
@@ -108,52 +183,10 @@ def search(
     checkpoint: str | None = None,
     device: str = "auto",
 ) -> list[Hit]:
-    import numpy as np
-
-    from pipeline.embed import index as faiss_index
-    from pipeline.embed.encode import load_model
-
     if k < 1:
         raise ConfigError(f"-k must be positive, not {k}")
-    folder = store.embeddings_dir(dataset_dir)
-    meta = store.read_meta(folder)
-    if meta is None or "index" not in meta:
-        raise ConfigError(
-            f"{dataset_dir} has no embeddings; run `pipeline embed {dataset_dir} "
-            "--checkpoint CKPT` first"
-        )
-    checkpoint = checkpoint or meta["checkpoint"]
-    _check_same_model(checkpoint, meta)
-    loaded = load_model(checkpoint, device)
-    query = _query_vector(loaded, text, image)
-    try:
-        index, info = faiss_index.load_index(folder)
-    except faiss_index.IndexFileError as exc:
-        raise ConfigError(f"{exc}; run `pipeline embed` again") from None
-    rows = store.read_ids(folder)
-    row_of = _index_rows(folder)
-    if info.n != (rows.num_rows if row_of is None else len(row_of)):
-        raise ConfigError(
-            f"{folder}: the index does not match the embeddings (an interrupted "
-            "`pipeline embed`?); run it again"
-        )
-    # ask for enough neighbours that k remain once rows no longer kept are left out
-    withheld = _withheld(dataset_dir)
-    scores, ids = faiss_index.search(index, info, query, min(k + withheld, info.n))
-    if row_of is not None:
-        ids = np.where(ids >= 0, row_of[np.maximum(ids, 0)], -1)
-    uids, shards, shard_rows, pair_scores = (
-        rows[c].to_pylist() for c in ("uid", "shard", "shard_row", "clip_score")
-    )
-    found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
-    text_of = _captions(dataset_dir, [uids[i] for _, i in found])
-    found = [(s, i) for s, i in found if uids[i] in text_of][:k]
-    hits = []
-    for rank, (score, i) in enumerate(found, start=1):
-        caption, url = text_of.get(uids[i], (None, None))
-        pair = pair_scores[i] if pair_scores[i] == pair_scores[i] else None  # NaN: unscored
-        hits.append(Hit(rank, score, uids[i], caption, url, shards[i], shard_rows[i], pair))
-    return hits
+    searcher = Searcher(dataset_dir, checkpoint, device)
+    return searcher.hits(searcher.query_vector(text, image), k)
 
 
 def _thumbnails(dataset_dir, hits: list[Hit], px: int) -> dict[str, str | None]:

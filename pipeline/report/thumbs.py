@@ -40,11 +40,20 @@ _COLUMNS = "uid, url, caption, status, error, lang, width, height, matched_queri
 
 def thumbnail(data: bytes, px: int) -> str | None:
     """Encoded image bytes → a JPEG data URI at most px × px; None if it does not decode."""
+    jpeg = thumbnail_jpeg(data, px)
+    return None if jpeg is None else "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+def thumbnail_jpeg(
+    data: bytes, px: int, max_pixels: int = MAX_THUMB_SOURCE_PIXELS, quality: int = 80
+) -> bytes | None:
+    """Encoded image bytes → JPEG bytes at most px × px (transparency on white); None if it does
+    not decode or declares more than `max_pixels` pixels (checked before decoding)."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_THUMB_SOURCE_PIXELS:
+            if image.width * image.height > max_pixels:
                 return None
             image.draft("RGB", (px, px))  # JPEG: decode at a reduced scale, much faster
             image.thumbnail((px, px))
@@ -54,11 +63,11 @@ def thumbnail(data: bytes, px: int) -> str | None:
                 background.paste(image, mask=image.getchannel("A"))
                 image = background
             out = io.BytesIO()
-            image.convert("RGB").save(out, "JPEG", quality=80, optimize=True)
+            image.convert("RGB").save(out, "JPEG", quality=quality, optimize=True)
     except Exception as exc:  # PIL raises many types on bad input; a card without image is fine
         log.debug("thumbnail failed: %s", exc)
         return None
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+    return out.getvalue()
 
 
 def _rows_from_parquet(path: Path, rows: list[int], columns: list[str]) -> dict[int, dict]:

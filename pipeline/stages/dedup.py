@@ -129,10 +129,11 @@ def _figures(layout) -> dict:
 
 
 def _write_overlap(run: StageRun) -> None:
-    """DIR/overlap.parquet from every part's leaks (few: copies of the eval sets)."""
+    """DIR/overlap.parquet from every part's leaks (few: copies of the eval sets), and the
+    thumbnails of the eval images they copy (DIR/eval_thumbs.parquet, for `pipeline serve`)."""
     import pyarrow as pa
 
-    from pipeline.dedup.leaks import Leak, write_overlap
+    from pipeline.dedup.leaks import Leak, write_eval_thumbnails, write_overlap
     from pipeline.stages.phases import phase_dir
 
     folder = phase_dir(run.layout, run.name) / "leaks"
@@ -140,3 +141,4 @@ def _write_overlap(run: StageRun) -> None:
     found = [Leak(**row) for row in leaks.to_pylist()]
     eval_table = storage.read_table(run.dir / "eval_hashes.parquet")
     write_overlap(run.layout.root / "overlap.parquet", eval_table, found)
+    write_eval_thumbnails(run.layout.root / "eval_thumbs.parquet", eval_table, found)
