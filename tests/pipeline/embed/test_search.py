@@ -98,15 +98,15 @@ def _looks_right_in_chromium(page, shot) -> None:
 
     from PIL import Image
 
+    from pipeline.testing.browser import CHROMIUM_FLAGS
+
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("no chromium on this machine to render the page")
     subprocess.run(
         [
             browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
+            *CHROMIUM_FLAGS,  # loopback only: the page's thumbnails are data: URIs anyway
             f"--screenshot={shot}",
             "--window-size=1000,700",
             page.as_uri(),

@@ -7,27 +7,9 @@ import shutil
 import pytest
 
 import manifests
+from pipeline.testing.browser import CHROMIUM_FLAGS
 from tests.pipeline.embed.test_search import embedded  # noqa: F401 - a fixture used below
 from tests.pipeline.serve.conftest import JS_URL, QUOTES, SCRIPT, Running
-
-# Chromium talks to nothing but our loopback server: every host name resolves to nothing,
-# background services (updates, metrics, safe browsing) are off.
-QUIET = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,1000",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-client-side-phishing-detection",
-    "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +23,7 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in QUIET:
+    for flag in (*CHROMIUM_FLAGS, "--window-size=1280,1000"):
         options.add_argument(flag)
     session = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     session.set_page_load_timeout(30)
