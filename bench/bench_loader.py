@@ -5,10 +5,12 @@ noise; 1,000-row row groups) with the same writer the tests use, then measures
   1. one image, one core: PIL decode + bicubic crop-resize (torchvision's RandomResizedCrop path)
      against the trainer's decode path (trainer.data.image.train_image);
   2. the whole loader in one process (row-group reads, shuffle buffer, decode, crop, tokenize,
-     batching): samples per CPU-second = samples/s per core;
+     batching): samples per CPU-second = samples/s per core, the median of --repeats windows;
+     then the same with --decode gpu, where the loader only reads headers, draws crop boxes and
+     tokenizes (the decode is left to the GPU, so that figure is the CPU side alone);
   3. DataLoader workers feeding a stand-in for the GPU that takes --step-ms per batch (default:
      open_clip's ViT-B-32 step on an H200, about 6,500 samples/s): the fraction of time the
-     "GPU" waits for data.
+     "GPU" waits for data, and the workers' CPU seconds over that window.
 CPU seconds (not wall time) give the per-core figure, so other load on a shared machine distorts
 it less; wall-clock figures are printed beside them.
 
@@ -16,9 +18,9 @@ it less; wall-clock figures are printed beside them.
 """
 
 import argparse
+import dataclasses
 import io
 import random
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +71,8 @@ def per_image(data: list[bytes], size: int) -> None:
         print(f"  {name:24s} {best * 1e3:6.3f} ms/image  {1 / best:7.0f} images per CPU-second")
 
 
-def loader_in_process(cfg, index, batches: int) -> float:
+def loader_in_process(cfg, index, batches: int, repeats: int) -> float:
+    """Samples per CPU-second of `repeats` consecutive windows of `batches` batches; the median."""
     from trainer.data import build_loader
 
     loader, _ = build_loader(
@@ -77,16 +80,32 @@ def loader_in_process(cfg, index, batches: int) -> float:
     )
     it = iter(loader)
     next(it)  # warm: first row group read, tokenizer caches
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(batches):
-        next(it)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    rate = batches * cfg.batch_size / cpu
+    rates, walls = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(batches):
+            next(it)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        rates.append(batches * cfg.batch_size / cpu)
+        walls.append(batches * cfg.batch_size / wall)
+    rate = sorted(rates)[len(rates) // 2]
     print(
-        f"  0 workers: {rate:7.0f} samples per CPU-second (per core); "
-        f"{batches * cfg.batch_size / wall:7.0f} samples/s wall"
+        f"  0 workers, decode {cfg.decode}: {rate:7.0f} samples per CPU-second (per core; median "
+        f"of {' '.join(f'{r:.0f}' for r in rates)}); {max(walls):7.0f} samples/s wall at best"
     )
     return rate
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (Linux /proc)."""
+    import os
+
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def loader_feeding_gpu(cfg, index, batches: int, step_s: float) -> None:
@@ -95,25 +114,26 @@ def loader_feeding_gpu(cfg, index, batches: int, step_s: float) -> None:
     loader, workers = build_loader(
         cfg, rank=0, world_size=1, image_size=224, context_length=77, index=index
     )
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     it = iter(loader)
     for _ in range(workers * 2):  # start-up: worker processes, first reads
         next(it)
-    wait, t0 = 0.0, time.perf_counter()
+    # The workers' CPU time over the timed window only: their prefetched batches (up to
+    # prefetch_factor each) are in flight at its start and at its end alike, so what they made in
+    # between is what was consumed (counting from process start would charge start-up and the
+    # batches prefetched and thrown away at the end to the timed ones).
+    pids = [w.pid for w in it._workers]
+    cpu0, wait, t0 = _cpu_seconds(pids), 0.0, time.perf_counter()
     for _ in range(batches):
         t = time.perf_counter()
         next(it)
         wait += time.perf_counter() - t
         time.sleep(step_s)  # the GPU's step; the loader's processes keep decoding meanwhile
-    wall = time.perf_counter() - t0
-    del it, loader  # joins the workers, so their CPU time is counted below
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    total = (batches + workers * 2) * cfg.batch_size
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds(pids) - cpu0
+    del it, loader
     print(
         f"  {workers} workers: data wait {wait / wall:5.1%} of the time; "
         f"{batches * cfg.batch_size / wall:6.0f} samples/s delivered; "
-        f"{total / max(cpu, 1e-9):6.0f} samples per worker CPU-second"
+        f"{batches * cfg.batch_size / max(cpu, 1e-9):6.0f} samples per worker CPU-second"
     )
 
 
@@ -122,6 +142,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=12, help="timed batches per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="in-process windows (median)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--step-ms", type=float, default=256 / 6500 * 1000)
     parser.add_argument("--out", help="dataset folder (default: a temporary one)")
@@ -149,7 +170,9 @@ def main() -> None:
         data=str(root), model="ViT-B-32", batch_size=args.batch_size, workers=0, shuffle_buffer=2000
     )
     print(f"loader (batch {args.batch_size}, ViT-B-32's tokenizer, 224 px crops):")
-    rate = loader_in_process(cfg, index, args.batches)
+    rate = loader_in_process(cfg, index, args.batches, args.repeats)
+    # --decode gpu: the worker's share only (header, crop box, tokens); the decode is the GPU's
+    loader_in_process(dataclasses.replace(cfg, decode="gpu"), index, args.batches, 1)
     step_s = args.step_ms / 1000
     print(
         f"feeding a GPU that takes {args.step_ms:.0f} ms per batch "

@@ -30,13 +30,33 @@ class TrainConfig:
         "training loop (stored in the run as the number chosen); 0 decodes in the training process",
     )
     shuffle_buffer: int = opt(2000, "samples each loader worker holds to shuffle across row groups")
+    decode: str = opt(
+        "cpu",
+        "cpu: loader workers decode and crop; gpu: they send JPEG bytes and crop boxes, decoded "
+        "in batches on the CUDA device (nvjpeg)",
+        choices=("cpu", "gpu"),
+    )
     # --- model and loss -------------------------------------------------------------------------
     model: str = opt("clip-tiny", "open_clip architecture (ViT-B-32, RN50, ...) or clip-tiny")
     loss: str = opt(
         "clip", "clip: softmax InfoNCE; siglip: pairwise sigmoid loss", choices=("clip", "siglip")
     )
+    loss_chunk: int = opt(
+        0, "compute the loss in N x N tiles of logits, never all B x B*ranks at once; 0: off"
+    )
     grad_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
     compile: bool = opt(False, "torch.compile the model (slow start, faster steps on GPU)")
+    compile_mode: str = opt(
+        "default",
+        "torch.compile mode with --compile; reduce-overhead: CUDA graphs (CUDA only)",
+        choices=("default", "reduce-overhead", "max-autotune"),
+    )
+    channels_last: bool = opt(False, "model and images in channels_last (conv models, ViT stem)")
+    trim_text: bool = opt(
+        True,
+        "run the text tower on tokens cut to the batch's longest caption (exact under a causal "
+        "mask; models without one run on all tokens)",
+    )
     # --- how much, how big ----------------------------------------------------------------------
     samples: int = opt(100_000, "training samples over the whole run (sets the number of steps)")
     batch_size: int = opt(256, "samples per rank per micro-batch; contrastive batch = x ranks")
@@ -53,8 +73,9 @@ class TrainConfig:
     # --- hardware -------------------------------------------------------------------------------
     precision: str = opt(
         "auto",
-        "auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32",
-        choices=("auto", "bf16", "fp32"),
+        "auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32 | fp8 (torchao float8 matmuls "
+        "in the Linear layers, under bf16 autocast; CUDA, compute capability 8.9+)",
+        choices=("auto", "bf16", "fp32", "fp8"),
     )
     device: str = opt("auto", "auto | cpu | cuda | cuda:N (a rank's GPU under DDP)")
     threads: int = opt(0, "CPU threads per process for torch; 0 keeps torch's default")
@@ -88,7 +109,7 @@ class TrainConfig:
         for name in ("samples", "batch_size", "accum_steps", "save_every", "keep", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be at least 1, not {getattr(self, name)}")
-        for name in ("threads", "stop_after", "shuffle_buffer", "eval_every"):
+        for name in ("threads", "stop_after", "shuffle_buffer", "eval_every", "loss_chunk"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must not be negative")
         if self.workers < -1:
@@ -97,6 +118,11 @@ class TrainConfig:
             raise ConfigError(f"--lr must be a positive number, not {self.lr}")
         if self.subset and self.synthetic:
             raise ConfigError("--subset selects dataset rows; it has no meaning with --synthetic")
+        if self.decode == "gpu" and (self.synthetic or self.device == "cpu"):
+            why = "there is nothing to decode" if self.synthetic else "the run is on the CPU"
+            raise ConfigError(f"--decode gpu decodes JPEGs on a CUDA device; {why}")
+        if self.compile_mode != "default" and not self.compile:
+            raise ConfigError(f"--compile-mode {self.compile_mode} needs --compile")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -152,6 +178,8 @@ def merge_for_resume(stored: dict, given: dict) -> dict:
     if conflicts:
         raise ConfigError("--resume: options differ from the stored run: " + "; ".join(conflicts))
     merged = dict(stored)
+    # Runs stored before --trim-text existed ran the text tower on every token: so they go on.
+    merged.setdefault("trim_text", False)
     for name in PER_INVOCATION:  # how this invocation runs, not what the run is
         merged.pop(name, None)
     merged.update({k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES})

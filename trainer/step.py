@@ -18,19 +18,27 @@ from trainer.data.image import normalize
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the inverse temperature at 100
 
 
-def _forward(model, images, tokens, mean, std):
-    out = model(normalize(images, mean, std), tokens)
+def _forward(model, images, tokens, mean, std, channels_last=False):
+    pixels = normalize(images, mean, std)
+    if channels_last:  # the layout a channels_last conv stem reads without a transposing copy
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    out = model(pixels, tokens)
     return out["image_features"], out["text_features"], out["logit_scale"], out.get("logit_bias")
 
 
-def _accumulate(model, loss_fn, micro, mean, std, autocast, ddp) -> torch.Tensor:
+def _accumulate(model, loss_fn, micro, mean, std, autocast, ddp, channels_last) -> torch.Tensor:
     with torch.no_grad(), autocast():
-        cached = [_forward(model, im, tx, mean, std)[:2] for im, tx in micro]
+        # cloned: under --compile-mode reduce-overhead the outputs live in CUDA-graph memory
+        # that the next replay of the same graph overwrites ([B, D] each: a negligible copy)
+        cached = [
+            [t.clone() for t in _forward(model, im, tx, mean, std, channels_last)[:2]]
+            for im, tx in micro
+        ]
     last = len(micro) - 1
     for j, (images, tokens) in enumerate(micro):
         sync = ddp.no_sync() if ddp is not None and j < last else contextlib.nullcontext()
         with sync, autocast():
-            img, txt, scale, bias = _forward(model, images, tokens, mean, std)
+            img, txt, scale, bias = _forward(model, images, tokens, mean, std, channels_last)
             all_img = torch.cat(
                 [c[0] for c in cached[:j]] + [img] + [c[0] for c in cached[j + 1 :]]
             )
@@ -46,20 +54,37 @@ def _accumulate(model, loss_fn, micro, mean, std, autocast, ddp) -> torch.Tensor
 
 
 def train_step(
-    model, raw_model, loss_fn, optimizer, micro, *, mean, std, autocast, grad_clip: float, ddp=None
+    model,
+    raw_model,
+    loss_fn,
+    optimizer,
+    micro,
+    *,
+    mean,
+    std,
+    autocast,
+    grad_clip: float,
+    ddp=None,
+    channels_last: bool = False,
+    cut_tokens=None,
 ) -> torch.Tensor:
     """Forward, backward, clip, update, clamp the temperature; returns the loss (a tensor, so
     the caller decides when to synchronise with the device). `ddp` is the DistributedDataParallel
-    wrapper when there is one (its no_sync() skips all-reduces between micro-batches)."""
+    wrapper when there is one (its no_sync() skips all-reduces between micro-batches);
+    `channels_last` hands the model its images in that memory format; `cut_tokens` (from
+    trainer.models.text.for_training, with the model that takes cut tokens) trims each token batch
+    to its longest caption, once per micro-batch and outside any compiled graph."""
     optimizer.zero_grad(set_to_none=True)
+    if cut_tokens is not None:
+        micro = [(images, cut_tokens(tokens)) for images, tokens in micro]
     if len(micro) == 1:
         with autocast():
-            img, txt, scale, bias = _forward(model, *micro[0], mean, std)
+            img, txt, scale, bias = _forward(model, *micro[0], mean, std, channels_last)
             loss = loss_fn(img, txt, scale, bias)
         loss.backward()
         loss = loss.detach()
     else:
-        loss = _accumulate(model, loss_fn, micro, mean, std, autocast, ddp)
+        loss = _accumulate(model, loss_fn, micro, mean, std, autocast, ddp, channels_last)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
     optimizer.step()

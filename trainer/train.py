@@ -44,7 +44,8 @@ def _autocast(cfg: TrainConfig, device: str):
     import torch
 
     on_gpu = device.startswith("cuda")
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and on_gpu)
+    # fp8: torchao's float8 matmuls run inside bf16 autocast, which covers the other ops
+    bf16 = cfg.precision in ("bf16", "fp8") or (cfg.precision == "auto" and on_gpu)
     if not bf16:
         return contextlib.nullcontext
     device_type = "cuda" if on_gpu else "cpu"
@@ -70,15 +71,19 @@ def _write_config(cfg: TrainConfig, world_size: int, run_dir) -> None:
 def _build(cfg: TrainConfig, ctx, ckpt: dict | None):
     """Model (on device), optimizer, loader and the starting counters."""
     import trainer.models as models
-    from trainer.data import build_loader, frozen
+    from trainer import levers
+    from trainer.data import build_loader, frozen, gpu_decode
     from trainer.optim import make_optimizer
 
+    levers.check(cfg, ctx.device)  # before any data is resolved
+    gpu_decode.check(cfg.decode, ctx.device)
     index = None
     if not cfg.synthetic:  # every rank resolves (or loads) on its own; rank 0 writes
         index = frozen.for_run(cfg, resuming=ckpt is not None, is_main=ctx.is_main)
     model = models.create(cfg.model, cfg.loss, cfg.seed).to(ctx.device)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    model = levers.prepare(model, cfg)
     optimizer = make_optimizer(model, cfg)
     start = {"step": 0, "samples_seen": 0, "corrupt": 0, "withdrawn": 0, "data": None}
     if ckpt is not None:
@@ -101,7 +106,7 @@ def _build(cfg: TrainConfig, ctx, ckpt: dict | None):
 
 def _wrap(model, cfg: TrainConfig, ctx):
     """(model to call, DDP wrapper or None)."""
-    import torch
+    from trainer.levers import compile_model
 
     ddp = None
     if ctx.world_size > 1:
@@ -109,9 +114,7 @@ def _wrap(model, cfg: TrainConfig, ctx):
 
         ids = [ctx.device] if ctx.device.startswith("cuda") else None
         model = ddp = DistributedDataParallel(model, device_ids=ids)
-    if cfg.compile:
-        model = torch.compile(model)
-    return model, ddp
+    return compile_model(model, cfg), ddp
 
 
 def train(cfg: TrainConfig, ctx=None) -> dict:
@@ -140,8 +143,10 @@ class Progress:
     window_withdrawn: int = 0  # likewise
 
 
-def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress) -> list:
-    """The micro-batches of one step, on the device; records loader positions and waiting."""
+def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress, cut=None) -> list:
+    """The micro-batches of one step, on the device; records loader positions and waiting.
+    `cut` (--trim-text) trims each token batch while it is still on the host: its length is
+    read from the tokens there, with no device sync."""
     t0 = time.perf_counter()
     micro = []
     for _ in range(cfg.accum_steps):
@@ -149,6 +154,11 @@ def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress) -> list:
         progress.data["positions"][meta["worker"]] = meta["position"]
         progress.window_corrupt += meta["corrupt"]
         progress.window_withdrawn += meta.get("withdrawn", 0)  # synthetic batches have none
+        if hasattr(images, "decode_on"):  # --decode gpu: JPEG bytes, decoded here on the device
+            images, unreadable = images.decode_on(ctx.device)
+            progress.window_corrupt += unreadable
+        if cut is not None:
+            tokens = cut(tokens)
         micro.append(
             (images.to(ctx.device, non_blocking=True), tokens.to(ctx.device, non_blocking=True))
         )
@@ -182,6 +192,7 @@ def _train(cfg: TrainConfig, ctx) -> dict:
     import trainer.models as models
     from trainer.loss import build as build_loss
     from trainer.metrics import MetricsLogger
+    from trainer.models.text import for_training as trim_text
     from trainer.optim import lr_at
     from trainer.step import train_step
 
@@ -209,25 +220,32 @@ def _train(cfg: TrainConfig, ctx) -> dict:
         folder.pull()
         logger = MetricsLogger(folder.local, start_step=progress.step)
     evaluator = _evaluator(cfg) if ctx.is_main else None
-    call, ddp = _wrap(model, cfg, ctx)
-    loss_fn = build_loss(cfg.loss, ctx.rank, ctx.world_size)
+    call, cut_tokens = trim_text(model, cfg.trim_text)  # before DDP: it wraps what is called
+    call, ddp = _wrap(call, cfg, ctx)
+    loss_fn = build_loss(cfg.loss, ctx.rank, ctx.world_size, chunk=cfg.loss_chunk)
     mean, std = models.mean_std(model)
     step_args = dict(
-        mean=mean, std=std, autocast=_autocast(cfg, ctx.device), grad_clip=cfg.grad_clip, ddp=ddp
+        mean=mean,
+        std=std,
+        autocast=_autocast(cfg, ctx.device),
+        grad_clip=cfg.grad_clip,
+        ddp=ddp,
+        channels_last=cfg.channels_last,
     )
     global_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
     log.info(
-        "rank %d: steps %d..%d of %d, global batch %d, device %s",
+        "rank %d: steps %d..%d of %d, global batch %d, device %s, %d loader worker(s)",
         ctx.rank,
         progress.step,
         stop,
         total,
         global_batch,
         ctx.device,
+        workers,
     )
     batches = iter(loader)
     while progress.step < stop:
-        micro = _fetch(batches, cfg, ctx, progress)
+        micro = _fetch(batches, cfg, ctx, progress, cut_tokens)
         lr = lr_at(progress.step, cfg, total)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -283,7 +301,7 @@ def resolve_workers(cfg: TrainConfig, ctx) -> TrainConfig:
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun and Ray Train set it
     mine = auto_workers(usable_cpus(), local_ranks)
     chosen = min(distributed.all_gather_objects(mine, ctx.world_size))
-    log.info("--workers -1: %d loader worker(s) per rank (%d CPUs usable)", chosen, usable_cpus())
+    log.debug("--workers -1: %d loader worker(s) per rank (%d CPUs usable)", chosen, usable_cpus())
     return dataclasses.replace(cfg, workers=chosen)
 
 

@@ -99,6 +99,7 @@ def build_loader(
         shuffle_buffer=cfg.shuffle_buffer,
         positions=state["positions"] if state else None,
         worker_offset=batches % max(1, workers),
+        decode=cfg.decode,
     )
     loader = torch.utils.data.DataLoader(
         dataset,

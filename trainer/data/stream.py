@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from manifests import storage
-from trainer.data.image import train_image
+from trainer.data.image import new_batch, train_image
 from trainer.data.select import RowIndex
 
 log = logging.getLogger(__name__)
@@ -122,10 +122,27 @@ class ShardReader:
             )
 
 
+class ImageBatch:
+    """One batch of decoded crops, each written straight into its slot of the batch tensor."""
+
+    def __init__(self, count: int, size: int, shared: bool):
+        self.images, self.size, self.filled = new_batch(count, size, shared), size, 0
+
+    def add(self, data: bytes, rng: random.Random) -> None:
+        """Decode and crop into the next slot; raises (leaving the slot free) if corrupt."""
+        train_image(data, self.size, rng, out=self.images[self.filled])
+        self.filled += 1
+
+    def result(self) -> torch.Tensor:
+        return self.images
+
+
 class ShardStream(torch.utils.data.IterableDataset):
-    """Yields (images uint8 [B,3,S,S], tokens [B,L], meta) forever; meta has the global `worker`,
-    its `position` after this batch, and the rows skipped while filling it: `corrupt`
-    (undecodable images) and `withdrawn` (rows no longer served, see trainer.data.frozen)."""
+    """Yields (images uint8 [B,3,S,S] in channels_last memory, tokens [B,L], meta) forever; meta
+    has the global `worker`, its `position` after this batch, and the rows skipped while filling
+    it: `corrupt` (undecodable images) and `withdrawn` (rows no longer served, see
+    trainer.data.frozen). With decode="gpu" the images are a gpu_decode.JpegBatch instead (JPEG
+    bytes and crop boxes; its `decode_on(device)` makes the same tensor on the device)."""
 
     def __init__(
         self,
@@ -142,6 +159,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         positions: dict[int, int] | None = None,
         worker_offset: int = 0,
         read_ahead: int = 2,
+        decode: str = "cpu",
     ):
         super().__init__()
         self.index, self.batch_size, self.image_size = index, batch_size, image_size
@@ -152,6 +170,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.positions = dict(positions or {})
         self.worker_offset = worker_offset
         self.read_ahead = read_ahead  # row-group pieces read ahead per loader worker
+        self.decode = decode  # cpu: decode in this process; gpu: leave JPEGs to the device
 
     def global_worker(self) -> int:
         info = torch.utils.data.get_worker_info()
@@ -162,16 +181,15 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         worker = self.global_worker()
         start = self.positions.get(worker, 0)
-        images, captions, counts = [], [], {"corrupt": 0, "withdrawn": 0}
+        batch, captions, counts = self._new_batch(), [], {"corrupt": 0, "withdrawn": 0}
         skipped = 0
         for position, item in self._samples(worker, start):
             if item is None:  # withdrawn: its place in the order is kept, it is not trained on
                 counts["withdrawn"] += 1
                 continue
             data, caption = item
-            rng = _rng(self.seed, worker, position)
             try:
-                images.append(train_image(data, self.image_size, rng))
+                batch.add(data, _rng(self.seed, worker, position))
             except Exception as exc:  # corrupt bytes of any kind: skip, count, go on
                 counts["corrupt"] += 1
                 skipped += 1
@@ -181,10 +199,20 @@ class ShardStream(torch.utils.data.IterableDataset):
                     )
                 continue
             captions.append(caption or "")
-            if len(images) == self.batch_size:
+            if len(captions) == self.batch_size:
                 meta = {"worker": worker, "position": position, **counts}
-                yield torch.stack(images), self.tokenizer(captions), meta
-                images, captions, counts = [], [], {"corrupt": 0, "withdrawn": 0}
+                yield batch.result(), self.tokenizer(captions), meta
+                batch, captions, counts = self._new_batch(), [], {"corrupt": 0, "withdrawn": 0}
+
+    def _new_batch(self):
+        if self.decode == "gpu":
+            from trainer.data.gpu_decode import JpegBatchBuilder
+
+            return JpegBatchBuilder(self.batch_size, self.image_size)
+        # In a loader worker the batch is made in shared memory: sending it is then a handle,
+        # not a copy of every pixel into shared memory (what torch does with ordinary tensors).
+        in_worker = torch.utils.data.get_worker_info() is not None
+        return ImageBatch(self.batch_size, self.image_size, shared=in_worker)
 
     def _refs(self, worker: int) -> Iterator[list[Ref]]:
         total_workers = self.num_workers * self.world_size
