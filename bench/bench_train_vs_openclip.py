@@ -77,7 +77,7 @@ def export_tars(shards: Path, out: Path) -> str:
 
 def _env(threads: int) -> dict:
     # Same intra-op threads for both (open_clip_train has no flag; torch reads OMP_NUM_THREADS);
-    # 0 leaves torch's default (one per core) to both.
+    # 0 leaves each its own default (ours: trainer.train.training_threads; theirs: torch's).
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     env.pop("OMP_NUM_THREADS", None)
     return {**env, "OMP_NUM_THREADS": str(threads)} if threads else env
@@ -202,7 +202,11 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=4, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=2, help="A B pairs")
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads of each trainer; 0: torch's default"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of each trainer; 0: each one's default (ours: the CPUs its loader "
+        "worker leaves free; open_clip_train: torch's, every CPU)",
     )
     parser.add_argument(
         "--out", help="working folder (default: a temporary one); its dataset is reused"

@@ -78,7 +78,9 @@ class TrainConfig:
         choices=("auto", "bf16", "fp32", "fp8"),
     )
     device: str = opt("auto", "auto | cpu | cuda | cuda:N (a rank's GPU under DDP)")
-    threads: int = opt(0, "CPU threads per process for torch; 0 keeps torch's default")
+    threads: int = opt(
+        0, "torch CPU threads per rank; 0: the CPUs its loader workers leave free (at least 1)"
+    )
     seed: int = opt(0, "seeds model init, data order and augmentation")
     # --- output ---------------------------------------------------------------------------------
     out: str = opt("", "run folder: metrics.csv, checkpoints, latest.pt, config.json")

@@ -196,9 +196,8 @@ def _train(cfg: TrainConfig, ctx) -> dict:
     from trainer.optim import lr_at
     from trainer.step import train_step
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     cfg = resolve_workers(cfg, ctx)
+    torch.set_num_threads(training_threads(cfg))
     folder = RunFolder(cfg.out)
     run_dir = folder.out
     model, optimizer, loader, workers, start = _build(cfg, ctx, resume_checkpoint(cfg))
@@ -303,6 +302,19 @@ def resolve_workers(cfg: TrainConfig, ctx) -> TrainConfig:
     chosen = min(distributed.all_gather_objects(mine, ctx.world_size))
     log.debug("--workers -1: %d loader worker(s) per rank (%d CPUs usable)", chosen, usable_cpus())
     return dataclasses.replace(cfg, workers=chosen)
+
+
+def training_threads(cfg: TrainConfig) -> int:
+    """--threads, or for 0 the CPUs this rank's share leaves beside its loader workers."""
+    import os
+
+    from manifests.cpus import usable_cpus
+    from trainer.data import auto_threads
+
+    if cfg.threads:
+        return cfg.threads
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return auto_threads(usable_cpus(), local_ranks, 0 if cfg.synthetic else cfg.workers)
 
 
 def _evaluator(cfg: TrainConfig):

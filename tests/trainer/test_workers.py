@@ -11,7 +11,7 @@ from manifests.cpus import usable_cpus
 from trainer import checkpoint
 from trainer.cli import main
 from trainer.config import ConfigError, TrainConfig
-from trainer.data import auto_workers
+from trainer.data import auto_threads, auto_workers
 from trainer.metrics import read_rows
 
 
@@ -20,6 +20,26 @@ from trainer.metrics import read_rows
 )
 def test_auto_workers_leave_a_cpu_per_rank_for_training(cpus, ranks, workers):
     assert auto_workers(cpus, ranks) == workers
+
+
+@pytest.mark.parametrize(
+    ("cpus", "ranks", "workers", "threads"),
+    [(2, 1, 1, 1), (2, 1, 0, 2), (16, 1, 15, 1), (16, 2, 3, 5), (1, 1, 4, 1)],
+)
+def test_auto_threads_leave_the_workers_their_cpus(cpus, ranks, workers, threads):
+    assert auto_threads(cpus, ranks, workers) == threads
+
+
+def test_threads_0_follow_the_cpus_and_the_workers(monkeypatch):
+    from trainer.train import training_threads
+
+    monkeypatch.setattr(manifests.cpus, "usable_cpus", lambda: 8)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert training_threads(TrainConfig(workers=3)) == 5
+    assert training_threads(TrainConfig(workers=3, threads=2)) == 2  # as asked
+    assert training_threads(TrainConfig(synthetic=True, workers=3)) == 8  # no loader workers
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four ranks share the machine
+    assert training_threads(TrainConfig(workers=1)) == 1
 
 
 def test_usable_cpus_follow_affinity_and_the_container_quota(tmp_path, monkeypatch):

@@ -11,7 +11,15 @@ The loader state saved in checkpoints is a plain dict:
 
 from trainer.data.select import DataError, RowIndex, resolve
 
-__all__ = ["DataError", "RowIndex", "auto_workers", "build_loader", "resolve", "worker_count"]
+__all__ = [
+    "DataError",
+    "RowIndex",
+    "auto_threads",
+    "auto_workers",
+    "build_loader",
+    "resolve",
+    "worker_count",
+]
 
 AUTO = -1  # --workers -1: sized by auto_workers when the run starts, then stored as a number
 
@@ -21,6 +29,14 @@ def auto_workers(cpus: int, ranks_on_this_machine: int = 1) -> int:
     ranks of this machine, less one for each rank's training loop; at least 1. (More workers than
     CPUs only contend: PyTorch warns about it on every run.)"""
     return max(1, cpus // max(1, ranks_on_this_machine) - 1)
+
+
+def auto_threads(cpus: int, ranks_on_this_machine: int, workers: int) -> int:
+    """torch threads of a rank's training loop for `--threads 0`: its share of the CPUs less the
+    ones its loader workers keep busy; at least 1. torch's own default (every CPU) makes the
+    loop's threads fight the workers for cores: on 2 CPUs with one worker, clip-tiny trains
+    ~7x slower at torch's 2 threads than at 1 (bench/bench_train_vs_openclip.py)."""
+    return max(1, cpus // max(1, ranks_on_this_machine) - max(0, workers))
 
 
 def worker_count(requested: int, num_rows: int, world_size: int) -> int:
