@@ -1,12 +1,16 @@
 """Leak-detection benchmark on real artwork: copies must match, other artists' drawings must not.
 
-The eval set is the Noto (google/) emoji as an ImageFolder, one class per Unicode subcategory.
-The pool holds, for every eval image, one copy under each transformation (seeded), and the same
-emoji drawn by Twitter's artists (twitter/): hard negatives, the same concept but not a copy.
-Prints recall on copies and false positives on hard negatives per transformation, a sweep over
-the radius, the same for the 64-bit `phash` near-duplicate radius, and throughput figures.
+Default (issue 16's protocol, bench/leak_cross.py and bench/leak_levers.py): cross-style. The
+eval set is one art style's emoji (google/, then twitter/); the pool holds a copy of each eval
+image under every edit of bench/leak_edits.py, at a random and at its worst setting (seeded), and
+the other style's drawing of the same emoji as a hard negative. Each lever's thresholds are chosen
+on one direction and reported on the other, both ways round: per-edit recall, false positives on
+the hard negatives, the thresholds, and the cost per image and per verified pair.
 
-    .venv/bin/python bench/leaks.py --emoji-dir /work/shared/data/emoji [--seed 1] [--limit 500]
+`--single-style`: the earlier benchmark (eval set google only, 7 edits, a radius sweep over the
+even and odd emoji), the 64-bit `phash` near-duplicate table and hashing throughput.
+
+    .venv/bin/python bench/leaks.py --emoji-dir /work/shared/data/emoji [--seed 1] [--limit 200]
 """
 
 import argparse
@@ -21,23 +25,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from leak_edits import EDITS, composite  # bench/ is sys.path[0] when a bench runs
 
 from pipeline.dedup.evalsets import hash_eval_sets
-from pipeline.dedup.hashes import BACKGROUND, hex_to_codes, image_hashes
+from pipeline.dedup.hashes import hex_to_codes, image_hashes
 from pipeline.dedup.leaks import LEAK_RADIUS, EvalIndex, LeakConfig
+from pipeline.dedup.verify import VerifyConfig
 
 TRANSFORMS = ("resize", "jpeg", "jitter", "crop", "mirror", "pad", "gray")
 EVAL_SET = "emoji_google"
-
-
-def composite(image):
-    """RGBA emoji onto the same background the hashes use: a web copy has no alpha."""
-    from PIL import Image
-
-    rgba = image.convert("RGBA")
-    return Image.alpha_composite(Image.new("RGBA", rgba.size, (*BACKGROUND, 255)), rgba).convert(
-        "RGB"
-    )
+DEFAULT_LIMIT = 200  # emoji per style: 11,600 pool images, about 80 s of CPU; 0 runs all 1911
 
 
 def transform(name: str, image, rng):
@@ -254,11 +251,50 @@ def faiss_timing(n_pool: int, n_eval: int, sample: int) -> None:
     print(f"leak search as run ({n_pool:,} pool images, {n_eval:,} eval images): {total:.1f} s")
 
 
+def cross_style(emoji_dir: Path, limit, seed: int, vconfig: VerifyConfig, save=None) -> None:
+    """Issue 16's protocol (bench/leak_cross.py): both directions, every lever's table."""
+    from leak_cross import STYLES, load_rows, run_split
+    from leak_levers import cost, report
+
+    rows = load_rows(emoji_dir, limit)
+    print(
+        f"cross-style: {len(rows)} emoji, {len(EDITS)} edits x (random, worst), seed {seed}, "
+        f"verifier {vconfig.detector} at {vconfig.side} px"
+    )
+    splits = {}
+    for style in STYLES:
+        t0 = time.perf_counter()
+        splits[style] = run_split(emoji_dir, rows, style, seed, vconfig)
+        print(
+            f"eval {style}: {len(splits[style].edit)} pool images in {time.perf_counter() - t0:.0f} s"
+        )
+    if save:  # the per-image results, to try other rules without remaking the pool
+        import pickle
+
+        save.write_bytes(pickle.dumps(splits))
+    report(splits)
+    cost(splits)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--emoji-dir", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--limit", type=int, default=None, help="use the first N emoji")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help=f"use the first N emoji; 0: all 1911 (default: {DEFAULT_LIMIT}, all with --single-style)",
+    )
+    parser.add_argument(
+        "--single-style",
+        action="store_true",
+        help="the earlier benchmark instead: 7 edits, eval set google only, radius sweep",
+    )
+    parser.add_argument("--detector", choices=("orb", "sift"), default="orb")
+    parser.add_argument("--side", type=int, default=256, help="px the verifier scales images to")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--save", type=Path, help="pickle the cross-style results here")
     parser.add_argument("--radius", type=int, default=LEAK_RADIUS)
     parser.add_argument("--ivf", action="store_true", help="also run the approximate IVF index")
     parser.add_argument("--faiss-pool", type=int, default=1_000_000)
@@ -270,8 +306,19 @@ def main() -> None:
     if not (args.emoji_dir / "google").is_dir() or not (args.emoji_dir / "twitter").is_dir():
         sys.exit(f"{args.emoji_dir} must hold google/ and twitter/ emoji folders")
     print(f"cores: {os.cpu_count()} (machine shared with other jobs; figures are per process)")
+    limit = args.limit if args.limit is not None else (0 if args.single_style else DEFAULT_LIMIT)
+    limit = limit or None
+    if not args.single_style:
+        vconfig = VerifyConfig(args.detector, args.side)
+        cross_style(args.emoji_dir, limit, args.seed, vconfig, args.save)
+        if not args.skip_faiss:
+            from leak_cross import multi_faiss_timing
+
+            faiss_timing(args.faiss_pool, args.faiss_eval, args.faiss_sample)
+            multi_faiss_timing(args.faiss_pool, args.faiss_eval)
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        pairs = build_eval_set(args.emoji_dir, Path(tmp), args.limit)
+        pairs = build_eval_set(args.emoji_dir, Path(tmp), limit)
         t0 = time.perf_counter()
         eval_table = hash_eval_sets([Path(tmp) / EVAL_SET])
         eval_seconds = time.perf_counter() - t0
@@ -286,7 +333,8 @@ def main() -> None:
     if args.ivf:
         report_leaks(eval_table, pool, args.radius, "ivf")
     phash64_table(eval_table, pool)
-    throughput(args.emoji_dir, pairs)
+    if not args.skip_throughput:
+        throughput(args.emoji_dir, pairs)
     if not args.skip_faiss:
         faiss_timing(args.faiss_pool, args.faiss_eval, args.faiss_sample)
 

@@ -1,0 +1,137 @@
+"""Decision rules of the cross-style leak bench, their threshold choice and their tables.
+
+A lever is a family of decision rules with parameters; its parameters are chosen on one split
+(the tuning half) as the best recall on copies with false positives on the hard negatives at
+most FP_BUDGET, and the rule is then reported on the other split. Never the reverse.
+"""
+
+import itertools
+
+from leak_cross import CANDIDATE_RADIUS, FP_BUDGET, SOURCES, STYLES
+from leak_edits import EDITS
+
+from pipeline.dedup.leaks import LEAK_RADIUS
+
+
+def hash_rule(a, radius: int):
+    """The build's rule: the nearest eval variant within `radius` bits."""
+    return a["nearest"] <= radius
+
+
+def verify_rule(a, r0: int, r1: int, t: int):
+    """Hash alone within r0 bits, or a candidate within r1 bits with at least t inliers."""
+    verified = ((a["cand_dist"] <= r1) & (a["cand_inliers"] >= t)).any(axis=1)
+    return (a["nearest"] <= r0) | verified
+
+
+VERIFY_GRID = [
+    (r0, r1, t)
+    for r0, r1, t in itertools.product(
+        range(0, 50, 2),
+        range(24, CANDIDATE_RADIUS + 1, 4),
+        (6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32, 40, 50, 60, 80, 100, 130),
+    )
+    if r1 > r0
+]
+# name: (candidate source, rule, parameter grid)
+LEVERS = {
+    f"build as shipped (radius {LEAK_RADIUS}, not re-tuned)": (
+        "build",
+        hash_rule,
+        [(LEAK_RADIUS,)],
+    ),
+    "hash radius re-chosen": (
+        "build",
+        hash_rule,
+        [(r,) for r in range(0, CANDIDATE_RADIUS + 1, 2)],
+    ),
+    "hash + ORB verification": ("build", verify_rule, VERIFY_GRID),
+    "multi-crop/rotation eval variants, hash only": (
+        "multi",
+        hash_rule,
+        [(r,) for r in range(0, CANDIDATE_RADIUS + 1, 2)],
+    ),
+    "multi-crop/rotation eval variants + ORB verification": ("multi", verify_rule, VERIFY_GRID),
+    "build hash radius + ORB verification of multi-variant candidates": (
+        "build+multi",
+        verify_rule,
+        VERIFY_GRID,
+    ),
+}
+
+
+def score(a, flagged) -> tuple[float, float]:
+    copy = a["copy"]
+    return flagged[copy].mean(), flagged[~copy].mean()
+
+
+def choose(a, rule, grid):
+    """Parameters of best recall on `a`'s copies at FP <= FP_BUDGET (ties: fewer false
+    positives, then the earlier, cheaper grid point); None when none stays in budget."""
+    best, best_key = None, None
+    for params in grid:
+        recall, fp = score(a, rule(a, *params))
+        if fp > FP_BUDGET:
+            continue
+        key = (recall, -fp)
+        if best_key is None or key > best_key:
+            best, best_key = params, key
+    return best
+
+
+def report(splits: dict, levers=None) -> None:
+    """One table per lever: per-edit recall on the report half, random and worst settings, both
+    directions; the false positives and the thresholds (chosen on the other half)."""
+    for name, (source, rule, grid) in (levers or LEVERS).items():
+        arrays = {s: split.arrays(source) for s, split in splits.items()}
+        cols = []
+        for tune, shown in ((STYLES[0], STYLES[1]), (STYLES[1], STYLES[0])):
+            params = choose(arrays[tune], rule, grid)
+            cols.append((tune, shown, params, rule(arrays[shown], *params) if params else None))
+        print(f"\n== {name} ==")
+        print(f"{'':14s}" + "".join(f" | eval {s:7s} tuned on {t:7s}" for t, s, _, _ in cols))
+        print(f"{'edit':14s}" + " | {:>14s} {:>14s}".format("random", "worst") * len(cols))
+        for edit in EDITS:
+            cells = []
+            for _, shown, _, flagged in cols:
+                a = arrays[shown]
+                for worst in (False, True):
+                    sel = (a["edit"] == edit) & (a["worst"] == worst)
+                    cells.append(f"{flagged[sel].mean():14.3f}" if flagged is not None else "-")
+            print(f"{edit:14s} | " + " | ".join(" ".join(cells[i : i + 2]) for i in (0, 2)))
+        for tune, shown, params, flagged in cols:
+            if flagged is None:
+                print(f"eval {shown}: no parameters within FP {100 * FP_BUDGET:.1f}% on {tune}")
+                continue
+            a = arrays[shown]
+            recall, fp = score(a, flagged)
+            t_recall, t_fp = score(arrays[tune], rule(arrays[tune], *params))
+            n_fp, n_neg = int(flagged[~a["copy"]].sum()), int((~a["copy"]).sum())
+            print(
+                f"eval {shown}: recall {recall:.4f} on {int(a['copy'].sum())} copies, "
+                f"FP {100 * fp:.2f}% ({n_fp}/{n_neg}) | params {params} chosen on {tune}: "
+                f"recall {t_recall:.4f}, FP {100 * t_fp:.2f}% there"
+            )
+            if rule is verify_rule:
+                pairs = (a["cand_dist"] <= params[1]).sum(axis=1)
+                print(f"  verified pairs per pool image at r1={params[1]}: {pairs.mean():.2f}")
+
+
+def cost(splits: dict) -> None:
+    print("\n== cost (process CPU seconds, one core) ==")
+    for style, split in splits.items():
+        parts = []
+        for stage, seconds in split.seconds.items():
+            n = split.counts[stage]
+            parts.append(f"{stage}: {1000 * seconds / max(n, 1):.2f} ms x {n}")
+        print(f"eval {style}: " + "; ".join(parts))
+        for source in SOURCES:
+            a = split.arrays(source)
+            live = (a["cand_dist"] <= CANDIDATE_RADIUS).sum(axis=1)
+            print(
+                f"  {source} candidates per pool image within {CANDIDATE_RADIUS} bits (at most "
+                f"3): {live.mean():.2f} all, {live[~a['copy']].mean():.2f} on hard negatives"
+            )
+            found = a["cand_source"].any(axis=1)
+            per_edit = ", ".join(f"{e} {found[a['edit'] == e].mean():.2f}" for e in EDITS)
+            print(f"  {source}: copies whose original is a candidate (ceiling): {per_edit}")
