@@ -38,13 +38,21 @@ def _by_css(browser, selector):
 
 
 def _submit(browser, element=None) -> None:
-    """Click the filter form's button (or `element`) and wait for the next page to load."""
-    from selenium.webdriver.support import expected_conditions
+    """Click the filter form's button (or `element`) and wait for the next page to load.
+
+    The old page is marked with a window property that a new document does not have. Waiting
+    for an element to go stale instead races the navigation: chromedriver can answer "node does
+    not belong to the document" rather than "stale", which Selenium does not treat as stale."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     element = element or _by_css(browser, "form.filters button")[0]
+    browser.execute_script("window.__beforeSubmit = true")
     element.click()
-    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(element))
+    loaded = "return window.__beforeSubmit !== true && document.readyState === 'complete'"
+    # A script sent while the page unloads can fail; the next poll asks the new document.
+    wait = WebDriverWait(browser, 20, ignored_exceptions=(WebDriverException,))
+    wait.until(lambda b: b.execute_script(loaded))
 
 
 def _cards(browser) -> list[str]:
