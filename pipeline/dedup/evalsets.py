@@ -24,6 +24,9 @@ from pipeline.dedup.hashes import bits_to_hex, phash_bits, to_gray, trim_borders
 log = logging.getLogger(__name__)
 
 CROP_FRACTION = 0.06  # of each side, for the crop variants (copies are cropped up to 10%)
+# Bumped when the hashing itself changes (2: trim_borders trims a screenshot's title bar), so
+# eval hashes cached by an older build are made again.
+HASH_VERSION = 2
 MIN_VARIANT_STD = 8.0  # gray levels: a crop that leaves a flat blob is replaced by the whole image
 
 # Columns of the eval table: one row per eval image.
@@ -187,6 +190,7 @@ def _fingerprint(sets: list[EvalSet]) -> str:
         stat = path.stat()
         items.append([eval_id, str(path.resolve()), stat.st_size, stat.st_mtime_ns])
     settings = [hashes.WORK_SIDE, hashes.TRIM_REL_TOL, hashes.TRIM_ROW_FRACTION, CROP_FRACTION]
+    settings.append(HASH_VERSION)
     text = json.dumps([items, settings])
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 

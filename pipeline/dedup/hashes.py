@@ -12,7 +12,8 @@ then differ little), a box reduction to at most `WORK_SIDE` pixels (speed; the h
   discriminative: on the emoji benchmark it separates copies from the same emoji drawn by another
   artist where 64 bits cannot (bench/leaks.py).
 - `phash256_trim`: the same after trimming uniform borders (padding, letterboxing, the empty
-  margin around a drawing), so that padded copies hash like their original.
+  margin around a drawing, a screenshot's title bar and page), so that padded copies hash like
+  their original.
 
 Tried on the emoji benchmark and left out: dhash (64 and 256 bits: lower recall than phash at
 the same false-positive rate), imagehash's colour hash (cannot match grayscale or colour-jittered
@@ -40,6 +41,8 @@ TRIM_ROW_FRACTION = 0.04  # a row/column with <= 4% non-background pixels is bor
 TRIM_FRAME_UNIFORM = 0.9  # the outer ring counts as a frame when 90% of it is background colour
 TRIM_MIN_KEEP = 0.25  # never trim to less than a quarter of either side
 TRIM_ROUNDS = 2  # padding around an image that has its own margin: two frames
+TRIM_BAR_MAX = 0.15  # a bar on one side (a title bar) is at most 15% of the side: a flag's stripe
+# is a third or a half
 MIN_CONTENT_STD = 8.0  # gray levels: a trim that leaves a flat blob is undone (no shape left)
 
 
@@ -91,34 +94,91 @@ def _uniform(line: np.ndarray, color: float, tol: float) -> bool:
 _PARTNERS = ((1, 2, 3), (0, 2, 3), (3, 0, 1), (2, 0, 1))
 
 
-def _side_widths(sub: np.ndarray, tol: float) -> tuple[int, int, int, int]:
-    """Borders when the ring is not one colour: a side is trimmed when it is uniform and
-    another uniform side, opposite or adjacent, has its colour. A lone uniform side (the top
-    stripe of a flag) is not trimmed."""
+def _ring_sides(sub: np.ndarray, tol: float) -> tuple[list[float], list[bool], list[bool]]:
+    """Per side of `sub` (_border_widths order): the colour of its outer line, whether that
+    line is uniform, and whether the side is paired (uniform, and another uniform side,
+    opposite or adjacent, has its colour)."""
     lines = (sub[0], sub[-1], sub[:, 0], sub[:, -1])
     colors = [float(np.median(line)) for line in lines]
     uniform = [_uniform(line, c, tol) for line, c in zip(lines, colors, strict=True)]
-    widths = [0, 0, 0, 0]
-    for side, partners in enumerate(_PARTNERS):
-        if uniform[side] and any(
-            uniform[p] and abs(colors[p] - colors[side]) <= tol for p in partners
-        ):
-            widths[side] = _border_widths(sub, colors[side], tol)[side]
-    return tuple(widths)
+    paired = [
+        uniform[side] and any(uniform[p] and abs(colors[p] - colors[side]) <= tol for p in partners)
+        for side, partners in enumerate(_PARTNERS)
+    ]
+    return colors, uniform, paired
+
+
+def _side_widths(sub: np.ndarray, tol: float, sides) -> list[int]:
+    """Borders when the ring is not one colour: the paired sides (`sides` from _ring_sides) are
+    trimmed. A lone uniform side (the top stripe of a flag) is not trimmed."""
+    colors, _, paired = sides
+    return [_border_widths(sub, colors[s], tol)[s] if paired[s] else 0 for s in range(4)]
+
+
+def _without(sub: np.ndarray, side: int, k: int) -> np.ndarray:
+    """`sub` less its k outermost lines on `side` (_border_widths order)."""
+    h, w = sub.shape
+    return (sub[k:], sub[: h - k], sub[:, k:], sub[:, : w - k])[side]
+
+
+def _bar_widths(sub: np.ndarray, tol: float, sides, frame_only: bool = False) -> list[int] | None:
+    """Borders of a screenshot-like canvas: a bar on one side (a title bar) in front of the
+    page around the shot. The bar is a lone side (uniform, unpaired), so _side_widths keeps it,
+    and its lines run across the other sides, so the ring is no frame and their columns hold
+    no background. A bar is a stack of uniform lines (the bar, its edge blurred by a resize)
+    that ends within TRIM_BAR_MAX of the side, on the colour of another uniform side (the
+    page) or on the content. It goes when what is left is a frame, or has three paired sides (a
+    page on three sides: the shot touches the bar or one edge); then those are trimmed too.
+    Two paired sides are not enough: a crop of a bevelled button has them. `frame_only`: only
+    the first. None when no side has a bar: a flag's stripe is too thick, and its other sides
+    are no page."""
+    colors, uniform, paired = sides
+    views = (sub, sub[::-1], sub.T, sub[:, ::-1].T)  # each side's lines as rows, outermost first
+    for side, view in enumerate(views):
+        pages = [colors[o] for o in range(4) if o != side and uniform[o]]
+        if not uniform[side] or paired[side] or not pages:
+            continue
+        for k in range(int(TRIM_BAR_MAX * view.shape[0])):
+            line = view[k]
+            color = float(np.median(line))
+            if not _uniform(line, color, tol) or any(abs(color - c) <= tol for c in pages):
+                break  # the bar ends: on content, or on the page
+        else:
+            continue  # no end in sight: a stripe, not a bar
+        rest = _without(sub, side, k)
+        if k == 0 or min(rest.shape) < 3:
+            continue
+        ring = np.concatenate((rest[0], rest[-1], rest[:, 0], rest[:, -1]))
+        color = float(np.median(ring))
+        if _uniform(ring, color, tol):
+            widths = list(_border_widths(rest, color, tol))
+        elif frame_only:
+            continue
+        else:
+            rest_sides = _ring_sides(rest, tol)
+            if sum(rest_sides[2]) < 3:
+                continue
+            widths = _side_widths(rest, tol, rest_sides)
+        widths[side] += k
+        return widths
+    return None
 
 
 def trim_borders(gray):
     """Crop uniform borders off a grayscale image: padding, letterbox bars, a drawing's margin.
 
     A border is trimmed when the whole outer ring is one colour (a frame: padding, a margin),
-    or, in the first round, sides that share a colour with an opposite or adjacent side
-    (letterbox bars, the margin left by a crop; see _side_widths). A second
-    round trims a frame inside the first (padding around a drawing with its own margin). The
+    or, in the first round, a bar on one side in front of such a frame (a screenshot: title
+    bar and page; see _bar_widths), else sides that share a colour with an opposite or adjacent
+    side (letterbox bars, the margin left by a crop; see _side_widths). A second
+    round trims a frame inside the first (padding around a drawing with its own margin; after
+    a bar, also the blurred line between the bar and a shot that touched it). The
     image itself comes back when nothing is trimmed or when what is left would be a flat blob
     (a square drawn on white: its shape is in the margin)."""
     arr = np.asarray(gray, dtype=np.float32)
     height, width = arr.shape
     y0, y1, x0, x1 = 0, height, 0, width
+    after_bar = False
     for round_no in range(TRIM_ROUNDS):
         sub = arr[y0:y1, x0:x1]
         if min(sub.shape) < 3:
@@ -130,7 +190,14 @@ def trim_borders(gray):
         if _uniform(ring, color, tol):
             widths = _border_widths(sub, color, tol)
         elif round_no == 0:
-            widths = _side_widths(sub, tol)
+            sides = _ring_sides(sub, tol)
+            widths = _bar_widths(sub, tol, sides)
+            after_bar = widths is not None
+            widths = widths or _side_widths(sub, tol, sides)
+        elif after_bar:  # the line a resize blurred between the bar and a shot that touched it
+            widths = _bar_widths(sub, tol, _ring_sides(sub, tol), frame_only=True)
+            if widths is None:
+                break
         else:
             break
         top, bottom, left, right = widths

@@ -65,6 +65,54 @@ def test_trim_keeps_stripes_and_flat_blobs():
     assert trim_borders(square).size == square.size  # a flat blob would hash like noise
 
 
+def screenshot(sticker, page, where: str, scale: float = 0.5):
+    """`sticker` composited onto white, pasted on a page-coloured canvas 2.2 times its size
+    under a dark title bar (a twelfth of the height), the shot then resized by `scale`."""
+    art = Image.alpha_composite(Image.new("RGBA", sticker.size, "white"), sticker).convert("RGB")
+    w, h = art.size
+    cw, ch = round(2.2 * w), round(2.2 * h)
+    canvas = Image.new("RGB", (cw, ch), page)
+    bar = ch // 12
+    canvas.paste((60, 60, 70), (0, 0, cw, bar))
+    x, y = {"middle": (cw // 3, ch // 3), "under_bar": (cw // 4, bar), "left": (0, ch // 2)}[where]
+    canvas.paste(art, (x, y))
+    return canvas.resize((round(cw * scale), round(ch * scale)), Image.BILINEAR)
+
+
+@pytest.mark.parametrize("where", ["middle", "under_bar", "left"])
+@pytest.mark.parametrize("page", [(236, 238, 240), (200, 205, 215)])
+def test_trim_removes_screenshot_title_bar_and_page(page, where):
+    # The title bar has no partner side, but it stands in front of the page: bar, page and
+    # the drawing's own margin all go, and the trimmed hash is the drawing's.
+    sticker = drawing(3)
+    original = trim_borders(to_gray(sticker))
+    shot = to_gray(screenshot(sticker, page, where))
+    trimmed = trim_borders(shot)
+    assert trimmed is not shot
+    scale = shot.size[0] / round(2.2 * sticker.size[0])  # resized, then reduced by to_gray
+    size = np.array(original.size) * scale
+    assert np.abs(np.array(trimmed.size) - size).max() <= 3, (trimmed.size, size)
+    distance = int((phash_bits(trimmed, 16) != phash_bits(original, 16)).sum())
+    assert distance <= 24, distance
+    # A bar down one side (a sidebar) is a bar too.
+    assert trim_borders(shot.transpose(Image.Transpose.TRANSPOSE)).size == trimmed.size[::-1]
+
+
+def test_trim_keeps_flags_with_a_top_stripe():
+    # A thin top stripe over other stripes: the sides are no page, so nothing goes but the
+    # white margin around the flag.
+    flag = Image.new("L", (90, 60), 255)
+    flag.paste(40, (0, 0, 90, 6))
+    flag.paste(150, (0, 30, 90, 60))
+    assert trim_borders(flag).size == (90, 60)
+    assert trim_borders(ImageOps.expand(flag, border=6, fill=255)).size == (90, 60)
+    # A thick top stripe over a white field with an emblem: a stripe, not a title bar.
+    emblem = Image.new("L", (90, 60), 255)
+    emblem.paste(40, (0, 0, 90, 20))
+    emblem.paste(120, (35, 30, 55, 50))
+    assert trim_borders(emblem).size == (90, 60)
+
+
 def test_trim_hash_is_the_hash_of_the_trimmed_image():
     gray = to_gray(scene(5))
     for image in (gray, ImageOps.expand(gray, border=20, fill=40)):  # untrimmed, then trimmed
