@@ -20,27 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from leak_edits import EDITS, composite
 
 from pipeline.dedup.evalsets import hash_eval_sets
-from pipeline.dedup.hashes import (
-    bits_to_hex,
-    hex_to_codes,
-    image_hashes,
-    phash_bits,
-    to_gray,
-    trim_borders,
-)
-from pipeline.dedup.leaks import EvalIndex, LeakConfig
+from pipeline.dedup.hashes import image_hashes, to_gray
+from pipeline.dedup.leaks import KINDS, EvalIndex, LeakConfig
+from pipeline.dedup.leakverify import candidate_variants
 from pipeline.dedup.verify import VerifyConfig, eval_features, features, match
+from pipeline.testing.edits import EDITS, composite
 
 STYLES = ("google", "twitter")
 CANDIDATE_RADIUS = 112  # bits of 256: the widest hash radius whose pairs are verified
 N_CANDIDATES = 3  # eval images verified per pool image, nearest first
-KNN = 160  # nearest eval variants fetched per hash kind (an emoji has 4 + 40 variants)
-MULTI_KNN = 600  # the same for the multi variants (up to 176 per emoji)
-MULTI_CROPS = (0.10, 0.18)  # of each side; the build's variants crop 6%
-MULTI_ANGLES = (-10.0, -5.0, 5.0, 10.0)  # degrees
 SOURCES = ("build", "multi")
 FP_BUDGET = 0.003  # false positives on the hard negatives, the issue's bound
 NEGATIVE = "hard_negative"
@@ -50,8 +40,8 @@ NEGATIVE = "hard_negative"
 class Split:
     """Per pool image of one direction: what it is and what each stage says about it. Two
     candidate sources, each with its nearest distance and N_CANDIDATES candidate pairs:
-    'build' (the eval variants the build hashes today) and 'multi' (those plus MULTI_CROPS
-    crops and MULTI_ANGLES rotations of every eval image, bench/leak_cross.py's lever)."""
+    'build' (the eval variants the build hashes today) and 'multi' (those plus the candidate
+    variants `--leak-verify` adds: deeper crops and turns, pipeline.dedup.leakverify)."""
 
     style: str  # the eval set's style
     edit: list = field(default_factory=list)  # edit name or NEGATIVE
@@ -59,6 +49,7 @@ class Split:
     nearest: dict = field(default_factory=lambda: {s: [] for s in SOURCES})  # bits
     cand_dist: dict = field(default_factory=lambda: {s: [] for s in SOURCES})  # 257 = none
     cand_inliers: dict = field(default_factory=lambda: {s: [] for s in SOURCES})  # -1 = none
+    cand_copy: dict = field(default_factory=lambda: {s: [] for s in SOURCES})  # the verdict
     cand_source: dict = field(default_factory=lambda: {s: [] for s in SOURCES})  # the original?
     seconds: dict = field(default_factory=dict)  # process seconds per stage
     counts: dict = field(default_factory=dict)  # images/pairs per stage
@@ -79,6 +70,7 @@ class Split:
             "nearest": np.array(self.nearest[hash_source]),
             "cand_dist": grid(self.cand_dist),
             "cand_inliers": grid(self.cand_inliers),
+            "cand_copy": grid(self.cand_copy).astype(bool),
             "cand_source": grid(self.cand_source),
         }
 
@@ -107,82 +99,34 @@ def eval_table_for(emoji_dir: Path, rows, style: str):
     return table, np.array([by_file[r["image"]] for r in rows])
 
 
-def multi_variants(image) -> list[str]:
-    """phash256, whole and trimmed, of MULTI_CROPS crops (corners, edge centres, centre) and
-    MULTI_ANGLES rotations of an eval image and of its mirror: deeper crops and turns than the
-    build's variants reach. Eval side only: the pool pays nothing."""
-    from PIL import Image, ImageOps
-
-    gray = to_gray(composite(image))
-    w, h = gray.size
-    out = []
-    for g in (gray, ImageOps.mirror(gray)):
-        variants = [g.rotate(a, Image.BICUBIC, expand=True, fillcolor=255) for a in MULTI_ANGLES]
-        for f in MULTI_CROPS:
-            cw, ch = round(w * (1 - f)), round(h * (1 - f))
-            variants += [
-                g.crop((x, y, x + cw, y + ch))
-                for x in (0, (w - cw) // 2, w - cw)
-                for y in (0, (h - ch) // 2, h - ch)
-            ]
-        for v in variants:
-            out.append(bits_to_hex(phash_bits(v, 16)))
-            trimmed = trim_borders(v)
-            if trimmed is not v:
-                out.append(bits_to_hex(phash_bits(trimmed, 16)))
-    return out
-
-
 class Candidates:
-    """Nearest eval images of pool hashes: the build's EvalIndex variants, and those plus the
-    multi_variants of every eval image."""
+    """The build's candidate search (pipeline.dedup.leaks.EvalIndex.candidates) over the eval
+    variants the build hashes ('build') and over those plus leakverify's candidate variants
+    ('multi', what `--leak-verify` searches)."""
 
-    def __init__(self, eval_table, multi: dict[int, list[str]]):
-        import faiss
+    def __init__(self, eval_table, variants):
+        from pipeline.dedup.hashes import hex_to_codes
+        from pipeline.dedup.leaks import _build_index
 
         self.index = EvalIndex(eval_table, LeakConfig(index="flat"))
-        hexes = [h for row in sorted(multi) for h in multi[row]]
-        self.multi_owners = np.array([row for row in sorted(multi) for _ in multi[row]])
-        self.multi = faiss.IndexBinaryFlat(256)
-        self.multi.add(hex_to_codes(hexes, 256)[0])
-
-    def _knn(self, index, owners, codes, k):
-        d, ids = index.search(codes, min(k, index.ntotal))
-        return np.where(ids >= 0, owners[np.maximum(ids, 0)], -1), np.where(ids >= 0, d, 257)
+        hexes, owners = variants
+        codes, valid = hex_to_codes(hexes, 256)
+        self.variants = (_build_index(codes[valid], True, 1), owners[valid])  # flat, as a task
 
     def search(self, hashes: list[dict]) -> dict:
         """{source: (nearest distance, n×N_CANDIDATES eval rows, their distances)}."""
-        found = []  # (rows, dists) blocks, build first
-        for kind, _, owners in self.index.kinds:
-            index = self.index.indexes[[k for k, _, _ in self.index.kinds].index(kind)]
-            codes, _ = hex_to_codes([h[kind] for h in hashes], 256)
-            found.append(self._knn(index, owners, codes, KNN))
-        n_build = len(found)
-        for kind, _, _ in self.index.kinds:
-            codes, _ = hex_to_codes([h[kind] for h in hashes], 256)
-            found.append(self._knn(self.multi, self.multi_owners, codes, MULTI_KNN))
+        pool = {kind: [h[kind] for h in hashes] for kind, _ in KINDS}
+        nearest = self.index.nearest(pool)[1]
         out = {}
-        for source, blocks in (("build", found[:n_build]), ("multi", found)):
-            rows = np.concatenate([b[0] for b in blocks], axis=1)
-            dists = np.concatenate([b[1] for b in blocks], axis=1)
-            out[source] = (dists.min(axis=1), *_top_owners(rows, dists))
+        for source, extra in (("build", None), ("multi", self.variants)):
+            found = self.index.candidates(pool, CANDIDATE_RADIUS, N_CANDIDATES, extra=extra)
+            rows = np.full((len(hashes), N_CANDIDATES), -1, dtype=np.int64)
+            dists = np.full((len(hashes), N_CANDIDATES), 257, dtype=np.int64)
+            for i, near in enumerate(found):
+                for j, (row, d) in enumerate(near):
+                    rows[i, j], dists[i, j] = row, d
+            out[source] = (np.minimum(nearest, dists[:, 0]), rows, dists)
         return out
-
-
-def _top_owners(rows, dists):
-    """The N_CANDIDATES nearest distinct eval rows within CANDIDATE_RADIUS, per pool image."""
-    n = rows.shape[0]
-    out_rows = np.full((n, N_CANDIDATES), -1, dtype=np.int64)
-    out_dist = np.full((n, N_CANDIDATES), 257, dtype=np.int64)
-    for i in range(n):
-        seen: list[int] = []
-        for j in np.argsort(dists[i], kind="stable"):
-            if dists[i, j] > CANDIDATE_RADIUS or len(seen) == N_CANDIDATES:
-                break
-            if rows[i, j] >= 0 and rows[i, j] not in seen:
-                out_rows[i, len(seen)], out_dist[i, len(seen)] = rows[i, j], dists[i, j]
-                seen.append(int(rows[i, j]))
-    return out_rows, out_dist
 
 
 def run_split(emoji_dir: Path, rows, style: str, seed: int, vconfig: VerifyConfig) -> Split:
@@ -194,12 +138,14 @@ def run_split(emoji_dir: Path, rows, style: str, seed: int, vconfig: VerifyConfi
     table, eval_row = eval_table_for(emoji_dir, rows, style)
     split.tick("eval hashes", t0, len(rows))
     t0 = time.process_time()
-    multi = {}
+    hexes, owners = [], []
     for r, row in zip(rows, eval_row, strict=True):
         with Image.open(emoji_dir / style / r["image"]) as im:
-            multi[int(row)] = multi_variants(im)
+            variants = candidate_variants(im)
+        hexes += variants
+        owners += [int(row)] * len(variants)
     split.tick("eval multi-variant hashes", t0, len(rows))
-    search = Candidates(table, multi)
+    search = Candidates(table, (hexes, np.array(owners, dtype=np.int64)))
     t0 = time.process_time()
     originals, targets = [], {}
     for r, row in zip(rows, eval_row, strict=True):
@@ -247,11 +193,13 @@ def _verify_block(split: Split, search, targets, images, sources, name, worst, v
                     feats = features(gray, vconfig)
                     split.tick("pool features", t0, 1)
                 t0 = time.process_time()
-                inliers[int(row)] = match(feats, targets[int(row)], vconfig).inliers
+                inliers[int(row)] = match(feats, targets[int(row)], vconfig)
                 split.tick("pair verification", t0, 1)
             split.nearest[source].append(int(nearest[i]))
             split.cand_dist[source].extend(int(d) for d in cand_dist[i])
-            split.cand_inliers[source].extend(inliers.get(int(r), -1) for r in cand_rows[i])
+            verdicts = [inliers.get(int(r)) for r in cand_rows[i]]
+            split.cand_inliers[source].extend(v.inliers if v else -1 for v in verdicts)
+            split.cand_copy[source].extend(bool(v and v.copy) for v in verdicts)
             split.cand_source[source].extend(bool(r == sources[i]) for r in cand_rows[i])
 
 

@@ -8,9 +8,9 @@ most FP_BUDGET, and the rule is then reported on the other split. Never the reve
 import itertools
 
 from leak_cross import CANDIDATE_RADIUS, FP_BUDGET, SOURCES, STYLES
-from leak_edits import EDITS
 
-from pipeline.dedup.leaks import LEAK_RADIUS
+from pipeline.dedup.leaks import LEAK_RADIUS, VERIFY_RADIUS
+from pipeline.testing.edits import EDITS
 
 
 def hash_rule(a, radius: int):
@@ -22,6 +22,12 @@ def verify_rule(a, r0: int, r1: int, t: int):
     """Hash alone within r0 bits, or a candidate within r1 bits with at least t inliers."""
     verified = ((a["cand_dist"] <= r1) & (a["cand_inliers"] >= t)).any(axis=1)
     return (a["nearest"] <= r0) | verified
+
+
+def shipped_rule(a, r0: int, r1: int):
+    """The build with --leak-verify: hash alone within r0, or a candidate within r1 bits that
+    verify.match calls a copy (inliers, or fewer inliers and the aligned edge check)."""
+    return (a["nearest"] <= r0) | ((a["cand_dist"] <= r1) & a["cand_copy"]).any(axis=1)
 
 
 VERIFY_GRID = [
@@ -39,6 +45,12 @@ LEVERS = {
         "build",
         hash_rule,
         [(LEAK_RADIUS,)],
+    ),
+    f"build --leak-verify orb as shipped ({LEAK_RADIUS}, {VERIFY_RADIUS}; verify.py's "
+    "defaults, not re-tuned)": (
+        "build+multi",
+        shipped_rule,
+        [(LEAK_RADIUS, VERIFY_RADIUS)],
     ),
     "hash radius re-chosen": (
         "build",

@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from leak_edits import EDITS, composite  # bench/ is sys.path[0] when a bench runs
 
 from pipeline.dedup.evalsets import hash_eval_sets
 from pipeline.dedup.hashes import hex_to_codes, image_hashes
 from pipeline.dedup.leaks import LEAK_RADIUS, EvalIndex, LeakConfig
 from pipeline.dedup.verify import VerifyConfig
+from pipeline.testing.edits import EDITS, composite
 
 TRANSFORMS = ("resize", "jpeg", "jitter", "crop", "mirror", "pad", "gray")
 EVAL_SET = "emoji_google"

@@ -36,6 +36,7 @@ OPTIONS = dict(
     image_size=32,
     shard_size=15,
     near_dup_radius=4,
+    near_dup_verify="orb",  # the verification phases (feats, verify) on the nodes, on S3 too
     clip_top_fraction=0.9,
     semdedup_eps=0.005,  # clip-nano's random weights embed all images close together
     device="cpu",
@@ -159,6 +160,10 @@ def test_a_ray_build_on_two_nodes_is_polite_and_makes_the_same_manifests(
     assert clip["scored"] == 60 and clip["semantic_duplicates"] > 0 and dedup["buckets"] == 2
     phases = DatasetLayout(config.out).stage_dir("dedup") / "phases"
     assert (phases / "pairs-1.done").exists() and (phases / "near-1.done").exists()
+    assert len(list(phases.glob("feats-*.done"))) == len(
+        json.loads((DatasetLayout(config.out).work / "parts.json").read_text())
+    )
+    assert (phases / "verify-1.done").exists()
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +179,11 @@ def test_a_crawl_on_two_nodes_is_polite_and_crawls_what_a_local_crawl_does(
     queries = tmp_path / "queries.txt"
     queries.write_text("picture\n")
     options = {**OPTIONS, "seeds": crawl_web.seeds(), "query_list": str(queries), "max_depth": 1}
-    options = {k: v for k, v in options.items() if k not in ("near_dup_radius", "semdedup_eps")}
+    options = {
+        k: v
+        for k, v in options.items()
+        if k not in ("near_dup_radius", "near_dup_verify", "semdedup_eps")
+    }
     options.pop("clip_top_fraction")
     local = BuildConfig.of(out=str(tmp_path / "local"), executor="local", **options)
     run_build(local, resolver=crawl_web.resolver())

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.dedup.hashes import hex_to_codes
+from pipeline.dedup.verify import VerifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +35,29 @@ log = logging.getLogger(__name__)
 LEAK_RADIUS = 38
 # Pairs compared above which `auto` leaves the flat index for IVF (about a minute per core).
 FLAT_MAX_COMPARISONS = 2e10
+# Verification (leakverify.py). On bench/leaks.py, cross-style over issue 16's edits, candidates
+# from the build's and leakverify's variants, ORB: (radius 36, 96 bits, 80 inliers) tuned on
+# google, (38, 96, 80) tuned on twitter.
+VERIFY_RADIUS = 96  # bits of 256: the farthest candidate verified
+VERIFY_CANDIDATES = 3  # eval images verified per pool image, nearest first
 QUERY_BATCH = 16_384
+CANDIDATE_KNN = 16  # neighbours fetched per candidate wanted (an eval image has 2 to 40 variants)
 KINDS = (("phash256", "phash256_variants"), ("phash256_trim", "phash256_trim_variants"))
 INDEXES = ("auto", "flat", "ivf")
 
 
 @dataclass
 class LeakConfig:
-    radius: int = LEAK_RADIUS  # bits of 256
+    radius: int = LEAK_RADIUS  # bits of 256: nearer is a copy on the hashes' word alone
     index: str = "auto"  # 'flat' (exact), 'ivf' (approximate, for large pools) or 'auto'
     nprobe: int = 32  # IVF lists visited per query
     flat_max_comparisons: float = FLAT_MAX_COMPARISONS
+    # The verification stage (leakverify.py), None: off. Candidates beyond `radius` and within
+    # `verify_radius` bits, at most `verify_candidates` eval images per pool image, are copies
+    # when their pair has at least verify.min_inliers inliers.
+    verify: VerifyConfig | None = None
+    verify_radius: int = VERIFY_RADIUS
+    verify_candidates: int = VERIFY_CANDIDATES
 
     def __post_init__(self):
         if not isinstance(self.radius, int) or not 0 <= self.radius <= 128:
@@ -53,6 +66,11 @@ class LeakConfig:
             raise ValueError(f"leak index must be one of {INDEXES}, not {self.index!r}")
         if not isinstance(self.nprobe, int) or self.nprobe < 1:
             raise ValueError(f"nprobe must be a positive integer, not {self.nprobe!r}")
+        r = self.verify_radius
+        if not isinstance(r, int) or not self.radius <= r <= 128:
+            raise ValueError(f"verify radius must be an integer {self.radius}..128 bits, not {r!r}")
+        if not isinstance(self.verify_candidates, int) or self.verify_candidates < 1:
+            raise ValueError("verify_candidates must be a positive integer")
 
 
 @dataclass(frozen=True)
@@ -60,7 +78,18 @@ class Leak:
     uid: str  # the pool image
     eval_id: str  # "<eval set>/<class>/<file>"
     distance: int  # bits of 256, of the nearest eval variant
-    kind: str  # 'phash256' or 'phash256_trim': which hash matched
+    kind: str  # 'phash256' or 'phash256_trim': which hash matched; the detector when verified
+    inliers: int | None = None  # of the verified pair; None: the hashes decided alone
+
+
+def leak_reason(leak: Leak) -> str:
+    """The row's `error` text for a leak."""
+    if leak.inliers is None:
+        return f"copy of eval image {leak.eval_id} ({leak.distance}/256 bits apart)"
+    return (
+        f"copy of eval image {leak.eval_id} ({leak.distance}/256 bits apart; {leak.inliers} "
+        f"{leak.kind.upper()} keypoints match under one rotation, scale and shift)"
+    )
 
 
 def _gpu_count() -> int:
@@ -112,6 +141,7 @@ class EvalIndex:
 
     def __init__(self, eval_table, config: LeakConfig | None = None, n_queries: int = 0):
         self.config = config or LeakConfig()
+        self.table = eval_table
         ok = [e is None for e in eval_table.column("error").to_pylist()]
         self.eval_ids = eval_table.column("eval_id").to_pylist()
         self.kinds = []
@@ -164,10 +194,51 @@ class EvalIndex:
                 best_kind[batch[better]] = k
         return best_row, best_dist, best_kind
 
+    def candidates(self, pool: dict[str, list], radius: int, n: int, extra=None) -> list:
+        """Per pool image, up to `n` distinct eval images whose nearest variant lies within
+        `radius` bits, nearest first: a list of (eval row, distance) pairs. `extra`: (FAISS
+        index, owner row of each entry) of more variants (leakverify's candidate variants),
+        searched with both hash kinds. The variants of one eval image crowd together, so CANDIDATE_KNN * n
+        neighbours are fetched per search."""
+        searches = [
+            (pool[kind], index, owners)
+            for (kind, _, owners), index in zip(self.kinds, self.indexes, strict=True)
+            if index is not None
+        ]
+        if extra is not None and extra[0].ntotal:
+            searches += [(pool[kind], extra[0], extra[1]) for kind, _ in KINDS]
+        found: list[dict[int, int]] = [{} for _ in pool[KINDS[0][0]]]
+        for hexes, index, owners in searches:
+            codes, valid = hex_to_codes(hexes, 256)
+            rows, k = np.flatnonzero(valid), min(CANDIDATE_KNN * n, index.ntotal)
+            for start in range(0, rows.size, QUERY_BATCH):
+                batch = rows[start : start + QUERY_BATCH]
+                dist, ids = index.search(codes[batch], k)
+                for i, d_row, id_row in zip(batch.tolist(), dist, ids, strict=True):
+                    near = found[i]
+                    for d, j in zip(d_row.tolist(), id_row.tolist(), strict=True):
+                        if j < 0 or d > radius:
+                            break  # FAISS returns neighbours nearest first
+                        owner = int(owners[j])
+                        if d < near.get(owner, 257):
+                            near[owner] = d
+        # Ties on distance go to the earlier eval row, so every executor proposes alike.
+        return [sorted(near.items(), key=lambda item: (item[1], item[0]))[:n] for near in found]
 
-def find_leaks(eval_table, uids, phash256, phash256_trim, config: LeakConfig | None = None):
+
+def find_leaks(
+    eval_table,
+    uids,
+    phash256,
+    phash256_trim,
+    config: LeakConfig | None = None,
+    images=None,
+    eval_features=None,
+):
     """Leak per pool image that copies an eval image (list of Leak, in pool order).
-    `uids`, `phash256`, `phash256_trim`: the pool's columns (hex strings, None where missing)."""
+    `uids`, `phash256`, `phash256_trim`: the pool's columns (hex strings, None where missing).
+    With `config.verify`: `images(indexes)` gives {pool index: encoded bytes} of the pool images
+    asked for, `eval_features` a leakverify.EvalFeatures (None: computed from the eval images)."""
     config = config or LeakConfig()
     uids = list(uids)
     pool = {"phash256": list(phash256), "phash256_trim": list(phash256_trim)}
@@ -177,11 +248,58 @@ def find_leaks(eval_table, uids, phash256, phash256_trim, config: LeakConfig | N
         return []
     index = EvalIndex(eval_table, config, n_queries=len(uids))
     rows, dists, kinds = index.nearest(pool)
-    hits = np.flatnonzero((rows >= 0) & (dists <= config.radius))
-    return [
-        Leak(uids[i], index.eval_ids[rows[i]], int(dists[i]), KINDS[kinds[i]][0])
-        for i in hits.tolist()
-    ]
+    hashed = (rows >= 0) & (dists <= config.radius)
+    leaks = {
+        i: Leak(uids[i], index.eval_ids[rows[i]], int(dists[i]), KINDS[kinds[i]][0])
+        for i in np.flatnonzero(hashed).tolist()
+    }
+    if config.verify is not None:
+        if images is None:
+            raise ValueError("leak verification needs the pool images")
+        leaks.update(
+            _verified(
+                index,
+                pool,
+                ~hashed & (rows >= 0),
+                config,
+                images,
+                eval_features,
+                uids,
+            )
+        )
+    return [leaks[i] for i in sorted(leaks)]
+
+
+def _verified(index, pool, wanted, config, images, eval_features, uids) -> dict[int, Leak]:
+    """Leaks the verification stage finds among the pool images in `wanted` (bool mask)."""
+    from pipeline.dedup.leakverify import EvalFeatures, verify_pairs
+
+    todo = np.flatnonzero(wanted)
+    sub = {kind: [hexes[i] for i in todo] for kind, hexes in pool.items()}
+    store = eval_features or EvalFeatures(index.table, config.verify)
+    found = index.candidates(
+        sub,
+        config.verify_radius,
+        config.verify_candidates,
+        extra=store.variant_index(config.nprobe),
+    )
+    pairs = [(int(i), row) for i, near in zip(todo, found, strict=True) for row, _ in near]
+    inliers = verify_pairs(pairs, images, store, config.verify)
+    out = {}
+    for i, near in zip(todo.tolist(), found, strict=True):
+        # The pair with the most inliers (ties: the nearer hash) names the eval image copied.
+        scored = [(inliers[(i, row)], -d, row) for row, d in near]
+        best = max(scored, default=None)
+        if best is not None and best[0] >= config.verify.min_inliers:
+            count, d, row = best
+            out[i] = Leak(uids[i], index.eval_ids[row], -d, config.verify.detector, count)
+    log.info(
+        "leak verification: %d pairs over %d pool images, %d copies",
+        len(pairs),
+        len(todo),
+        len(out),
+    )
+    return out
 
 
 def overlap_table(eval_table, leaks):

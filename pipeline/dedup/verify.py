@@ -26,6 +26,7 @@ import numpy as np
 from manifests.config import ConfigError
 
 DETECTORS = ("orb", "sift")
+_MOTION = "affine"
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,28 @@ class VerifyConfig:
     min_scale: float = 0.25  # relative scale of the copy's content (pads, screenshots shrink it)
     max_scale: float = 4.0  # (crops enlarge it)
     min_side: int = 8  # px: a smaller image is not verified (a reason, not an error)
-    # A pair with at least this many inliers is a copy. bench/leaks.py, cross-style, hash
-    # candidates of the build within r1 bits: chosen 80 tuned on google (r1 100) and 60 tuned
-    # on twitter (r1 84); the lower one. Flat art other artists drew with the same geometry
-    # (flags, lettered squares) reaches 50-70 inliers, so lower counts are no proof there.
-    min_inliers: int = 60
+    # A pair with at least this many inliers is a copy. bench/leaks.py, cross-style, candidates
+    # from the build's and leakverify's variants within 96 bits: 80 chosen tuned on either style.
+    # Flat art other artists drew with the same geometry (flags, lettered squares) reaches
+    # 50-70 inliers, so lower counts are no proof there.
+    min_inliers: int = 80
+    # The aligned check: a pair with fewer inliers is still a copy when at least
+    # `min_inliers_aligned` of them fit and, the fit refined (ECC, at most `ecc_iterations`) and
+    # the pool image warped into the eval frame, the edge maps (gradient magnitude after a
+    # Gaussian of `edge_sigma` px) agree with a correlation of `min_similarity` over an overlap of
+    # at least `min_coverage` of the eval frame. Another artist's drawing shares the layout (a
+    # few dozen inliers) but not the strokes. Thresholds: bench in verify.py's docstring.
+    aligned: bool = True
+    min_inliers_aligned: int = 8
+    min_similarity: float = 0.72
+    ecc_iterations: int = 30  # 0: score the RANSAC fit as it is
+    edge_sigma: float = 1.5
+    min_coverage: float = 0.3
 
     def __post_init__(self):
         if self.detector not in DETECTORS:
             raise ConfigError(f"verify detector must be one of {DETECTORS}, not {self.detector!r}")
-        for name in ("side", "max_features", "min_side", "min_inliers"):
+        for name in ("side", "max_features", "min_side", "min_inliers", "min_inliers_aligned"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"verify {name} must be a positive integer, not {value!r}")
@@ -58,6 +71,17 @@ class VerifyConfig:
             raise ConfigError("verify scales must satisfy 0 < min_scale < 1 < max_scale")
         if not (self.ransac_px > 0 and 0 <= self.max_rotation <= 180):
             raise ConfigError("verify ransac_px must be > 0 and max_rotation within 0..180")
+        if not -1 <= self.min_similarity <= 1:
+            raise ConfigError(
+                f"verify min_similarity must be in [-1, 1], not {self.min_similarity!r}"
+            )
+        if not 0 < self.min_coverage <= 1:
+            raise ConfigError(f"verify min_coverage must be in (0, 1], not {self.min_coverage!r}")
+        if not self.edge_sigma > 0:
+            raise ConfigError(f"verify edge_sigma must be > 0, not {self.edge_sigma!r}")
+        n = self.ecc_iterations
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(f"verify ecc_iterations must be an integer >= 0, not {n!r}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +89,9 @@ class Features:
     points: np.ndarray  # n×2 float32 keypoint positions, px at `side`
     descriptors: np.ndarray | None  # n×d (uint8 for ORB, float32 for SIFT)
     reason: str | None = None  # why there are none: too small, no keypoints
+    # The prepared grayscale (uint8, long side `side`) the points refer to: the aligned check
+    # warps one image onto the other. None (features stored without it): inliers decide alone.
+    gray: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -76,6 +103,7 @@ class Verdict:
     copy: bool  # inliers >= config.min_inliers
     mirrored: bool = False  # the match was against the eval image's mirror
     reason: str | None = None  # why the pair could not be verified (no features, ...)
+    similarity: float = -1.0  # edge correlation of the aligned pair; -1 when none was computed
 
 
 _DETECTORS: dict = {}
@@ -122,9 +150,9 @@ def features(image, config: VerifyConfig | None = None) -> Features:
         return Features(empty, None, f"image smaller than {config.min_side} px")
     keypoints, descriptors = _detector(config).detectAndCompute(arr, None)
     if descriptors is None or len(keypoints) < 3:
-        return Features(empty, None, "fewer than 3 keypoints")
+        return Features(empty, None, "fewer than 3 keypoints", arr)
     points = np.array([k.pt for k in keypoints], dtype=np.float32)
-    return Features(points, descriptors)
+    return Features(points, descriptors, gray=arr)
 
 
 def eval_features(image, config: VerifyConfig | None = None) -> tuple[Features, Features]:
@@ -134,27 +162,110 @@ def eval_features(image, config: VerifyConfig | None = None) -> tuple[Features, 
     return features(image, config), features(ImageOps.mirror(image.convert("RGBA")), config)
 
 
-def _inliers(pool: Features, target: Features, config: VerifyConfig, matcher) -> int:
+def _fit(pool: Features, target: Features, config: VerifyConfig, matcher):
+    """(inliers, 2×3 similarity mapping pool px onto target px) of the best RANSAC fit."""
     import cv2
 
     pairs = matcher.knnMatch(pool.descriptors, target.descriptors, k=2)
     good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < config.ratio * m[1].distance]
     if len(good) < 3:
-        return 0
+        return 0, None
     src = pool.points[[m.queryIdx for m in good]]
     dst = target.points[[m.trainIdx for m in good]]
     transform, mask = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=config.ransac_px
     )
-    if transform is None:
-        return 0
-    # A copy is the eval image turned a little and scaled; a fit that flips, spins or
-    # shrinks it to a dot is a coincidence of repeated texture.
+    if transform is None or not _plausible(transform, config):
+        # A copy is the eval image turned a little and scaled; a fit that flips, spins or
+        # shrinks it to a dot is a coincidence of repeated texture.
+        return 0, None
+    return int(mask.sum()), transform
+
+
+def _plausible(transform: np.ndarray, config: VerifyConfig) -> bool:
     scale = math.hypot(transform[0, 0], transform[1, 0])
     angle = math.degrees(math.atan2(transform[1, 0], transform[0, 0]))
-    if not config.min_scale <= scale <= config.max_scale or abs(angle) > config.max_rotation:
-        return 0
-    return int(mask.sum())
+    return config.min_scale <= scale <= config.max_scale and abs(angle) <= config.max_rotation
+
+
+def _refine(pool: np.ndarray, target: np.ndarray, warp: np.ndarray, config: VerifyConfig):
+    """The target→pool affine warp refined by ECC from the RANSAC estimate, at half size (the
+    prepared images are upscaled from at most 128 px, so little is lost), or `warp` itself
+    when ECC does not converge or wanders off to an implausible fit."""
+    import cv2
+
+    f = 0.5
+    pool_h, target_h = (
+        cv2.resize(a, None, fx=f, fy=f, interpolation=cv2.INTER_AREA).astype(np.float32)
+        for a in (pool, target)
+    )
+    # Pixel centres: x_half = f * x + o on both sides, so the linear part stays and the
+    # shift becomes f * c + o * (1 - row sums).
+    o = 0.5 * f - 0.5
+    linear = warp[:, :2]
+    offset = o * (1 - linear.sum(axis=1))
+    start = np.hstack([linear, (f * warp[:, 2] + offset)[:, None]]).astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, config.ecc_iterations, 1e-4)
+    try:
+        if _MOTION == "affine":
+            _, out = cv2.findTransformECC(
+                target_h, pool_h, start, cv2.MOTION_AFFINE, criteria, None, 3
+            )
+        else:
+            h, w = target_h.shape
+            fl = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            pre = cv2.warpAffine(pool_h, start, (w, h), flags=fl)
+            m = cv2.warpAffine(
+                np.ones(pool_h.shape, np.uint8),
+                start,
+                (w, h),
+                flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+            )
+            motion = cv2.MOTION_EUCLIDEAN if _MOTION == "euclidean" else cv2.MOTION_TRANSLATION
+            _, w2 = cv2.findTransformECC(
+                target_h, pre, np.eye(2, 3, dtype=np.float32), motion, criteria, m, 3
+            )
+            a = start[:, :2].astype(np.float64)
+            out = np.hstack([a @ w2[:, :2], (a @ w2[:, 2] + start[:, 2])[:, None]])
+    except cv2.error:  # did not converge
+        return warp
+    out = out.astype(np.float64)
+    out[:, 2] = (out[:, 2] - o * (1 - out[:, :2].sum(axis=1))) / f
+    if not np.all(np.isfinite(out)) or not _plausible(cv2.invertAffineTransform(out), config):
+        return warp
+    return out
+
+
+def _edges(image: np.ndarray, sigma: float) -> np.ndarray:
+    import cv2
+
+    image = cv2.GaussianBlur(image, (0, 0), sigma)
+    return cv2.magnitude(cv2.Sobel(image, cv2.CV_32F, 1, 0), cv2.Sobel(image, cv2.CV_32F, 0, 1))
+
+
+def _similarity(pool: np.ndarray, target: np.ndarray, transform, config: VerifyConfig) -> float:
+    """Correlation of the edge maps of the target and of the pool image warped onto it by
+    `transform` (pool→target, refined), over their eroded overlap; -1 when it is too small."""
+    import cv2
+
+    warp = cv2.invertAffineTransform(transform)  # target px -> pool px
+    if config.ecc_iterations:
+        warp = _refine(pool, target, warp, config)
+    h, w = target.shape
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(pool.astype(np.float32), warp, (w, h), flags=flags)
+    ones = np.ones(pool.shape, np.uint8)
+    valid = cv2.warpAffine(ones, warp, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    # The warped image's own border is an edge no original has.
+    k = max(3, 2 * math.ceil(2 * config.edge_sigma) + 1)
+    valid = cv2.erode(valid, np.ones((k, k), np.uint8)) > 0
+    if valid.mean() < config.min_coverage:
+        return -1.0
+    a = _edges(warped, config.edge_sigma)[valid]
+    b = _edges(target.astype(np.float32), config.edge_sigma)[valid]
+    a, b = a - a.mean(), b - b.mean()
+    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / denominator) if denominator > 0 else -1.0
 
 
 def match(pool: Features, targets, config: VerifyConfig | None = None) -> Verdict:
@@ -169,15 +280,26 @@ def match(pool: Features, targets, config: VerifyConfig | None = None) -> Verdic
         return Verdict(0, False, reason=f"eval image: {targets[0].reason}")
     norm = cv2.NORM_HAMMING if config.detector == "orb" else cv2.NORM_L2
     matcher = cv2.BFMatcher(norm)
-    best, mirrored = 0, False
-    for i, target in usable:
-        n = _inliers(pool, target, config, matcher)
+    best, mirrored, transform, target = 0, False, None, None
+    for i, candidate in usable:
+        n, fit = _fit(pool, candidate, config, matcher)
         if n > best:
-            best, mirrored = n, i == 1
-    return Verdict(best, best >= config.min_inliers, mirrored)
+            best, mirrored, transform, target = n, i == 1, fit, candidate
+    similarity = -1.0
+    if (
+        config.aligned
+        and best >= config.min_inliers_aligned
+        and pool.gray is not None
+        and target.gray is not None
+    ):
+        similarity = _similarity(pool.gray, target.gray, transform, config)
+    copy = best >= config.min_inliers or (
+        best >= config.min_inliers_aligned and similarity >= config.min_similarity
+    )
+    return Verdict(best, copy, mirrored, similarity=similarity)
 
 
-def _open(data: bytes, which: str):
+def open_image(data: bytes, which: str):
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -196,8 +318,8 @@ def verify_images(pool_image, eval_image, config: VerifyConfig | None = None) ->
 
 def verify_bytes(pool_data: bytes, eval_data: bytes, config: VerifyConfig | None = None) -> Verdict:
     """verify_images on encoded bytes; bytes that are no image give a Verdict with a reason."""
-    pool_image, reason = _open(pool_data, "pool")
-    eval_image, eval_reason = _open(eval_data, "eval")
+    pool_image, reason = open_image(pool_data, "pool")
+    eval_image, eval_reason = open_image(eval_data, "eval")
     if reason or eval_reason:
         return Verdict(0, False, reason=reason or eval_reason)
     return verify_images(pool_image, eval_image, config)

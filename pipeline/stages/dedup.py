@@ -44,12 +44,17 @@ class DedupStage(Stage):
             )
 
     def plan(self, run: StageRun) -> None:
+        from pipeline.dedup.decide import leak_config
         from pipeline.dedup.evalsets import hash_eval_sets_cached
+        from pipeline.dedup.leakverify import write_eval_verification
         from pipeline.stages.phases import fixed_figures, run_phases
 
         config = run.config.dedup
         if config.eval_set:
-            hash_eval_sets_cached(config.eval_set, run.dir / "eval_hashes.parquet")
+            eval_table = hash_eval_sets_cached(config.eval_set, run.dir / "eval_hashes.parquet")
+            verify = leak_config(config).verify
+            if verify is not None:  # the eval side's features, once, for every task to read
+                write_eval_verification(eval_table, run.dir, verify)
 
         # Rows from the parts' footers (an upper bound on the pending rows: enough for sizing).
         pending = sum(
@@ -73,20 +78,22 @@ class DedupStage(Stage):
                 [f"label-{p}" for p in parts],
                 [f"near-{b}" for b in buckets],
             ]
+            if config.near_dup_verify != "off":
+                phases += [[f"feats-{p}" for p in parts], [f"verify-{b}" for b in buckets]]
         phases.append([f"final-{b}" for b in buckets])
         run_phases(run, run.executor, phases, figures)
         if config.eval_set:
             _write_overlap(run)
 
     def run_phase(self, task) -> PartStats:
-        from pipeline.stages import dedupexact, dedupnear
+        from pipeline.stages import dedupexact, dedupnear, dedupverify
 
         exact = {"hash": dedupexact.hash_part, "exact": dedupexact.exact_bucket}
         exact["final"] = dedupexact.final_bucket
-        return {**exact, **dedupnear.PHASES}[task.phase](task)
+        return {**exact, **dedupnear.PHASES, **dedupverify.PHASES}[task.phase](task)
 
     def process(self, task, rows) -> PartOutput:
-
+        from pipeline.dedup.leaks import Leak, leak_reason
         from pipeline.stages.decisions import apply_decisions, decisions_table
         from pipeline.stages.phases import phase_dir, read_part
 
@@ -99,11 +106,12 @@ class DedupStage(Stage):
             leaks = storage.read_table(
                 phase_dir(task.layout, self.name) / "leaks" / f"{task.part}.parquet"
             )
-            for leak in leaks.to_pylist():  # a leak leaves the dataset whatever else it is
-                updates[leak["uid"]] = {
+            for record in leaks.to_pylist():  # a leak leaves the dataset whatever else it is
+                leak = Leak(**record)
+                updates[leak.uid] = {
                     "status": "eval_leak",
-                    "leak_of": leak["eval_id"],
-                    "error": f"copy of eval image {leak['eval_id']} ({leak['distance']}/256 bits apart)",
+                    "leak_of": leak.eval_id,
+                    "error": leak_reason(leak),
                 }
         decisions = decisions_table(updates, dict.fromkeys(updates, task.part))
         return PartOutput(apply_decisions(rows, decisions))

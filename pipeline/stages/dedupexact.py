@@ -51,28 +51,57 @@ def _leaks(task: PhaseTask, rows) -> set:
     import pyarrow as pa
 
     from manifests.layout import write_parquet_atomic
-    from pipeline.dedup.leaks import LEAK_RADIUS, LeakConfig, find_leaks
+    from pipeline.dedup.decide import leak_config
+    from pipeline.dedup.leaks import find_leaks
 
     found = []
     if task.figures["eval"]:
-        config = task.config.dedup
-        radius = LEAK_RADIUS if config.leak_radius is None else config.leak_radius
+        settings = leak_config(task.config.dedup)
         eval_table = storage.read_table(task.work_dir / "eval_hashes.parquet")
+        images = store = None
+        if settings.verify is not None:
+            from pipeline.dedup.leakverify import EvalFeatures
+
+            images = _image_reader(task, rows["uid"].to_pylist())
+            store = EvalFeatures(eval_table, settings.verify, task.work_dir)
         found = find_leaks(
             eval_table,
             rows["uid"].to_pylist(),
             rows["phash256"].to_pylist(),
             rows["phash256_trim"].to_pylist(),
-            LeakConfig(radius=radius, index=config.leak_index),
+            settings,
+            images=images,
+            eval_features=store,
         )
     columns = {
         "uid": pa.array([f.uid for f in found], pa.string()),
         "eval_id": pa.array([f.eval_id for f in found], pa.string()),
         "distance": pa.array([f.distance for f in found], pa.int32()),
         "kind": pa.array([f.kind for f in found], pa.string()),
+        "inliers": pa.array([f.inliers for f in found], pa.int32()),
     }
     write_parquet_atomic(pa.table(columns), task.path("leaks"))
     return {f.uid for f in found}
+
+
+def _image_reader(task: PhaseTask, uids: list):
+    """indexes → {index: encoded image} of the part's pending rows: only the candidates' bytes
+    are read (work/images holds every kept image of the part)."""
+    from pipeline.stages import registry
+
+    images = registry.get(task.inputs[0])
+
+    def read(indexes):
+        if not indexes:
+            return {}
+        wanted = {uids[i]: i for i in indexes}
+        path = images.file_path(task.layout, task.unit, "images")
+        table = storage.read_table(
+            path, columns=["uid", "image"], filters=[("uid", "in", list(wanted))]
+        )
+        return {wanted[u]: data for u, data in zip(*table.to_pydict().values(), strict=True)}
+
+    return read
 
 
 def hash_part(task: PhaseTask) -> PartStats:
@@ -135,13 +164,20 @@ def final_bucket(task: PhaseTask) -> PartStats:
 
     exact = storage.read_table(task.path("exact")).to_pydict()
     near = {"part_index": [], "uid": [], "dup_of": []}
+    config = task.config.dedup
+    near_reasons = None
     if task.figures["radius"] is not None:
         units = [str(b) for b in range(task.figures["buckets"])]
-        near = read_bucket(task, "near", int(task.unit), list(near), units).to_pydict()
+        if config.near_dup_verify != "off":  # dedupverify.py: a reason per row
+            near = read_bucket(task, "verify", int(task.unit), [*near, "reason"], units).to_pydict()
+            near_reasons = [f"near-duplicate of dup_of ({why})" for why in near.pop("reason")]
+        else:
+            near = read_bucket(task, "near", int(task.unit), list(near), units).to_pydict()
     rep_of = dict(zip(near["uid"], near["dup_of"], strict=True))
-    config = task.config.dedup
-    near_reason = f"near-duplicate of dup_of (phash within {config.near_dup_radius} bits)"
     n_exact, n_near = len(exact["uid"]), len(near["uid"])
+    if near_reasons is None:
+        near_reasons = [f"near-duplicate of dup_of (phash within {config.near_dup_radius} bits)"]
+        near_reasons *= n_near
     table = pa.table(
         {
             "part_index": pa.array(exact["part_index"] + near["part_index"], pa.int32()),
@@ -152,7 +188,7 @@ def final_bucket(task: PhaseTask) -> PartStats:
             "dup_of": pa.array(
                 [rep_of.get(k, k) for k in exact["dup_of"]] + near["dup_of"], pa.string()
             ),
-            "error": pa.array([EXACT_REASON] * n_exact + [near_reason] * n_near, pa.string()),
+            "error": pa.array([EXACT_REASON] * n_exact + near_reasons, pa.string()),
         }
     ).sort_by("part_index")
     write_parquet_atomic(table, task.path("final"), row_group_size=10_000)

@@ -59,6 +59,11 @@ def keys_part(task: PhaseTask) -> PartStats:
     codes, valid = hex_to_codes(rows["phash"].to_pylist(), 64)
     rows = rows.filter(pa.array(valid))
     values = codes_to_u64(codes[valid]) if valid.any() else np.zeros(0, np.uint64)
+    probe, owner = values, values  # without verification each row probes with its own hash
+    if task.config.dedup.near_dup_verify != "off":
+        from pipeline.stages.dedupverify import part_probes
+
+        probe, owner = part_probes(task, rows["uid"].to_pylist(), values)
     cand = pa.table(
         {
             "uid": rows["uid"],
@@ -72,7 +77,7 @@ def keys_part(task: PhaseTask) -> PartStats:
     plan, buckets = _plan(task), task.figures["buckets"]
     key_ids, kvs = [], []
     for k, key in enumerate(plan.keys):
-        kv = key_values(values, plan, key)
+        kv = key_values(probe, plan, key)
         key_ids.append(np.full(kv.shape[0], k, np.int32))
         kvs.append(kv)
     kv = np.concatenate(kvs) if kvs else np.zeros(0, np.uint64)
@@ -83,7 +88,8 @@ def keys_part(task: PhaseTask) -> PartStats:
             "bucket": pa.array(bucket_of(salted, buckets), pa.int64()),
             "key": pa.array(key_id, pa.int32()),
             "key_value": pa.array(kv, pa.uint64()),
-            "value": pa.array(np.tile(values, len(plan.keys)), pa.uint64()),
+            "value": pa.array(np.tile(probe, len(plan.keys)), pa.uint64()),
+            "owner": pa.array(np.tile(owner, len(plan.keys)), pa.uint64()),
         }
     )
     _write(keys, task, "keys")
@@ -96,7 +102,9 @@ def pairs_bucket(task: PhaseTask) -> PartStats:
 
     from pipeline.dedup.neardup import pairs_sharing_key
 
-    rows = read_bucket(task, "keys", int(task.unit), ["key", "key_value", "value"])
+    verify = task.config.dedup.near_dup_verify != "off"
+    columns = ["key", "key_value", "value"] + (["owner"] if verify else [])
+    rows = read_bucket(task, "keys", int(task.unit), columns)
     key = rows["key"].to_numpy()
     kv, value = rows["key_value"].to_numpy(), rows["value"].to_numpy()
     values, index = _sorted_distinct(value)
@@ -113,9 +121,14 @@ def pairs_bucket(task: PhaseTask) -> PartStats:
         pairs_sharing_key(values, packed >> bits, order, radius, found_i, found_j)
     i = np.concatenate(found_i) if found_i else np.zeros(0, np.int64)
     j = np.concatenate(found_j) if found_j else np.zeros(0, np.int64)
-    lo, hi = np.minimum(values[i], values[j]), np.maximum(values[i], values[j])
-    order = np.lexsort((hi, lo))
-    lo, hi = _distinct(lo[order], hi[order])
+    if verify:  # probe pairs link the rows' own hashes (nearverify.owner_pairs)
+        from pipeline.dedup.nearverify import owner_pairs
+
+        lo, hi = owner_pairs(value, rows["owner"].to_numpy(), values, i, j)
+    else:
+        lo, hi = np.minimum(values[i], values[j]), np.maximum(values[i], values[j])
+        order = np.lexsort((hi, lo))
+        lo, hi = _distinct(lo[order], hi[order])
     table = pa.table({"a": pa.array(lo, pa.uint64()), "b": pa.array(hi, pa.uint64())})
     _write(table, task, "pairs", sort=None)
     return PartStats(extra={"pairs": int(lo.size)})
@@ -185,6 +198,7 @@ def label_part(task: PhaseTask) -> PartStats:
             "uid": cand["uid"],
             "area": cand["area"],
             "sha_bucket": cand["sha_bucket"],
+            "value": cand["value"],  # the row's own hash (verification's fallback compares it)
         }
     )
     _write(table, task, "label")
@@ -197,6 +211,10 @@ def near_bucket(task: PhaseTask) -> PartStats:
 
     rows = read_bucket(task, "label", int(task.unit))
     order = [("cluster", "ascending"), ("area", "descending"), ("uid", "ascending")]
+    if task.config.dedup.near_dup_verify != "off":
+        from pipeline.stages.dedupverify import requests
+
+        return requests(task, rows.sort_by(order))
     rows = rows.sort_by(order).to_pydict()
     out = {"bucket": [], "part_index": [], "uid": [], "dup_of": []}
     rep, previous = None, None

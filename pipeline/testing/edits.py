@@ -1,4 +1,5 @@
-"""The copy edits of the leak benchmark (issue 16's list), each at a random and at its worst setting.
+"""The copy edits of issue 16's list, each at a random and at its worst setting (the leak
+benchmark and the copy-detection tests use them).
 
 Every edit takes an RGB image, a numpy Generator and `worst` (the far end of every range) and
 returns the edited RGB copy. Random settings are drawn from `rng`, so a seed fixes the pool.

@@ -1,5 +1,7 @@
 import io
+from dataclasses import replace
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
@@ -81,6 +83,41 @@ def test_sticker_copies_verify_against_its_alpha_original():
     assert verify_images(smiley(1), original, loose).inliers < 10
 
 
+def test_worst_sticker_copies_verify_by_the_aligned_check():
+    # Too few corners for min_inliers, but aligned their strokes agree: the default config
+    # finds every worst copy of the flat drawing, and the other artist's smiley stays out.
+    config = VerifyConfig()
+    original = smiley(0)
+    on_white = Image.alpha_composite(Image.new("RGBA", original.size, "white"), original)
+    for name, copy in worst_copies(on_white).items():
+        verdict = verify_images(copy, original, config)
+        assert verdict.copy and verdict.reason is None, (name, verdict)
+        if verdict.inliers < config.min_inliers:
+            assert verdict.similarity >= config.min_similarity, (name, verdict)
+    for a, b in ((0, 1), (1, 0)):
+        verdict = verify_images(smiley(a), smiley(b), config)
+        assert not verdict.copy and verdict.similarity < config.min_similarity, verdict
+
+
+def test_aligned_check_needs_both_grays_and_enough_inliers():
+    original = smiley(0)
+    copy = worst_copies(Image.alpha_composite(Image.new("RGBA", (96, 96), "white"), original))
+    pool, targets = features(copy["rotate_10"]), eval_features(original)
+    assert pool.gray is not None and pool.gray.dtype == np.uint8 and max(pool.gray.shape) == 256
+    aligned = match(pool, targets)
+    assert aligned.copy and aligned.inliers < 80 and aligned.similarity > 0.9
+    # Features stored without their gray (leakverify's Parquet): inliers decide alone.
+    bare = match(replace(pool, gray=None), targets)
+    assert (bare.inliers, bare.copy, bare.similarity) == (aligned.inliers, False, -1.0)
+    off = match(pool, targets, VerifyConfig(aligned=False))
+    assert not off.copy and off.similarity == -1.0
+    strict = match(pool, targets, VerifyConfig(min_inliers_aligned=aligned.inliers + 1))
+    assert not strict.copy and strict.similarity == -1.0
+    # Without refinement the RANSAC fit is scored as it is: a worse alignment, a lower score.
+    unrefined = match(pool, targets, VerifyConfig(ecc_iterations=0))
+    assert -1 < unrefined.similarity < aligned.similarity
+
+
 def test_other_drawing_of_the_same_concept_is_not_a_copy():
     for a, b in ((0, 1), (1, 0)):
         verdict = verify_images(smiley(a), smiley(b))
@@ -102,6 +139,8 @@ def test_corrupt_tiny_and_flat_images_give_a_reason():
     assert not tiny.copy and tiny.reason == "pool image: image smaller than 8 px"
     flat = verify_images(scene(1), Image.new("RGB", (64, 64), (40, 90, 200)))
     assert not flat.copy and flat.reason == "eval image: fewer than 3 keypoints"
+    for verdict in (broken, tiny, flat):
+        assert verdict.similarity == -1.0 and verdict.inliers == 0
     assert verify_bytes(good.getvalue(), good.getvalue()).copy
 
 
@@ -121,6 +160,11 @@ def test_sift_detector_verifies_too():
         {"ratio": 1.5},
         {"min_scale": 1.2},
         {"ransac_px": 0},
+        {"min_inliers_aligned": 0},
+        {"min_similarity": 1.5},
+        {"min_coverage": 0},
+        {"edge_sigma": -1.0},
+        {"ecc_iterations": -1},
     ],
 )
 def test_bad_config_is_a_config_error(bad):

@@ -87,7 +87,7 @@ def _oracle(b, parts):
         "uid": [r["uid"] for r in pending],
         "width": [r["original_width"] for r in pending],
         "height": [r["original_height"] for r in pending],
-        **{k: [r[k] for r in pending] for k in ("phash", "phash256", "phash256_trim")},
+        **{k: [r[k] for r in pending] for k in ("phash", "phash256", "phash256_trim", "image")},
     }
     eval_table = hash_eval_sets(b.config.dedup.eval_set)
     return decide(table, eval_table, b.config.dedup, exact)
@@ -181,3 +181,107 @@ def test_a_radius_the_distributed_search_cannot_serve_fails_before_any_work(benc
     run = StageRun(b.layout, stage, registry.resolve_inputs(stage, b.config), b.config)
     with pytest.raises(ConfigError, match="handles at most 12 bits"):
         stage.check_config(run)
+
+
+def _real_parts(b, parts, pictures, shas=None):
+    """Parts holding `pictures` (PIL images) round-robin, with real bytes and hashes; `shas`:
+    the sha256 of each picture (default: all distinct)."""
+    import io
+
+    from pipeline.dedup.hashes import image_hashes
+
+    for p, part in enumerate(parts):
+        mine = list(range(p, len(pictures), len(parts)))
+        blobs, hashes = [], []
+        for k in mine:
+            buf = io.BytesIO()
+            pictures[k].save(buf, "PNG")
+            blobs.append(buf.getvalue())
+            hashes.append(image_hashes(pictures[k]))
+        rows = sample_rows(
+            [
+                {
+                    "url": f"http://h.test/{part}/{k}.png",
+                    "sha256": shas[k] if shas else f"{k:064d}",
+                    "phash": h["phash"],
+                    "original_width": pictures[k].width,
+                    "original_height": pictures[k].height,
+                }
+                for k, h in zip(mine, hashes, strict=True)
+            ]
+        )
+        b.put("images", part, rows)
+        side = _images(rows["uid"].to_pylist())
+        for column, name in ((1, "image"), (3, "phash256"), (4, "phash256_trim")):
+            values = blobs if name == "image" else [h[name] for h in hashes]
+            side = side.set_column(column, name, pa.array(values, IMAGE_COLUMNS[name]))
+        b.put("images", part, side, kind="images")
+
+
+def test_verified_leaks_equal_the_single_process_decisions(bench, tmp_path):
+    """--leak-verify orb: the tasks read the eval side's stored features and variants and the
+    candidates' bytes from work/images, and decide what decide() decides over the same rows."""
+    from tests.pipeline.dedup.images import scene
+    from tests.pipeline.dedup.test_leaks import make_eval_set
+    from tests.pipeline.dedup.test_verify import worst_copies
+    from tests.pipeline.stages.conftest import Wide
+
+    evals = make_eval_set(tmp_path, "pets", {"cat/a.png": scene(1), "dog/b.png": scene(2)})
+    pictures = [im for s in (1, 2) for im in worst_copies(scene(s)).values()]
+    pictures += [scene(s) for s in range(30, 42)]  # not copies
+    parts = ["p0", "p1", "p2"]
+    b = bench(parts=parts, eval_set=[evals], leak_verify="orb")
+    _real_parts(b, parts, pictures)
+    b.run("dedup", executor=Wide(2))
+    updates, leaks = _oracle(b, parts)
+    got = {}
+    for part in parts:
+        for r in b.rows("dedup", part):
+            if r["status"] == "eval_leak":
+                got[r["uid"]] = (r["leak_of"], r["error"])
+    assert got == {u: (x["leak_of"], x["error"]) for u, x in updates.items()}
+    verified = [leak for leak in leaks if leak.inliers is not None]
+    assert len(leaks) == 16 and len(verified) >= 4  # every copy; crops and turns verified
+    assert (b.layout.stage_dir("dedup") / "eval_features.parquet").exists()
+
+
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_verified_near_duplicates_equal_the_single_process_decisions(bench, buckets):
+    """--near-dup-verify orb over four parts: mirrored, padded and re-encoded copies of two
+    scenes spread over the parts, exact duplicates, flat images, and unrelated scenes."""
+    from PIL import Image, ImageOps
+
+    from tests.pipeline.dedup.images import jpeg, scene
+    from tests.pipeline.stages.conftest import Wide
+
+    pictures, shas = [], []
+    for s in (1, 2):
+        original = scene(s, size=160)
+        for copy in (
+            original,
+            ImageOps.mirror(original),
+            ImageOps.expand(original.resize((110, 110)), border=25, fill="black"),
+            jpeg(ImageOps.mirror(original).resize((100, 100)), 50),
+            original,  # the same bytes again: an exact duplicate
+        ):
+            pictures.append(copy)
+            shas.append(f"{s}{len(pictures) if copy is not original else 0:063d}")
+    pictures += [Image.new("RGB", (40 + k, 40 + k), (200, 30, 30)) for k in range(3)]
+    pictures += [scene(s, size=160) for s in range(60, 70)]
+    shas += [f"9{k:063d}" for k in range(len(pictures) - len(shas))]
+    parts = ["p0", "p1", "p2", "p3"]
+    b = bench(parts=parts, near_dup_radius=8, near_dup_verify="orb")
+    _real_parts(b, parts, pictures, shas)
+    b.run("dedup", executor=Wide(buckets))
+    updates, _ = _oracle(b, parts)
+    got = {}
+    for part in parts:
+        for r in b.rows("dedup", part):
+            if r["status"] == "duplicate":
+                got[r["uid"]] = (r["dup_of"], r["error"])
+    assert got == {u: (x["dup_of"], x["error"]) for u, x in updates.items()}
+    reasons = [error for _, error in got.values()]
+    assert sum("mirrored" in e for e in reasons) >= 4  # two mirrors and two mirrored JPEGs
+    assert sum("phash within 8 bits" in e for e in reasons) >= 2  # the flat images, at least
+    assert sum(e == "same bytes as dup_of" for e in reasons) == 2
+    assert len(got) == 2 * 4 + 2  # each scene keeps one row; one flat image stays
