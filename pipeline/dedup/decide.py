@@ -67,6 +67,8 @@ class DedupConfig:
                 raise ConfigError(
                     f"--eval-set {folder} is not a folder (ImageFolder: DIR/<class>/<image>)"
                 )
+        if self.leak_verify != "off" and not self.eval_set:
+            raise ConfigError("--leak-verify needs --eval-set (the images whose copies it finds)")
         if self.near_dup_verify != "off" and self.near_dup_radius is None:
             raise ConfigError("--near-dup-verify needs --near-dup-radius (the candidates' radius)")
         r = self.near_dup_radius

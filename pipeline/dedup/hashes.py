@@ -244,8 +244,8 @@ def image_hashes(image) -> dict[str, str]:
     return gray_hashes(to_gray(image))
 
 
-def image_hashes_from_bytes(data: bytes) -> dict[str, str]:
-    """image_hashes of encoded image bytes. JPEGs decode at a reduced scale (draft mode), which is
+def gray_from_bytes(data: bytes):
+    """`to_gray` of encoded image bytes. JPEGs decode at a reduced scale (draft mode), which is
     several times faster for large images. Raises ValueError for bytes that are no image."""
     from PIL import Image, UnidentifiedImageError
 
@@ -254,9 +254,14 @@ def image_hashes_from_bytes(data: bytes) -> dict[str, str]:
             if image.format == "JPEG":
                 image.draft("L", (WORK_SIDE, WORK_SIDE))
             image.load()
-            return image_hashes(image)
+            return to_gray(image)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise ValueError(f"cannot decode image: {exc}") from exc
+
+
+def image_hashes_from_bytes(data: bytes) -> dict[str, str]:
+    """image_hashes of encoded image bytes (gray_from_bytes); ValueError for no image."""
+    return gray_hashes(gray_from_bytes(data))
 
 
 def hex_to_codes(hexes, nbits: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,8 +24,6 @@ functions, so they decide alike (a test keeps decide.py as the oracle).
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from pipeline.dedup.verify import Features, VerifyConfig, match
@@ -36,19 +34,15 @@ MAX_REPRESENTATIVES = 8  # per candidate cluster: bounds the pairs verified to 8
 def probe_hashes(data: bytes | None) -> tuple[str | None, str | None]:
     """64-bit phash hex of the mirror image and of the border-trimmed image (None: no trim, or
     bytes that are no image) of encoded image bytes, prepared as hashes.py prepares images."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
 
-    from pipeline.dedup.hashes import WORK_SIDE, bits_to_hex, phash_bits, to_gray, trim_borders
+    from pipeline.dedup.hashes import bits_to_hex, gray_from_bytes, phash_bits, trim_borders
 
     if data is None:
         return None, None
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format == "JPEG":
-                image.draft("L", (WORK_SIDE, WORK_SIDE))
-            image.load()
-            gray = to_gray(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError):
+        gray = gray_from_bytes(data)
+    except ValueError:
         return None, None
     trimmed = trim_borders(gray)
     mirror = bits_to_hex(phash_bits(ImageOps.mirror(gray), 8))

@@ -87,19 +87,11 @@ def _leaks(task: PhaseTask, rows) -> set:
 def _image_reader(task: PhaseTask, uids: list):
     """indexes → {index: encoded image} of the part's pending rows: only the candidates' bytes
     are read (work/images holds every kept image of the part)."""
-    from pipeline.stages import registry
-
-    images = registry.get(task.inputs[0])
+    from pipeline.stages.dedupverify import part_images
 
     def read(indexes):
-        if not indexes:
-            return {}
-        wanted = {uids[i]: i for i in indexes}
-        path = images.file_path(task.layout, task.unit, "images")
-        table = storage.read_table(
-            path, columns=["uid", "image"], filters=[("uid", "in", list(wanted))]
-        )
-        return {wanted[u]: data for u, data in zip(*table.to_pydict().values(), strict=True)}
+        data = part_images(task, [uids[i] for i in indexes])
+        return {i: data[uids[i]] for i in indexes if uids[i] in data}
 
     return read
 

@@ -27,7 +27,7 @@ def _verify_config(task: PhaseTask):
     return VerifyConfig(detector=task.config.dedup.near_dup_verify)
 
 
-def _part_images(task: PhaseTask, uids: list[str]) -> dict:
+def part_images(task: PhaseTask, uids: list[str]) -> dict:
     """uid → encoded bytes of the part's images among `uids`."""
     from pipeline.stages import registry
 
@@ -43,7 +43,7 @@ def part_probes(task: PhaseTask, uids: list[str], values):
     """(probe, owner) of the part's candidates (nearverify.probes of their image bytes)."""
     from pipeline.dedup.nearverify import probe_hashes, probes
 
-    data = _part_images(task, uids)
+    data = part_images(task, uids)
     found = [probe_hashes(data.get(uid)) for uid in uids]
     return probes(values, [m for m, _ in found], [t for _, t in found])
 
@@ -91,7 +91,7 @@ def feats_part(task: PhaseTask) -> PartStats:
 
     plan = read_part(task.layout, task.stage, "near", task.figures["buckets"], task.part_index)
     reps = plan.filter(pc.equal(plan["uid"], plan["subrep"])).to_pylist()
-    data = _part_images(task, [r["uid"] for r in reps])
+    data = part_images(task, [r["uid"] for r in reps])
     config = _verify_config(task)
     records = []
     for row in reps:

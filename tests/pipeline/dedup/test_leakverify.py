@@ -116,9 +116,11 @@ def test_decide_verifies_with_the_build_flag(evals):
     assert "rotated" not in off and set(on) == {"rotated"}
     assert on["rotated"]["leak_of"] == "pets/c1/s1.png"
     assert "ORB keypoints match under one rotation, scale and shift" in on["rotated"]["error"]
-    assert leak_config(DedupConfig(leak_verify="sift")).verify.detector == "sift"
+    assert leak_config(DedupConfig(eval_set=[folder], leak_verify="sift")).verify.detector == "sift"
     with pytest.raises(Exception, match="leak_verify|leak-verify"):
         DedupConfig(leak_verify="surf")
+    with pytest.raises(Exception, match="--leak-verify needs --eval-set"):
+        DedupConfig(leak_verify="orb")
 
 
 def test_the_build_flag_names_the_detectors_verify_has():

@@ -218,6 +218,16 @@ def _real_parts(b, parts, pictures, shas=None):
         b.put("images", part, side, kind="images")
 
 
+def _decided(b, parts, status: str, column: str) -> dict:
+    """uid → (column, error) of the dedup stage's rows with `status`, over every part."""
+    return {
+        r["uid"]: (r[column], r["error"])
+        for part in parts
+        for r in b.rows("dedup", part)
+        if r["status"] == status
+    }
+
+
 def test_verified_leaks_equal_the_single_process_decisions(bench, tmp_path):
     """--leak-verify orb: the tasks read the eval side's stored features and variants and the
     candidates' bytes from work/images, and decide what decide() decides over the same rows."""
@@ -234,11 +244,7 @@ def test_verified_leaks_equal_the_single_process_decisions(bench, tmp_path):
     _real_parts(b, parts, pictures)
     b.run("dedup", executor=Wide(2))
     updates, leaks = _oracle(b, parts)
-    got = {}
-    for part in parts:
-        for r in b.rows("dedup", part):
-            if r["status"] == "eval_leak":
-                got[r["uid"]] = (r["leak_of"], r["error"])
+    got = _decided(b, parts, "eval_leak", "leak_of")
     assert got == {u: (x["leak_of"], x["error"]) for u, x in updates.items()}
     verified = [leak for leak in leaks if leak.inliers is not None]
     assert len(leaks) >= 12 and len(verified) >= 2  # the turns are verified
@@ -274,11 +280,7 @@ def test_verified_near_duplicates_equal_the_single_process_decisions(bench, buck
     _real_parts(b, parts, pictures, shas)
     b.run("dedup", executor=Wide(buckets))
     updates, _ = _oracle(b, parts)
-    got = {}
-    for part in parts:
-        for r in b.rows("dedup", part):
-            if r["status"] == "duplicate":
-                got[r["uid"]] = (r["dup_of"], r["error"])
+    got = _decided(b, parts, "duplicate", "dup_of")
     assert got == {u: (x["dup_of"], x["error"]) for u, x in updates.items()}
     reasons = [error for _, error in got.values()]
     assert sum("mirrored" in e for e in reasons) >= 4  # two mirrors and two mirrored JPEGs
