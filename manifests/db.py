@@ -183,9 +183,30 @@ def _consent_view(con) -> None:
     )
 
 
+def _images_view(con) -> None:
+    """`images`: one row per image in the shards (shard, shard_row) with its kept captions in
+    their `captions` order, beside `samples` (one row per caption). The url, sha256 and sizes
+    are the first caption's row's; `uid` is the image's (its shard row's uid)."""
+    con.execute(
+        """CREATE OR REPLACE VIEW images AS
+        SELECT shard, shard_row,
+               arg_min(coalesce(image_of, uid), coalesce(caption_index, 0)) AS uid,
+               arg_min(url, coalesce(caption_index, 0)) AS url,
+               arg_min(sha256, coalesce(caption_index, 0)) AS sha256,
+               arg_min(width, coalesce(caption_index, 0)) AS width,
+               arg_min(height, coalesce(caption_index, 0)) AS height,
+               list(caption ORDER BY coalesce(caption_index, 0)) AS captions,
+               list(uid ORDER BY coalesce(caption_index, 0)) AS caption_uids,
+               count(*) AS n_captions
+        FROM samples
+        WHERE status = 'kept' AND shard IS NOT NULL AND shard_row IS NOT NULL
+        GROUP BY shard, shard_row"""
+    )
+
+
 def open(dataset_dir, read_only: bool = True, version: int | None = None):  # noqa: A001
-    """A DuckDB connection over a dataset folder with views samples, pages, origins, consent,
-    removals, shards, stats: of its committed version, or of version `version` (DIR/versions)."""
+    """A DuckDB connection over a dataset folder with views samples, images, pages, origins,
+    consent, removals, shards, stats: of its committed version, or of version `version` (DIR/versions)."""
     layout = DatasetLayout(dataset_dir)
     if not layout.root.is_dir():
         raise NotADatasetError(f"{layout.root} does not exist")
@@ -206,6 +227,7 @@ def open(dataset_dir, read_only: bool = True, version: int | None = None):  # no
     _parquet_view(con, "origins", files("origins"), schema.ORIGINS)
     _parquet_view(con, "removals", files("removals"), schema.REMOVALS)
     _consent_view(con)
+    _images_view(con)
     _stats_table(con, layout.stats)
     _shards_view(con, shard_index(layout, record), files("shards"))
     return con

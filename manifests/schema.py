@@ -100,9 +100,13 @@ SAMPLES = pa.schema(
         ("lang_score", pa.float32()),
         ("clip_score", pa.float32()),
         ("dup_of", pa.string()),
+        # the row whose image bytes this caption row shares (the stored image of a group of
+        # captions, its own uid for that row); null for an image with one caption
+        ("image_of", pa.string()),
         ("leak_of", pa.string()),
         ("shard", pa.string()),  # file name under DIR/shards/
         ("shard_row", pa.int64()),  # row index inside that shard
+        ("caption_index", pa.int32()),  # this caption's place in its shard row's `captions`
         ("consent", CONSENT),  # the image's signals, and its page's origin files when the build
         # did not fetch the page (an archive); the page's own are its `pages` row's
     ]
@@ -180,7 +184,10 @@ def shard_schema(image_column: str = "jpg") -> pa.Schema:
         [
             ("key", pa.string()),
             (image_column, pa.binary()),
-            ("caption", pa.string()),
+            ("caption", pa.string()),  # the first kept caption, = captions[0]
+            # every kept caption of the image (samples rows with this shard row, in their
+            # caption_index order); a caption `pipeline remove` took down becomes null in place
+            ("captions", pa.list_(pa.string())),
             ("url", pa.string()),
             ("uid", pa.string()),
             ("status", pa.string()),

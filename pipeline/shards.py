@@ -120,7 +120,11 @@ class ShardWriter:
     def full(self) -> bool:
         return self._rows >= self.samples_per_shard
 
-    def write(self, uid: str, url: str, caption: str, image: ProcessedImage) -> tuple[str, int]:
+    def write(
+        self, uid: str, url: str, caption: str, image: ProcessedImage, captions=None
+    ) -> tuple[str, int]:
+        """Append one image; `captions`: all of its captions (default [caption]), the first
+        being `caption`."""
         if self._closed:
             raise ValueError(f"shard {self.name} is closed")
         if not image.kept or image.image is None:
@@ -136,6 +140,7 @@ class ShardWriter:
         meta = {
             "key": key,
             "caption": caption,
+            "captions": list(captions) if captions else [caption],
             "url": url,
             "uid": uid,
             "status": "success",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from manifests.config import ConfigError, check_fields, option
 from manifests.storage import location
+from pipeline.dedup.captions import SAME_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +92,19 @@ def leak_config(config: DedupConfig):
 def decide(rows, eval_table=None, config: DedupConfig | None = None, exact_dup_of=None):
     """Decisions for pending rows: (dict uid → row update, list of leaks.Leak).
 
-    `rows`: a pyarrow table (or dict of lists) with uid, width, height, phash, phash256,
-    phash256_trim, and `image` (encoded bytes) when --leak-verify is on. `exact_dup_of`: uid →
-    uid kept, for rows with the same bytes as an earlier row (stages/dedup.py's
-    exact_duplicates). An update holds `status` ('eval_leak', or 'duplicate' /
-    config.near_dup_status), `leak_of` or `dup_of`, and `error` (a readable reason).
-    Rows without an update stay as they are."""
+    `rows`: a pyarrow table (or dict of lists) in source order with uid, width, height, phash,
+    phash256, phash256_trim, `caption` (without it every row with the same bytes counts as the
+    same caption), `sha256` (or `exact_dup_of`: uid → uid of the first row with the same bytes)
+    and `image` (encoded bytes) when --leak-verify or --near-dup-verify is on. An update holds
+    `status` ('eval_leak', 'duplicate' / config.near_dup_status, or 'pending' for a caption
+    kept beside an image another row holds), `leak_of`, `dup_of` or `image_of`, and `error` (a
+    readable reason). Rows without an update stay as they are (pipeline.dedup.captions)."""
     from pipeline.dedup.leaks import find_leaks, leak_reason
 
     config = config or DedupConfig()
-    exact_dup_of = dict(exact_dup_of or {})
     col = rows.column if hasattr(rows, "column") else rows.__getitem__
+    names = rows.column_names if hasattr(rows, "column_names") else list(rows)
     uids = _pylist(col("uid"))
-    updates: dict[str, dict] = {}
     leaks = []
     if eval_table is not None and eval_table.num_rows:
         settings = leak_config(config)
@@ -119,33 +120,75 @@ def decide(rows, eval_table=None, config: DedupConfig | None = None, exact_dup_o
             settings,
             images=images,
         )
-        for leak in leaks:
-            updates[leak.uid] = {
-                "status": EVAL_LEAK,
-                "leak_of": leak.eval_id,
-                "error": leak_reason(leak),
-            }
-    for uid, kept in exact_dup_of.items():
-        if uid not in updates:
-            updates[uid] = {"status": DUPLICATE, "dup_of": kept, "error": "same bytes as dup_of"}
-    near: dict[str, dict] = {}
+    updates = {
+        leak.uid: {"status": EVAL_LEAK, "leak_of": leak.eval_id, "error": leak_reason(leak)}
+        for leak in leaks
+    }
+    groups = _byte_groups(uids, col, names, exact_dup_of, set(updates))
+    near: dict[str, tuple[str, str]] = {}
     if config.near_dup_radius is not None:
-        near = _near_duplicates(col, uids, set(updates), config)
-        updates.update(near)
-        # Exact duplicates of a row that became a near-duplicate follow it to its representative.
-        for update in updates.values():
-            if update.get("dup_of") in near:
-                update["dup_of"] = near[update["dup_of"]]["dup_of"]
+        followers = {uid for members in groups.values() for uid in members[1:]}
+        near = _near_duplicates(col, uids, set(updates) | followers, config)
+    updates.update(_caption_decisions(uids, col, names, groups, near, config))
     log.info(
         "dedup: %d eval leaks, %d exact and %d near duplicates",
         len(leaks),
-        len(updates) - len(leaks) - len(near),
-        len(near),
+        sum(u.get("error") == SAME_BYTES for u in updates.values()),
+        sum(u.get("dup_of") is not None and u.get("error") != SAME_BYTES for u in updates.values()),
     )
     return updates, leaks
 
 
-def _near_duplicates(col, uids, excluded: set, config: DedupConfig) -> dict[str, dict]:
+def _byte_groups(uids, col, names, exact_dup_of, leaks: set) -> dict[str, list[str]]:
+    """image row uid → the uids of its image group's own rows (it first, then source order):
+    rows with the same bytes, leaks left out."""
+    if exact_dup_of is None:
+        first: dict = {}
+        exact_dup_of = {}
+        if "sha256" in names:
+            for uid, digest in zip(uids, _pylist(col("sha256")), strict=True):
+                if uid in leaks or not digest:
+                    continue
+                if digest in first:
+                    exact_dup_of[uid] = first[digest]
+                first.setdefault(digest, uid)
+    groups: dict[str, list[str]] = {}
+    for uid in uids:
+        if uid not in leaks:
+            head = exact_dup_of.get(uid, uid)
+            groups.setdefault(head if head not in leaks else uid, []).append(uid)
+    return groups
+
+
+def _caption_decisions(uids, col, names, groups, near, config) -> dict[str, dict]:
+    """Each image group's captions (captions.group_decisions), a near-duplicate cluster's
+    groups joined behind its representative's."""
+    from pipeline.dedup.captions import Member, caption_key, group_decisions
+
+    known = "caption" in names  # unknown: every caption of an image is the same one
+    if known:
+        keys = dict(zip(uids, map(caption_key, _pylist(col("caption"))), strict=True))
+    else:
+        keys = dict.fromkeys(uids, 0)
+    position = {uid: i for i, uid in enumerate(uids)}
+    joined: dict[str, list[tuple[str, str]]] = {}  # representative → (member image row, why)
+    for member, (rep, why) in near.items():
+        joined.setdefault(rep, []).append((member, why))
+    updates: dict[str, dict] = {}
+    for head, own in groups.items():
+        if head in near:
+            continue  # decided with its representative's group
+        members = [Member(uid, keys[uid]) for uid in own]
+        others = [(uid, why) for member, why in joined.get(head, []) for uid in groups[member]]
+        for uid, why in sorted(others, key=lambda o: position[o[0]]):
+            members.append(Member(uid, keys[uid], own=False, why=why))
+        suffix = ", with the same caption" if known else ""
+        updates.update(group_decisions(members, config.near_dup_status, suffix))
+    return updates
+
+
+def _near_duplicates(col, uids, excluded: set, config: DedupConfig) -> dict[str, tuple[str, str]]:
+    """image row uid → (its cluster's representative, why), for the images that are not it."""
     import numpy as np
 
     from pipeline.dedup.hashes import hex_to_codes
@@ -171,14 +214,7 @@ def _near_duplicates(col, uids, excluded: set, config: DedupConfig) -> dict[str,
             VerifyConfig(detector=config.near_dup_verify),
             config.near_dup_method,
         )
-        return {
-            uid: {
-                "status": config.near_dup_status,
-                "dup_of": rep,
-                "error": f"near-duplicate of dup_of ({why})",
-            }
-            for uid, (rep, why) in found.items()
-        }
+        return dict(found)
     dup_of = cluster_near_duplicates(
         [uids[i] for i in idx],
         codes[idx],
@@ -186,11 +222,9 @@ def _near_duplicates(col, uids, excluded: set, config: DedupConfig) -> dict[str,
         radius,
         config.near_dup_method,
     )
-    reason = f"near-duplicate of dup_of (phash within {radius} bits)"
+    why = f"phash within {radius} bits"
     return {
-        uids[i]: {"status": config.near_dup_status, "dup_of": rep, "error": reason}
-        for i, rep in zip(idx.tolist(), dup_of, strict=True)
-        if rep is not None
+        uids[i]: (rep, why) for i, rep in zip(idx.tolist(), dup_of, strict=True) if rep is not None
     }
 
 

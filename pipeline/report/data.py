@@ -46,6 +46,7 @@ class Sizes:
     cells: list[tuple[float, float, int]]  # (log2 width, log2 height, images), quarter octaves
     shorter_side: list[tuple[str, int]]  # (px range label, images)
     output: list[tuple[int, int, int]]  # (width, height, kept images), most common first
+    captions: list[tuple[str, int]]  # (kept captions per stored image, images)
 
 
 @dataclass
@@ -175,16 +176,23 @@ def sizes(con) -> Sizes:
             FROM samples WHERE {where} GROUP BY 1 ORDER BY 1"""
     ).fetchall()
     output = con.execute(
-        f"""SELECT width, height, count(*) FROM samples
-            WHERE status = '{schema.KEPT}' AND width IS NOT NULL
+        """SELECT width, height, count(*) FROM images WHERE width IS NOT NULL
             GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 12"""
+    ).fetchall()
+    captions = con.execute(
+        f"""SELECT least(n_captions, {CAPTIONS_CAP}) AS n, count(*) FROM images
+            GROUP BY 1 ORDER BY 1"""
     ).fetchall()
     return Sizes(
         fetched,
         [(float(x), float(y), n) for x, y, n in cells if math.isfinite(x) and math.isfinite(y)],
         [(_pow2_label(b) + " px", n) for b, n in shorter],
         output,
+        [(f"{n}+" if n == CAPTIONS_CAP else str(n), c) for n, c in captions],
     )
+
+
+CAPTIONS_CAP = 10  # the captions-per-image chart's last bar: this many or more
 
 
 def overlap(root: Path) -> Overlap | None:

@@ -297,7 +297,14 @@ def sizes(sz: Sizes) -> str:
         if sz.output
         else note("No kept image yet.")
     )
-    return section("sizes", "Image sizes", row(bubbles, shorter + "<h3>Output sizes</h3>" + output))
+    captions = ""
+    if sz.captions:
+        captions = svg.hbar_chart(
+            [(label, count, None) for label, count in sz.captions],
+            title="kept captions per stored image (one image, every caption it came with)",
+        )
+    body = row(bubbles, shorter + "<h3>Output sizes</h3>" + output)
+    return section("sizes", "Image sizes", body + captions)
 
 
 def clip_scores(histogram: list[tuple[str, int, int]]) -> str:
@@ -377,9 +384,11 @@ def kept_grid(samples: list[Sample], totals: dict, limit: int, no_fetch: bool = 
         else:
             why = "No kept sample."
         return section("kept", "Kept samples", note(why))
+    images = totals.get("shard_rows") or totals["kept"]
     intro = note(
-        f"{len(samples)} of {totals['kept']:,} kept samples (the lowest uids: a fixed "
-        f"pseudo-random choice, at most {limit})."
+        f"{len(samples)} of {images:,} kept images, each with its first caption (the lowest "
+        f"uids: a fixed pseudo-random choice, at most {limit}); {totals['kept']:,} kept "
+        "captions in all."
     )
     cards = "".join(card(s, dropped=False) for s in samples)
     return section("kept", "Kept samples", intro + f'<div class="grid">{cards}</div>')

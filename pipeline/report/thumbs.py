@@ -104,14 +104,20 @@ def _sample(row: tuple) -> Sample:
 
 
 def kept_samples(con, layout: DatasetLayout, limit: int, px: int) -> list[Sample]:
+    """One card per kept image: its first caption's row (an image stored with several
+    captions is one shard row; its shard uid is the image row's, `image_of`)."""
     rows = con.execute(
-        f"""SELECT {_COLUMNS}, shard, shard_row FROM samples
-            WHERE status = '{schema.KEPT}' AND shard IS NOT NULL ORDER BY uid LIMIT {int(limit)}"""
+        f"""SELECT {_COLUMNS}, shard, shard_row, coalesce(image_of, uid) FROM samples
+            WHERE status = '{schema.KEPT}' AND shard IS NOT NULL
+              AND coalesce(caption_index, 0) = 0
+            ORDER BY uid LIMIT {int(limit)}"""
     ).fetchall()
     samples = [_sample(r) for r in rows]
     by_shard: dict[str, list[tuple[int, Sample]]] = {}
+    image_uid = {}
     for sample, row in zip(samples, rows, strict=True):
         by_shard.setdefault(row[11], []).append((row[12], sample))
+        image_uid[sample.uid] = row[13]
     for shard, items in by_shard.items():
         path = layout.shards / Path(shard).name  # a file name, never a path out of shards/
         try:
@@ -124,7 +130,7 @@ def kept_samples(con, layout: DatasetLayout, limit: int, px: int) -> list[Sample
             continue
         for row, sample in items:
             record = records.get(row)
-            if record and record["uid"] == sample.uid and record[column]:
+            if record and record["uid"] == image_uid[sample.uid] and record[column]:
                 sample.image = thumbnail(record[column], px)
     return samples
 

@@ -30,7 +30,7 @@ RECHECK_S = 2.0  # how often (at most) dataset.json is read again to notice a ne
 UID = re.compile(r"[0-9a-f]{32}")
 GRID_COLUMNS = (
     "uid, url, caption, page_url, status, error, lang, clip_score, matched_queries, dup_of, "
-    "leak_of, shard, shard_row, width, height, part"
+    "leak_of, shard, shard_row, width, height, part, image_of"
 )
 DROPPED = "dropped"  # the status filter's word for every drop reason at once
 
@@ -194,10 +194,13 @@ class DatasetView:
             return con
         listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
         # `part` (the manifest file's part name) finds a dropped row's image in work/images/
+        source = f"read_parquet([{listed}], filename = true, union_by_name = true)"
+        present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        # a dataset built before captions were merged has no image_of: every image is its row's
+        extra = "" if "image_of" in present else ", NULL::VARCHAR AS image_of"
         con.execute(
             "CREATE OR REPLACE VIEW serve_rows AS SELECT * EXCLUDE (filename), "
-            "split_part(parse_filename(filename), '.', 1) AS part "
-            f"FROM read_parquet([{listed}], filename = true, union_by_name = true)"
+            f"split_part(parse_filename(filename), '.', 1) AS part{extra} FROM {source}"
         )
         return con
 

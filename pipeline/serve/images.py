@@ -43,7 +43,9 @@ class Thumbnails:
         if row.get("status") in NEVER_SHOWN:
             return None
         if row.get("shard") is not None and row.get("shard_row") is not None:
-            fields = ("shard", Path(row["shard"]).name, int(row["shard_row"]), row["uid"])
+            # the shard row holds the image's uid: its image row's, for a caption beside it
+            image = row.get("image_of") or row["uid"]
+            fields = ("shard", Path(row["shard"]).name, int(row["shard_row"]), image)
         elif row.get("width") is not None and row.get("part"):  # the image stage decoded it
             fields = ("work", Path(row["part"]).name, 0, row["uid"])
         else:

@@ -4,11 +4,11 @@ work/<stage>/decisions.parquet, with each decision's part; each part then applie
 from manifests import schema
 
 # Columns a run-wide decision (dedup, clip) may set on a pending row.
-DECISION_COLUMNS = ("status", "error", "dup_of", "leak_of")
+DECISION_COLUMNS = ("status", "error", "dup_of", "leak_of", "image_of")
 
 
 def decisions_table(updates: dict[str, dict], part_of: dict[str, str]):
-    """uid -> update (status, error, dup_of, leak_of) as a table with each row's part, so a part
+    """uid -> update (status, error, dup_of, leak_of, image_of) as a table with each row's part, so a part
     reads only its own decisions."""
     import pyarrow as pa
 

@@ -3,10 +3,11 @@
 Over every row still `pending` that has an image: copies of an `--eval-set` image become
 `eval_leak` with `leak_of` = "<set>/<class>/<file>" (DIR/overlap.parquet marks every eval image
 that has a copy); exact duplicates by sha256 of the fetched bytes (the first in source order is
-kept, the others become `duplicate` with `dup_of`); with `--near-dup-radius N`, clusters of
-phashes within N bits keep their largest image and the rest become `duplicate` (or
-`--near-dup-status`). Leaks win over everything, and an exact duplicate of a row that became a
-near-duplicate points at the cluster's representative.
+kept; a later row with another caption stays pending beside it, with `image_of`, and one with
+a caption the image already has becomes `duplicate` with `dup_of`); with `--near-dup-radius
+N`, clusters of phashes within N bits keep their largest image and the other images' captions
+join it the same way (a repeated caption becomes `duplicate`, or `--near-dup-status`). Leaks
+win over everything (pipeline.dedup.captions).
 
 All of it runs as phases of tasks that shuffle through bucketed files (pipeline/stages/phases.py;
 dedupexact.py, dedupnear.py): the driver hashes the eval sets, lists tasks and waits, so its
@@ -81,6 +82,8 @@ class DedupStage(Stage):
             if config.near_dup_verify != "off":
                 phases += [[f"feats-{p}" for p in parts], [f"verify-{b}" for b in buckets]]
         phases.append([f"final-{b}" for b in buckets])
+        if figures["radius"] is not None:
+            phases.append([f"merge-{b}" for b in buckets])
         run_phases(run, run.executor, phases, figures)
         if config.eval_set:
             _write_overlap(run)
@@ -89,7 +92,7 @@ class DedupStage(Stage):
         from pipeline.stages import dedupexact, dedupnear, dedupverify
 
         exact = {"hash": dedupexact.hash_part, "exact": dedupexact.exact_bucket}
-        exact["final"] = dedupexact.final_bucket
+        exact |= {"final": dedupexact.final_bucket, "merge": dedupexact.merge_bucket}
         return {**exact, **dedupnear.PHASES, **dedupverify.PHASES}[task.phase](task)
 
     def process(self, task, rows) -> PartOutput:
@@ -100,8 +103,10 @@ class DedupStage(Stage):
         figures = _figures(task.layout)
         index = StageRun(task.layout, self, task.inputs).parts.index(task.part)
         updates = {}
-        for d in read_part(task.layout, self.name, "final", figures["buckets"], index).to_pylist():
-            updates[d["uid"]] = {k: d[k] for k in ("status", "dup_of", "error")}
+        kinds = ["final"] + (["merge"] if figures["radius"] is not None else [])
+        for kind in kinds:
+            for d in read_part(task.layout, self.name, kind, figures["buckets"], index).to_pylist():
+                updates[d["uid"]] = {k: d[k] for k in ("status", "dup_of", "image_of", "error")}
         if figures["eval"]:
             leaks = storage.read_table(
                 phase_dir(task.layout, self.name) / "leaks" / f"{task.part}.parquet"
@@ -120,12 +125,14 @@ class DedupStage(Stage):
         from pipeline.stages.phases import phase_stats
 
         figures = _figures(run.layout)
-        final = [phase_stats(run, f"final-{b}").extra for b in range(figures["buckets"])]
-        return {
-            "buckets": figures["buckets"],
-            "exact_duplicates": sum(f["exact_duplicates"] for f in final),
-            "near_duplicates": sum(f["near_duplicates"] for f in final),
-        }
+        kinds = ["final"] + (["merge"] if figures["radius"] is not None else [])
+        found = [
+            phase_stats(run, f"{kind}-{b}").extra
+            for kind in kinds
+            for b in range(figures["buckets"])
+        ]
+        counts = ("exact_duplicates", "near_duplicates", "captions_joined")
+        return {"buckets": figures["buckets"], **{c: sum(f[c] for f in found) for c in counts}}
 
 
 def _figures(layout) -> dict:

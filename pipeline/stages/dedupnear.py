@@ -1,8 +1,8 @@
 """The dedup stage's near-duplicate phases (--near-dup-radius): pipeline.dedup.neardup's
 `sortjoin`, distributed (pipeline/stages/phases.py).
 
-Candidates are the pending rows that are neither eval leaks nor exact duplicates and have a
-64-bit phash. PartEnum keys (neardup.join_plan) guarantee that two hashes within the radius share
+Candidates are the image rows (the first row of each sha256, dedupexact.py) that are not eval
+leaks and have a 64-bit phash. PartEnum keys (neardup.join_plan) guarantee that two hashes within the radius share
 at least one key value exactly, so each key is a shuffle by key value:
 - `keys-<part>` (map): for every key, each candidate's key value under the bucket of (key, value)
   (keys/<part>.parquet); the candidates themselves go to cand/<part>.parquet.
@@ -13,8 +13,9 @@ at least one key value exactly, so each key is a shuffle by key value:
 - `label-<part>` (map): each candidate under the bucket of its cluster (its own hash where it
   has no pair, so identical hashes still cluster).
 - `near-<b>` (reduce): each cluster of two or more rows keeps its largest image (ties: the
-  smallest uid); the others become near-duplicates, written under their sha bucket (near/<b>)
-  for the final phase of dedupexact.py.
+  smallest uid); the others become near-duplicates of it, written under their sha bucket
+  (near/<b>) with the representative itself (dup_of = its uid), for the final phase of
+  dedupexact.py, which joins the cluster's captions.
 The decisions equal pipeline.dedup.decide's on the same rows (a test checks)."""
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def keys_part(task: PhaseTask) -> PartStats:
         task.path("hash"), columns=["bucket", "uid", "row", "phash", "area", "leak"]
     )
     exact = read_part(task.layout, task.stage, "exact", task.figures["buckets"], task.part_index)
-    dropped = pc.or_(rows["leak"], pc.is_in(rows["uid"], exact["uid"]))
+    followers = exact.filter(pc.not_equal(exact["uid"], exact["image"]))["uid"]
+    dropped = pc.or_(rows["leak"], pc.is_in(rows["uid"], followers))
     rows = rows.filter(pc.invert(dropped))
     codes, valid = hex_to_codes(rows["phash"].to_pylist(), 64)
     rows = rows.filter(pa.array(valid))
@@ -217,13 +219,18 @@ def near_bucket(task: PhaseTask) -> PartStats:
         return requests(task, rows.sort_by(order))
     rows = rows.sort_by(order).to_pydict()
     out = {"bucket": [], "part_index": [], "uid": [], "dup_of": []}
-    rep, previous = None, None
+    rep, previous, rep_row = None, None, None
     for cluster, index, uid, sha_bucket in zip(
         rows["cluster"], rows["part_index"], rows["uid"], rows["sha_bucket"], strict=True
     ):
         if cluster != previous:
             rep, previous = uid, cluster
+            rep_row = (sha_bucket, index, uid, uid)  # written once the cluster has a member
             continue
+        if rep_row is not None:  # the representative itself, dup_of = itself (final reads it)
+            for name, value in zip(out, rep_row, strict=True):
+                out[name].append(value)
+            rep_row = None
         out["bucket"].append(sha_bucket)
         out["part_index"].append(index)
         out["uid"].append(uid)
@@ -235,7 +242,8 @@ def near_bucket(task: PhaseTask) -> PartStats:
         "dup_of": pa.string(),
     }
     _write(pa.table({k: pa.array(v, types[k]) for k, v in out.items()}), task, "near")
-    return PartStats(len(rows["uid"]), len(rows["uid"]) - len(out["uid"]))
+    members = sum(u != d for u, d in zip(out["uid"], out["dup_of"], strict=True))
+    return PartStats(len(rows["uid"]), len(rows["uid"]) - members)
 
 
 PHASES = {

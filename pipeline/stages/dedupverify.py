@@ -149,18 +149,22 @@ def verify_bucket(task: PhaseTask) -> PartStats:
         members, subs = [r["uid"] for r in rows], [r["subrep"] for r in rows]
         joined = join_subclusters(list(dict.fromkeys(subs)), feats_of, config)
         found = cluster_decisions(members, subs, joined, radius)
+        reps = {rep for rep, _ in found.values()}
         for r in rows:
-            if r["uid"] in found:
+            # a member, or a representative (dup_of = itself: final reads it)
+            decision = found.get(r["uid"]) or ((r["uid"], "") if r["uid"] in reps else None)
+            if decision is not None:
                 out["bucket"].append(r["sha_bucket"])
                 out["part_index"].append(r["part_index"])
                 out["uid"].append(r["uid"])
-                out["dup_of"].append(found[r["uid"]][0])
-                out["reason"].append(found[r["uid"]][1])
+                out["dup_of"].append(decision[0])
+                out["reason"].append(decision[1])
     types = {"bucket": pa.int64(), "part_index": pa.int32(), "uid": pa.string()}
     types |= {"dup_of": pa.string(), "reason": pa.string()}
     table = pa.table({k: pa.array(v, types[k]) for k, v in out.items()}).sort_by("bucket")
     write_parquet_atomic(table, task.path("verify"), row_group_size=10_000)
-    return PartStats(len(plan), len(plan) - table.num_rows)
+    members = sum(u != d for u, d in zip(out["uid"], out["dup_of"], strict=True))
+    return PartStats(len(plan), len(plan) - members)
 
 
 PHASES = {"feats": feats_part, "verify": verify_bucket}

@@ -12,6 +12,9 @@ each cluster, least similar to the centroid first, a row whose cosine to an earl
 3. `bucket-<b>`, one task per bucket: every cluster of the bucket, from every part, ordered as
    the rule says (ties by source order) and deduplicated; dups/<b>.parquet names each
    duplicate's part, so the clip stage's parts read only their own.
+The captions of one image (dedup's image_of: the same bytes, so the same vector) are one vote:
+a cluster judges the image by its first row in the rule's order, and its other rows in the
+cluster share the verdict; the shards stage takes the rest of an image whose image row left.
 Up to 65,536 kept rows (256 x sqrt(N) >= N) every phase sees exactly what one process would, and
 the decisions equal pipeline.embed.semdedup.semantic_duplicates on the same rows (a test checks)."""
 
@@ -27,7 +30,8 @@ ROWS_PER_BUCKET = 200_000  # vectors one bucket task holds (x 512 dims x 4 bytes
 
 
 def kept_rows(task: PhaseTask, part: str, vectors: bool = True):
-    """The part's rows the threshold kept: uid, clip_score (and image vectors), source order."""
+    """The part's rows the threshold kept: uid, clip_score (and image vectors), source order,
+    with `group`: the image the row's caption belongs to (dedup's image_of, else its uid)."""
     import pyarrow.compute as pc
 
     from pipeline.stages import registry
@@ -35,11 +39,22 @@ def kept_rows(task: PhaseTask, part: str, vectors: bool = True):
     score = registry.get(task.inputs[1])  # the clip stage's second input: score
     columns = ["uid", "clip_score"] + (["image"] if vectors else [])
     table = storage.read_table(score.rows_path(task.layout, part), columns=columns)
+    dedup = registry.get(task.inputs[0])
+    rows = storage.read_table(dedup.rows_path(task.layout, part), columns=["uid", "image_of"])
+    group = dict(zip(rows["uid"].to_pylist(), rows["image_of"].to_pylist(), strict=True))
+    uids = table["uid"].to_pylist()
+    table = table.append_column("group", pa_strings([group.get(u) or u for u in uids]))
     keep = pc.invert(pc.is_nan(table["clip_score"]))
     threshold = task.figures["threshold"]
     if threshold is not None:
         keep = pc.and_(keep, pc.greater_equal(table["clip_score"], threshold))
     return table.filter(keep)
+
+
+def pa_strings(values):
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
 
 
 def _unit(table):
@@ -100,6 +115,7 @@ def _assign(task: PhaseTask) -> None:
             "part_index": pa.array([task.part_index] * table.num_rows, pa.int32()),
             "row": pa.array(range(table.num_rows), pa.int64()),
             "uid": table["uid"],
+            "group": table["group"],
             "image": table["image"],
         }
     ).sort_by("bucket")
@@ -120,17 +136,25 @@ def _dedup_bucket(task: PhaseTask) -> int:
     part_index = rows["part_index"].to_pylist()
     bounds = np.flatnonzero(np.diff(rows["cluster"].to_numpy())) + 1
     eps = task.config.clip.semdedup_eps
+    groups = rows["group"].to_pylist() if "group" in rows.column_names else uids
     found = {"part_index": [], "uid": [], "dup_of": [], "error": []}
     for block in np.split(np.arange(rows.num_rows), bounds):
-        if block.size < 2:
+        # One image, one vote: the captions of one image (same bytes, same vector) are judged
+        # as that image, by its first row in the rule's order, and share its verdict.
+        members: dict[str, list[int]] = {}
+        for i in block:
+            members.setdefault(groups[i], []).append(int(i))
+        reps = np.array([m[0] for m in members.values()], dtype=np.int64)
+        if reps.size < 2:
             continue
-        local = dedup_cluster(x[block], 1.0 - eps)
+        local = dedup_cluster(x[reps], 1.0 - eps)
         for j in np.flatnonzero(local >= 0):
-            i, of = block[j], block[local[j]]
-            found["part_index"].append(part_index[i])
-            found["uid"].append(uids[i])
-            found["dup_of"].append(uids[of])
-            found["error"].append(f"cosine > {1 - eps:.3f} to {uids[of]}")
+            of = reps[local[j]]
+            for i in members[groups[reps[j]]]:
+                found["part_index"].append(part_index[i])
+                found["uid"].append(uids[i])
+                found["dup_of"].append(uids[of])
+                found["error"].append(f"cosine > {1 - eps:.3f} to {uids[of]}")
     types = {"part_index": pa.int32()}
     table = pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in found.items()})
     write_parquet_atomic(table.sort_by("part_index"), task.path("dups"))

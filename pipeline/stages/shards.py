@@ -1,11 +1,13 @@
-"""Stage `shards`: the images of the rows still pending, in training shards.
+"""Stage `shards`: the images of the rows still pending, in training shards, each stored once
+with every caption kept for it.
 
-Kept rows are numbered in source order and cut into shards of `shard_size`; shard i holds rows
-[i*size, (i+1)*size), so its content does not depend on which task wrote it. The plan needs only
-each part's count of pending rows (the input stage's markers), not the rows: it maps every shard
-to the part ranges it holds. One task per shard reads those rows and the encoded images the
-`images` stage stored, and writes the shard with img2dataset's columns and `_stats.json`
-(pipeline.shards). The `publish` stage then gives each manifest row its shard and row."""
+The plan numbers the images (pipeline/stages/shardgroups.py: an image with several caption
+rows is gathered across parts into one, under its image row's part) and counts each part's;
+images are numbered in source order and cut into shards of `shard_size`, so shard i holds
+images [i*size, (i+1)*size) and its content does not depend on which task wrote it. One task
+per shard reads its images' rows and the encoded images the `images` stage stored, and writes
+the shard with img2dataset's columns, `captions` and `_stats.json` (pipeline.shards). The
+`publish` stage then gives each manifest row its shard, row and caption_index."""
 
 from dataclasses import dataclass
 
@@ -17,7 +19,7 @@ from pipeline.stages.base import PartOutput, PartStats, PartTask, Stage, StageRu
 @dataclass(frozen=True)
 class ShardTask(PartTask):
     index: int = 0
-    ranges: tuple[tuple[str, int, int], ...] = ()  # (part, first, end) of its pending rows
+    ranges: tuple[tuple[str, int, int], ...] = ()  # (part, first, end) of its images' numbers
 
 
 def shard_part(index: int) -> str:
@@ -25,18 +27,11 @@ def shard_part(index: int) -> str:
 
 
 def read_plan(layout) -> dict:
-    """{"offsets": {part: global index of its first pending row}, "total", "shard_size"}."""
+    """{"offsets": {part: number of its first image}, "total" (images), "shard_size",
+    "buckets" (of the gather phase), "captions" (caption rows placed)}."""
     import json
 
     return json.loads((layout.stage_dir(ShardsStage.name) / "plan.json").read_text())
-
-
-def placement(plan: dict, part: str, n: int) -> list[tuple[str, int]]:
-    """(shard file name, row) of the first `n` pending rows of `part`, in order."""
-    from pipeline.shards import shard_basename
-
-    size, first = plan["shard_size"], plan["offsets"][part]
-    return [(f"{shard_basename(g // size)}.parquet", g % size) for g in range(first, first + n)]
 
 
 class ShardsStage(Stage):
@@ -47,15 +42,14 @@ class ShardsStage(Stage):
         return config.fetch
 
     def plan(self, run: StageRun) -> None:
-        source = StageRun(run.layout, run.input("clip"), ())
-        offsets, total = {}, 0
-        for part in run.parts:
-            offsets[part] = total
-            total += source.part_stats(part).rows_out  # its pending rows
-        size = run.config.shards.shard_size
-        write_json_atomic(
-            {"offsets": offsets, "total": total, "shard_size": size}, run.dir / "plan.json"
-        )
+        from pipeline.stages.shardgroups import plan_phases
+
+        write_json_atomic(plan_phases(run), run.dir / "plan.json")
+
+    def run_phase(self, task) -> PartStats:
+        from pipeline.stages.shardgroups import PHASES
+
+        return PHASES[task.phase](task)
 
     def all_parts(self, run: StageRun) -> list[str]:
         plan = read_plan(run.layout)
@@ -95,7 +89,7 @@ class ShardsStage(Stage):
             samples_per_shard=config.shards.shard_size,
         )
         with writer:
-            for row, data, exif in self._rows(task):
+            for row, captions, data, exif in self._rows(task):
                 image = ProcessedImage(
                     "kept",
                     image=data,
@@ -107,7 +101,7 @@ class ShardsStage(Stage):
                     sha256=row["sha256"],
                     exif=exif,
                 )
-                writer.write(row["uid"], row["url"], row["caption"], image)
+                writer.write(row["uid"], row["url"], captions[0], image, captions=captions)
         n = len(writer)
         groups = -(-n // writer.row_group_size)
         extra = {"shard": writer.name, "rows": n, "row_groups": groups}
@@ -122,14 +116,24 @@ class ShardsStage(Stage):
         )
 
     def _rows(self, task: ShardTask):
-        """(samples row, encoded image, exif) of the shard's rows, in order."""
-        import pyarrow.compute as pc
+        """(samples row of the image row, its captions, encoded image, exif) of the shard's
+        images, in order."""
+        from pipeline.stages.shardgroups import part_images
 
         for part, first, end in task.ranges:
-            table = self.read(task, "clip", part=part)
-            pending = table.filter(pc.equal(table["status"], schema.PENDING))
+            placed = part_images(task.layout, part, first, end)
+            uids = [uid for uid, _ in placed]
+            if not uids:  # a part without images inside the shard's range
+                continue
+            table = self.read(task, "clip", part=part, filters=[("uid", "in", uids)])
+            rows = {row["uid"]: row for row in table.to_pylist()}
             stored = self.read(
-                task, "images", "images", part=part, columns=["uid", "image", "exif"]
+                task,
+                "images",
+                "images",
+                part=part,
+                columns=["uid", "image", "exif"],
+                filters=[("uid", "in", uids)],
             )
             images = dict(
                 zip(
@@ -138,8 +142,8 @@ class ShardsStage(Stage):
                     strict=True,
                 )
             )
-            for row in pending.slice(first, end - first).to_pylist():
-                yield (row, *images[row["uid"]])
+            for uid, captions in placed:
+                yield (rows[uid], captions, *images[uid])
 
     def summarise(self, run: StageRun, parts) -> dict | None:
         """The shards' index (shard, rows, row groups, bytes: the `shards` view, so a query

@@ -38,7 +38,7 @@ def make_plan(layout, record, request: RemovalRequest, work) -> dict:
     # rows lost theirs, not their bytes), less those a kept row that stays still points at
     history = sql_files(_all_samples_files(layout))
     con.execute(
-        f"""CREATE TEMP TABLE _refs AS SELECT DISTINCT uid, shard, shard_row
+        f"""CREATE TEMP TABLE _refs AS SELECT DISTINCT uid, shard, shard_row, caption_index
         FROM read_parquet({history}, union_by_name = true)
         WHERE uid IN (SELECT uid FROM _uids) AND shard IS NOT NULL AND shard_row IS NOT NULL"""
     )
@@ -65,12 +65,20 @@ def make_plan(layout, record, request: RemovalRequest, work) -> dict:
     pages_sql = page_match_sql(request)
     pages = con.sql(pages_sql).to_arrow_table() if pages_sql else pa.table({"page": []})
     shard_rows = con.sql("SELECT shard, shard_row FROM _leaving ORDER BY 1, 2").to_arrow_table()
+    # a caption of an image that stays: it leaves the image's `captions` in the shard
+    captions = con.sql(
+        """SELECT DISTINCT shard, shard_row, caption_index FROM _refs
+        WHERE caption_index IS NOT NULL
+          AND (shard, shard_row) NOT IN (SELECT (shard, shard_row) FROM _leaving)
+        ORDER BY 1, 2, 3"""
+    ).to_arrow_table()
     work.mkdir(parents=True, exist_ok=True)
     for name, table in (
         ("uids", con.sql("SELECT uid FROM _uids").to_arrow_table()),
         ("urls", urls),
         ("pages", pages),
         ("shard_rows", shard_rows),
+        ("captions", captions),
     ):
         write_parquet_atomic(table, work / f"{name}.parquet")
     target = layout.manifests / "removals" / f"{request.request_id}.{new_token()}.parquet"
@@ -145,12 +153,19 @@ def clean_stored(layout, work, plan, record) -> str | None:
     by_shard: dict[str, set[int]] = {}
     for shard, row in zip(table["shard"].to_pylist(), table["shard_row"].to_pylist(), strict=True):
         by_shard.setdefault(shard, set()).add(int(row))
+    captions: dict[str, dict[int, set[int]]] = {}  # shard → shard row → caption indexes
+    path = work / "captions.parquet"
+    for r in storage.read_table(path).to_pylist() if path.exists() else []:
+        captions.setdefault(r["shard"], {}).setdefault(r["shard_row"], set()).add(
+            r["caption_index"]
+        )
     sizes = {}
-    for shard, rows in sorted(by_shard.items()):
+    for shard in sorted(set(by_shard) | set(captions)):
         marker = work / "shards" / f"{shard}.json"
         done = read_json(marker, None)
         if done is None:
-            done = _clean_shard(layout, shard, rows, request.error())
+            rows = by_shard.get(shard, set())
+            done = _clean_shard(layout, shard, rows, request.error(), captions.get(shard, {}))
             write_json_atomic(done, marker)
         sizes[shard] = done["bytes"]
     if by_shard and any((layout.shards / s).with_suffix(".tar").exists() for s in by_shard):
@@ -161,17 +176,17 @@ def clean_stored(layout, work, plan, record) -> str | None:
     return _new_shard_index(layout, work, record, sizes)
 
 
-def _clean_shard(layout, shard: str, rows: set[int], error: str) -> dict:
+def _clean_shard(layout, shard: str, rows: set[int], error: str, captions: dict) -> dict:
     from pipeline.takedown import stored
 
     path = layout.shards / shard
     if not path.exists():
         log.warning("shard %s of the manifests is not in %s", shard, layout.shards)
         return {"bytes": None}
-    done = stored.rewrite_shard(path, rows, error)
+    done = stored.rewrite_shard(path, rows, error, captions)
     tar = path.with_suffix(".tar")
     if tar.exists():
-        stored.rewrite_tar(tar, set(done["keys"]))
+        stored.rewrite_tar(tar, set(done["keys"]), done["texts"])
     stats = path.with_name(path.stem + "_stats.json")
     if stats.exists():
         stored.recount_stats(stats, len(rows))

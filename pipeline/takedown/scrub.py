@@ -6,7 +6,9 @@ A table is recognised by its columns, not by its stage, so a stage added later i
   by the uid of the pair;
 - pages (`url`, `final_url`, `depth`): by the page's URL;
 - anything else with a `url` and content (the fetch stage's parts, keyed by image URL): by the
-  image URLs that leave the dataset (no row of theirs is left).
+  image URLs that leave the dataset (no row of theirs is left);
+- and in a table of images with their `captions` and the `uids` of their rows (the shards
+  stage's work files), a removed row's caption is nulled in the list.
 A matched row keeps its place (row counts, positions and the stage markers' counts stay true)
 and loses its content: every binary column (image bytes, file bodies), its caption and exif,
 its shard and shard row; its `status` becomes `removed` and its `error` says why. Its url,
@@ -101,12 +103,35 @@ def scrub_file(path, targets: Targets):
 
     meta = storage.parquet_file(path).schema_arrow
     names = meta.names
+    table = None
+    if {"captions", "uids"} <= set(names):  # the captions of one image, each with its row's uid
+        table = storage.read_table(path)
+        listed = scrub_caption_lists(table, targets)
     keys = key_columns(names, {f.name: f.type for f in meta})
     if keys is None:
-        return None
+        return None if table is None or listed.equals(table) else listed
     mask = matched(storage.read_table(path, columns=keys), targets)
     if not mask.to_numpy(zero_copy_only=False).any():
-        return None
-    table = storage.read_table(path)
-    cleaned = scrub(table, mask, targets.error)
-    return None if cleaned.equals(table) else cleaned
+        return None if table is None or listed.equals(table) else listed
+    original = table if table is not None else storage.read_table(path)
+    cleaned = scrub(listed if table is not None else original, mask, targets.error)
+    return None if cleaned.equals(original) else cleaned
+
+
+def scrub_caption_lists(table, targets: Targets):
+    """`table` with each removed row's caption nulled in place in the `captions` lists, found by
+    the `uids` list beside them (the shards stage's work files: one row per image)."""
+    import pyarrow as pa
+
+    captions, uids = table["captions"].to_pylist(), table["uids"].to_pylist()
+    changed = False
+    for i, (texts, owners) in enumerate(zip(captions, uids, strict=True)):
+        if texts and owners and any(u in targets.uids for u in owners):
+            captions[i] = [
+                None if u in targets.uids else c for c, u in zip(texts, owners, strict=True)
+            ]
+            changed = True
+    if not changed:
+        return table
+    at = table.column_names.index("captions")
+    return table.set_column(at, "captions", pa.array(captions, table.schema.field(at).type))

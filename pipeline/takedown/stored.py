@@ -20,8 +20,10 @@ from manifests.layout import atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def rewrite_shard(path, rows: set[int], error: str) -> dict:
-    """Empty `rows` (row indexes) of the shard at `path`; {rows, bytes, removed, keys}."""
+def rewrite_shard(path, rows: set[int], error: str, captions: dict | None = None) -> dict:
+    """Empty `rows` (row indexes) of the shard at `path`, and null the `captions` (row → caption
+    indexes) of rows that stay, `caption` becoming the first caption left; {rows, bytes,
+    removed, keys, texts} (texts: key → the captions left, for the tar)."""
     import pyarrow.parquet as pq
 
     source = storage.parquet_file(path)
@@ -29,8 +31,9 @@ def rewrite_shard(path, rows: set[int], error: str) -> dict:
     image = next(c for c in schema.IMAGE_COLUMNS if c in arrow_schema.names)
     compression = {name: "zstd" for name in arrow_schema.names}
     compression[image] = "none"  # as pipeline.shards writes them: images are compressed
-    keys, offset, total = [], 0, source.metadata.num_rows
-    if any(r < 0 or r >= total for r in rows):
+    keys, offset, total, texts = [], 0, source.metadata.num_rows, {}
+    captions = {r: c for r, c in (captions or {}).items() if r not in rows}
+    if any(r < 0 or r >= total for r in [*rows, *captions]):
         raise ValueError(f"{path}: rows outside 0..{total - 1}")
     with atomic_path(path) as tmp:
         writer = pq.ParquetWriter(
@@ -46,9 +49,34 @@ def rewrite_shard(path, rows: set[int], error: str) -> dict:
                 if local:
                     keys += [table["key"][i].as_py() for i in local]
                     table = _emptied(table, local, image, error)
+                mine = {r - offset: c for r, c in captions.items() if 0 <= r - offset < len(table)}
+                if mine:
+                    table, changed = _without_captions(table, mine)
+                    texts.update(changed)
                 writer.write_table(table, row_group_size=max(1, table.num_rows))
                 offset += table.num_rows
-    return {"rows": total, "removed": len(rows), "keys": keys, "bytes": path.stat().st_size}
+    size = path.stat().st_size
+    return {"rows": total, "removed": len(rows), "keys": keys, "bytes": size, "texts": texts}
+
+
+def _without_captions(table, rows: dict[int, set[int]]):
+    """`table` with caption indexes `rows[i]` of row i nulled in `captions` (their places kept:
+    the manifests' caption_index of the others stays true) and `caption` the first left."""
+    import pyarrow as pa
+
+    if "captions" not in table.column_names:  # a shard of before: one caption per image
+        return table, {}
+    captions = table["captions"].to_pylist()
+    first = table["caption"].to_pylist()
+    changed = {}
+    for i, gone in rows.items():
+        captions[i] = [None if k in gone else c for k, c in enumerate(captions[i] or [])]
+        first[i] = next((c for c in captions[i] if c is not None), "")
+        changed[table["key"][i].as_py()] = captions[i]
+    at = table.column_names.index
+    table = table.set_column(at("captions"), "captions", pa.array(captions, pa.list_(pa.string())))
+    table = table.set_column(at("caption"), "caption", pa.array(first, pa.string()))
+    return table, changed
 
 
 def _emptied(table, local: list[int], image: str, error: str):
@@ -74,9 +102,14 @@ def _emptied(table, local: list[int], image: str, error: str):
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 
-def rewrite_tar(path, keys: set[str]) -> None:
-    """The tar at `path` without the members of `keys` (`<key>.<ext>`), put whole."""
+def rewrite_tar(path, keys: set[str], texts: dict | None = None) -> None:
+    """The tar at `path` without the members of `keys` (`<key>.<ext>`), and with the captions
+    `texts` (key → captions left, None where taken down) in `<key>.txt` and `<key>.json`, put
+    whole."""
+    import io
     import tarfile
+
+    texts = texts or {}
 
     with (
         storage.local_copy(path) as local,
@@ -85,10 +118,24 @@ def rewrite_tar(path, keys: set[str]) -> None:
         tarfile.open(tmp, "w") as out,
     ):
         for member in source:
-            if member.name.split(".", 1)[0] in keys:
+            key, _, ext = member.name.partition(".")
+            if key in keys:
                 continue
             data = source.extractfile(member) if member.isfile() else None
+            if key in texts and ext in ("txt", "json"):
+                body = _restated(data.read(), ext, texts[key])
+                member.size, data = len(body), io.BytesIO(body)
             out.addfile(member, data)
+
+
+def _restated(body: bytes, ext: str, captions: list) -> bytes:
+    """A tar member's text with its captions taken down: txt = the first caption left."""
+    first = next((c for c in captions if c is not None), "")
+    if ext == "txt":
+        return first.encode()
+    meta = json.loads(body)
+    meta["caption"], meta["captions"] = first, captions
+    return json.dumps(meta, indent=4).encode()
 
 
 def recount_stats(path, removed: int) -> None:

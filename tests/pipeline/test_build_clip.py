@@ -3,8 +3,10 @@ captions; SemDeDup; the options' errors."""
 
 import csv
 import json
+import random
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 import manifests
@@ -133,3 +135,66 @@ def _check_semantic_duplicates(con, rows) -> None:
         assert kept_status == "kept" and scored and colour[dup] == colour[kept]
     stats = con.execute("SELECT drops FROM stats WHERE stage = 'clip'").fetchone()[0]
     assert f'"semantic_duplicate": {len(pairs)}' in stats
+
+
+@pytest.mark.timeout(900)
+def test_a_low_score_drops_a_caption_not_the_image_its_other_captions_keep(tmp_path, shapes_model):
+    """Each image under three captions, the first (its image row's) a wrong one: the CLIP
+    threshold drops captions, an image stays while one of its captions does, and SemDeDup
+    takes an image out with all its captions, never a caption for its own image's sake."""
+    from pipeline.testing.shapesite import mismatched_caption
+
+    server, pictures = shapes_site(per_class=2, mismatch=0.0, seed=5)
+    rng = random.Random(5)
+    rows = []
+    for p in pictures:
+        wrong = mismatched_caption(p["colour"], p["shape"], rng)
+        right = f"a {p['colour']} {p['shape']}"
+        rows += [{"url": p["url"], "caption": c} for c in (wrong, right, f"{right} drawn flat")]
+    try:
+        out = _build(tmp_path, rows, "captions", clip_model=str(shapes_model), min_clip_score=0.2)
+        con = manifests.open(out)
+        status = dict(con.execute("SELECT caption || url, status FROM samples").fetchall())
+        image_rows = [status[r["caption"] + r["url"]] for r in rows[::3]]
+        assert image_rows.count("low_clip_score") >= len(pictures) // 2  # most wrong ones
+        images = con.execute("SELECT uid, url, captions FROM images").fetchall()
+        with_kept = con.execute(
+            "SELECT count(DISTINCT url) FROM samples WHERE status = 'kept'"
+        ).fetchone()[0]
+        assert len(images) == with_kept  # one stored image per URL that kept a caption
+        shards = {
+            (row["url"], tuple(row["captions"]))
+            for path in sorted(Path(out, "shards").glob("*.parquet"))
+            for row in pq.read_table(path).to_pylist()
+        }
+        assert shards == {(url, tuple(captions)) for _, url, captions in images}
+        dropped_heads = [
+            uid
+            for (uid,) in con.execute(
+                "SELECT uid FROM samples WHERE status = 'low_clip_score' AND image_of = uid"
+            ).fetchall()
+        ]
+        stored = {uid for uid, _, _ in images}
+        assert dropped_heads and set(dropped_heads) <= stored  # their images stay for the others
+        out = _build(
+            tmp_path,
+            rows,
+            "semdedup",
+            clip_model=str(shapes_model),
+            min_clip_score=0.2,
+            semdedup_eps=0.02,
+        )
+        con = manifests.open(out)
+        followers = con.execute(
+            "SELECT s.status, s.dup_of = h.dup_of FROM samples s JOIN samples h "
+            "ON s.image_of = h.uid WHERE h.status = 'semantic_duplicate' AND s.uid != h.uid "
+            "AND s.clip_score >= 0.2"
+        ).fetchall()
+        assert followers and all(f == ("semantic_duplicate", True) for f in followers)
+        (mates,) = con.execute(
+            "SELECT count(*) FROM samples s JOIN samples k ON s.dup_of = k.uid "
+            "WHERE s.status = 'semantic_duplicate' AND s.url = k.url"
+        ).fetchone()
+        assert mates == 0  # no caption is a semantic duplicate of its own image's caption
+    finally:
+        server.close()

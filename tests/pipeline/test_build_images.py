@@ -68,9 +68,14 @@ def test_every_candidate_ends_with_a_final_status(built):
     assert "pending" not in status.values()
     kept = {u for u, s in status.items() if s == "kept"}
     assert site.base + "img/cat.png" in kept and site.base + "media/fish@2x.webp" in kept
-    cat_uid = con.execute("SELECT uid FROM samples WHERE url LIKE '%/img/cat.png'").fetchone()[0]
-    dup_of = con.execute("SELECT dup_of FROM samples WHERE url LIKE '%copy-of-cat.png'").fetchone()
-    assert dup_of == (cat_uid,)
+    cat = con.execute(
+        "SELECT uid, shard, shard_row FROM samples WHERE url LIKE '%/img/cat.png'"
+    ).fetchone()
+    copy = con.execute(
+        "SELECT image_of, shard, shard_row, caption_index FROM samples "
+        "WHERE url LIKE '%copy-of-cat.png'"
+    ).fetchone()
+    assert copy == (cat[0], cat[1], cat[2], 1)  # the same bytes: one image, two captions
     errors = con.execute(
         "SELECT count(*) FROM samples WHERE status != 'kept' AND error IS NULL "
         "AND status NOT IN ('no_query_match', 'over_query_cap')"
@@ -85,11 +90,12 @@ def test_kept_images_decode_and_match_their_manifest_rows(built):
     layout = DatasetLayout(config.out)
     con = manifests.open(config.out)
     rows = con.execute(
-        "SELECT uid, shard, shard_row, width, height, caption FROM samples WHERE status = 'kept'"
+        "SELECT uid, shard, shard_row, width, height, caption, caption_index, image_of "
+        "FROM samples WHERE status = 'kept'"
     ).fetchall()
     assert len(rows) >= 10
     shards = {}
-    for uid, shard, shard_row, width, height, caption in rows:
+    for uid, shard, shard_row, width, height, caption, caption_index, image_of in rows:
         if shard not in shards:
             shards[shard] = pq.read_table(layout.shards / shard)
             meta = pq.ParquetFile(layout.shards / shard).metadata
@@ -99,11 +105,13 @@ def test_kept_images_decode_and_match_their_manifest_rows(built):
             )
             assert stats["successes"] == shards[shard].num_rows
         record = shards[shard].slice(shard_row, 1).to_pylist()[0]
-        assert (record["uid"], record["caption"]) == (uid, caption)
+        assert record["uid"] == (image_of or uid)
+        assert record["captions"][caption_index] == caption
         image = Image.open(io.BytesIO(record["jpg"]))
         image.load()
         assert image.size == (width, height) == (64, 64)
-    assert con.execute("SELECT sum(rows) FROM shards").fetchone() == (len(rows),)
+    images = con.execute("SELECT count(*) FROM images").fetchone()[0]
+    assert con.execute("SELECT sum(rows) FROM shards").fetchone() == (images,) == (len(rows) - 1,)
 
 
 @pytest.mark.timeout(180)

@@ -43,7 +43,8 @@ def _url_list(path, base: str) -> None:
     ]
     rows = [(base + p[1:], c) for p, c in zip(GOOD_IMAGES, captions, strict=True)]
     rows += [
-        (base + "img/copy-of-cat.png", "the same cat again"),  # same bytes as cat.png: duplicate
+        (base + "img/copy-of-cat.png", "the same cat again"),  # cat.png's bytes: its 2nd caption
+        (base + "img/copy-of-cat.png", "A cat on a  sofa"),  # and cat.png's caption: duplicate
         (base + "img/tiny.png", EVIL_DROPPED),  # too_small
         (base + "img/html.png", "a fake cat"),  # not_an_image
         (base + "private/cat.png", "a private cat"),  # robots_disallowed
@@ -201,7 +202,7 @@ def test_untrusted_captions_are_escaped(full_report):
 def test_kept_grid_and_dropped_cards_show_real_images(datasets, full_report):
     _, html = full_report
     con = manifests.open(datasets["full"])
-    kept = con.execute("SELECT count(*) FROM samples WHERE status = 'kept'").fetchone()[0]
+    kept = con.execute("SELECT count(*) FROM images").fetchone()[0]  # one card per image
     kept_html = _section(html, "kept")
     images = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', kept_html)
     assert len(images) == min(kept, ReportConfig().kept_samples) > 0

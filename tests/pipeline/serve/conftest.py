@@ -36,7 +36,8 @@ def _rows(base: str) -> list[tuple[str, str]]:
     rows = [(base + p[1:], c) for p, c in zip(GOOD_IMAGES, captions, strict=True)]
     return rows + [
         (base + "img/copy-of-cat.png", "the same cat again"),  # a copy of the eval cat too
-        (base + "img/owl.jpg", "the owl again at night"),  # duplicate: same bytes, new caption
+        (base + "img/owl.jpg", "An owl at  night"),  # duplicate: same bytes, same caption
+        (base + "img/owl.jpg", "the owl again at night"),  # kept beside it: another caption
         (base + "img/tiny.png", QUOTES),  # too_small: the image stage decoded it
         (base + "img/html.png", "a fake cat"),  # not_an_image
         (base + "private/cat.png", "a private cat"),  # robots_disallowed

@@ -179,9 +179,9 @@ def test_a_url_takedown_takes_the_rows_content_out_of_every_file(built, tmp_path
     # every other row as it was, its shard row still holds its image
     rest = {k: v for k, v in before.items() if k != "a cat in a box"}
     assert {k: after[k] for k in rest} == rest
-    for status, _, shard, row, row_uid, _ in rest.values():
+    for caption, (status, _, shard, row, _, _) in rest.items():
         if status == "kept":
-            assert pq.read_table(out / "shards" / shard).to_pylist()[row]["uid"] == row_uid
+            assert caption in pq.read_table(out / "shards" / shard).to_pylist()[row]["captions"]
     # the version before is purged too; the audit says who, why, what, and what matched nothing
     assert ("removed", b_url, uid) in _rows(out, version=1)
     audit = (
@@ -239,13 +239,21 @@ def test_a_domain_takes_its_subdomains_and_nothing_that_only_ends_alike(built, t
 def test_a_uid_takes_that_caption_row_only(built, tmp_path):
     out, _, _, _ = built
     before = _rows(out)
-    uid = before["the same cat on a mat"][4]  # p2's caption of a.png (a duplicate row)
+    uid = before["the same cat on a mat"][4]  # p2's caption of a.png, kept beside p1's
+    shard, shard_row = before["the same cat on a mat"][2:4]
+    assert before["a cat on a mat"][2:4] == (shard, shard_row)  # one image, two captions
+    stored = pq.read_table(out / "shards" / shard).to_pylist()[shard_row]
+    assert sorted(stored["captions"]) == ["a cat on a mat", "the same cat on a mat"]
     assert main(_argv(out, "uids", _request(tmp_path, "uids.txt", [uid.upper()]))) == 0
     after = _rows(out)
     assert after["a cat on a mat"] == before["a cat on a mat"]  # a.png stays: a caption is left
     assert "the same cat on a mat" not in after
     con = manifests.open(out)
     assert con.execute("SELECT image_removed FROM removals").fetchall() == [(False,)]
+    stored = pq.read_table(out / "shards" / shard).to_pylist()[shard_row]
+    assert stored["caption"] == "a cat on a mat" and "a cat on a mat" in stored["captions"]
+    assert None in stored["captions"]  # in place: the other caption keeps its caption_index
+    assert content_hits(out, {"caption": b"the same cat on a mat"}) == []  # tars, work/ too
 
 
 @pytest.mark.parametrize(
