@@ -29,6 +29,13 @@ class TrainConfig:
         "DataLoader processes per rank; -1: one per CPU this process may use, less one for the "
         "training loop (stored in the run as the number chosen); 0 decodes in the training process",
     )
+    caption_sampling: str = opt(
+        "random",
+        "which of an image's selected captions a visit trains on: first (the lowest caption "
+        "index), random (one per visit, drawn from seed, image and epoch), all (one sample per "
+        "caption: an image with 3 selected captions is visited 3 times an epoch)",
+        choices=("first", "random", "all"),
+    )
     shuffle_buffer: int = opt(2000, "samples each loader worker holds to shuffle across row groups")
     decode: str = opt(
         "cpu",
@@ -182,6 +189,8 @@ def merge_for_resume(stored: dict, given: dict) -> dict:
     merged = dict(stored)
     # Runs stored before --trim-text existed ran the text tower on every token: so they go on.
     merged.setdefault("trim_text", False)
+    # Runs stored before --caption-sampling existed trained on each image's first caption.
+    merged.setdefault("caption_sampling", "first")
     for name in PER_INVOCATION:  # how this invocation runs, not what the run is
         merged.pop(name, None)
     merged.update({k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES})

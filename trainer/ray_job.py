@@ -35,7 +35,8 @@ def _check_data_on_driver(cfg: TrainConfig, num_workers: int) -> None:
         return
     from trainer.data import DataError, resolve
 
-    rows = resolve(cfg.data, cfg.subset, cfg.where).num_rows
+    index = resolve(cfg.data, cfg.subset, cfg.where)
+    rows = index.num_samples(per_caption=cfg.caption_sampling == "all")
     if cfg.batch_size * cfg.accum_steps * num_workers > rows:
         raise DataError(
             f"the batch ({cfg.batch_size} x {cfg.accum_steps} x {num_workers} workers) is larger "

@@ -2,7 +2,8 @@
 
 `shapes()` draws coloured shapes ("a red circle", ...) with jittered position and size: a task a
 tiny CLIP learns in a few hundred CPU steps. `write_dataset()` turns (PIL image, caption) pairs
-into DIR/manifests/samples/*.parquet, DIR/shards/*.parquet (img2dataset's columns) and run.json.
+(or (image, [captions])) into DIR/manifests/samples/*.parquet, DIR/shards/*.parquet
+(img2dataset's columns and `captions`) and run.json.
 """
 
 import io
@@ -70,42 +71,59 @@ def write_dataset(
     group_rows: int = 16,
     dropped: int = 5,
     corrupt: int = 0,
-    lang: str = "en",
+    lang="en",
+    captions_column: bool = True,
 ) -> Path:
     """Kept samples for `pairs` (plus `dropped` rows without images and `corrupt` kept rows whose
-    bytes are not an image) in shards of `shard_rows` rows, row groups of `group_rows`."""
+    bytes are not an image) in shards of `shard_rows` rows, row groups of `group_rows`.
+
+    A pair's caption may be a list: the image's captions, stored once in its shard row
+    (`captions`, `caption` = the first, `uid` = the first caption's) with one kept samples row
+    per caption (`caption_index` 0..k-1, `image_of` = the shard row's uid). `lang` is every
+    row's language, or a function of the caption. captions_column=False writes the layout from
+    before captions were lists: shards without `captions`, samples without `caption_index`."""
     layout = DatasetLayout(Path(root)).create()
     items = [(encode(img, image_format), caption) for img, caption in pairs]
     items += [(b"not an image, just bytes" * 4, "a broken picture")] * corrupt
     samples, shard_tables = [], []
+    shard_schema = schema.shard_schema(image_format)
+    if not captions_column:
+        shard_schema = shard_schema.remove(shard_schema.get_field_index("captions"))
     for start in range(0, len(items), shard_rows):
         name = f"{len(shard_tables):05d}.parquet"
         rows = []
         for row, (data, caption) in enumerate(items[start : start + shard_rows]):
             url = f"http://127.0.0.1/img/{start + row}.{image_format}"
-            uid = schema.sample_uid(url, caption)
+            captions = [caption] if isinstance(caption, str) else list(caption)
+            if len(captions) > 1 and not captions_column:
+                raise ValueError("several captions of an image need the captions column")
+            uids = [schema.sample_uid(url, c) for c in captions]
             rows.append(
                 {
                     "key": f"{start + row:09d}",
                     image_format: data,
-                    "caption": caption,
+                    "caption": captions[0],
+                    "captions": captions,
                     "url": url,
-                    "uid": uid,
+                    "uid": uids[0],
                     "status": "success",
                 }
             )
-            samples.append(
-                {
-                    "uid": uid,
-                    "url": url,
-                    "caption": caption,
-                    "status": schema.KEPT,
-                    "lang": lang,
-                    "shard": name,
-                    "shard_row": row,
-                }
-            )
-        table = schema.conform(pa.Table.from_pylist(rows), schema.shard_schema(image_format))
+            for index, (text, uid) in enumerate(zip(captions, uids, strict=True)):
+                samples.append(
+                    {
+                        "uid": uid,
+                        "url": url,
+                        "caption": text,
+                        "status": schema.KEPT,
+                        "lang": lang(text) if callable(lang) else lang,
+                        "image_of": uids[0] if len(captions) > 1 else None,
+                        "shard": name,
+                        "shard_row": row,
+                        "caption_index": index if captions_column else None,
+                    }
+                )
+        table = schema.conform(pa.Table.from_pylist(rows), shard_schema)
         shard_tables.append((name, table))
     for i in range(dropped):
         samples.append(

@@ -91,8 +91,8 @@ def test_workers_partition_each_epoch_without_overlap_or_loss(items_dataset):
             seen = []
             for w in range(workers):
                 share = [
-                    (s, g, int(r))
-                    for s, g, rows in worker_pieces(index, 5, w, workers, epoch)
+                    (u, int(r))
+                    for u, rows, _ in worker_pieces(index, 5, w, workers, epoch)
                     for r in rows
                 ]
                 assert abs(len(share) - 100 / workers) < 1

@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import trainer.models
 from manifests import storage
 from manifests.commit import DATASET_KINDS, committed_files, new_token, read_dataset_json, relative
 from manifests.layout import DatasetLayout, write_json_atomic, write_parquet_atomic
@@ -110,7 +109,7 @@ def test_a_resume_skips_exactly_the_withdrawn_rows_and_keeps_every_other_place(i
     withdraw(items, gone)
     assert resolve(items).num_rows == 96  # a new query would stream another order
     later = frozen.load(tmp_path / "run", items)
-    later.withdrawn = frozen.withdrawn(later, items)
+    later.withdrawn, later.withdrawn_captions = frozen.withdrawn(later, items)
     assert len(later.withdrawn) == 4
     s = stream(later, shuffle_buffer=30)
     resumed = [(pos, item) for pos, item in _take(s._samples(0, start), 400 - start)]
@@ -125,7 +124,7 @@ def test_withdrawn_rows_are_counted_apart_from_corrupt_ones(items, tmp_path):
     withdraw(items, {"item 5", "item 6"}, status="opted_out")
     remove_in_shard(items, "00001.parquet", [0, 9])  # `pipeline remove` while the run goes
     later = frozen.load(tmp_path / "run", items)
-    later.withdrawn = frozen.withdrawn(later, items)
+    later.withdrawn, later.withdrawn_captions = frozen.withdrawn(later, items)
     withdrawn = corrupt = images = 0
     for batch, _, meta in stream(later, batch_size=4, shuffle_buffer=1):
         withdrawn, corrupt, images = (
@@ -152,25 +151,6 @@ def _take(iterator, n: int) -> list:
         out.append(item)
         if len(out) == n:
             return out
-
-
-@pytest.fixture
-def captions_seen(monkeypatch):
-    """Every caption the trainer tokenizes for a batch, in order (loader in the main process)."""
-    seen: list[str] = []
-    real = trainer.models.tokenizer
-
-    def recording(name):
-        tokenize = real(name)
-
-        def call(captions):
-            seen.extend(captions)
-            return tokenize(captions)
-
-        return call
-
-    monkeypatch.setattr(trainer.models, "tokenizer", recording)
-    return seen
 
 
 def _argv(data, out) -> list:

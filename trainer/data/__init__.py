@@ -1,8 +1,9 @@
 """Training data: manifest-selected shard rows (or synthetic tensors) as a DataLoader of batches.
 
-`select.resolve` turns a subset into row groups, `frozen` keeps a run's resolved rows in
-RUN_DIR/selection.parquet (a resume streams them again, skipping the ones withdrawn since),
-`stream.ShardStream` streams them per worker, `image` decodes and augments,
+`select.resolve` turns a subset into row groups (with each row's selected captions), `frozen`
+keeps a run's resolved rows in RUN_DIR/selection.parquet (a resume streams them again, skipping
+the ones withdrawn since), `stream.ShardStream` streams them per worker, `reader` reads them and
+picks each visit's caption (--caption-sampling), `image` decodes and augments,
 `synthetic.SyntheticStream` replaces all of it for tests and benches.
 The loader state saved in checkpoints is a plain dict:
 `{"batches": micro-batches consumed per rank, "positions": {global worker: rows emitted},
@@ -94,13 +95,14 @@ def build_loader(
         return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=0), 1
 
     global_batch = cfg.batch_size * cfg.accum_steps * world_size
-    if global_batch > index.num_rows:
+    samples = index.num_samples(per_caption=cfg.caption_sampling == "all")
+    if global_batch > samples:
         raise DataError(
             f"the batch ({cfg.batch_size} x {cfg.accum_steps} accumulation x {world_size} ranks "
-            f"= {global_batch}) is larger than the subset ({index.num_rows} samples); "
+            f"= {global_batch}) is larger than the subset ({samples} samples); "
             "lower --batch-size"
         )
-    workers = worker_count(cfg.workers, index.num_rows, world_size)
+    workers = worker_count(cfg.workers, samples, world_size)
     if state:
         check_state(state, workers, world_size)
     dataset = ShardStream(
@@ -116,6 +118,7 @@ def build_loader(
         positions=state["positions"] if state else None,
         worker_offset=batches % max(1, workers),
         decode=cfg.decode,
+        caption_sampling=cfg.caption_sampling,
     )
     loader = torch.utils.data.DataLoader(
         dataset,

@@ -3,21 +3,31 @@
 The dataset can change under a run (`pipeline recheck` opts rows out, `pipeline remove` takes
 them down). A resume that queried the manifests again would get other units, hence another
 shuffled order. So a resume streams the frozen index, in the original order, and asks the current
-manifests only which of its rows are still served: a row is *withdrawn* when no `kept` row names
-its (shard, shard_row) any more. The stream still moves withdrawn rows through its shuffle buffer
+manifests only which of its captions are still served: a selected caption is *withdrawn* when no
+`kept` row names its (shard, shard_row, caption_index) any more, and a row is withdrawn when all
+its selected captions are. The stream still moves withdrawn rows through its shuffle buffer
 (every other row keeps its place, positions count as before) and skips them, unread, when they
-come out. Servable means the current kept set, not the run's subset and --where again: opted-out
-and removed rows always leave it (the manifest is the exclusion list), while a subset's predicate
+come out; a row that lost only some captions keeps its place too, and its visits draw among the
+captions it has left (with --caption-sampling all its withdrawn captions' visits are skipped).
+Servable means the current kept set, not the run's subset and --where again: opted-out and
+removed rows always leave it (the manifest is the exclusion list), while a subset's predicate
 can drift for other reasons (a later `pipeline embed` fills clip_score, an edited DIR/subsets
 file) that must not change what a running run trains on.
 
-Format: one Parquet file, rows in the index's unit order, with columns `shard` (int32, index into
-the shard list), `row_group` (int32), `group_start` (int64, the shard row its row group starts at)
-and `row` (int64, the manifests' shard_row, delta-encoded): 0.03 to 0.08 byte a row when most
-of each shard is selected, 0.4 when half of it is (measured on 10^6 rows). Its schema metadata (key `trainer.selection`) is JSON: `format`,
-`shards` (names), `image_columns`, `subset`, `where`, `rows`. The row groups are stored, not
-re-read from the shards: a resume opens no shard footer (one request each on an object store),
-and `pipeline remove` rewrites shards with the same row groups, so they stay true.
+Format 2: one Parquet file, one row per selected (shard row, caption) in the index's unit order
+(a row's captions ascending), with columns `shard` (int32, index into the shard list),
+`row_group` (int32), `group_start` (int64, the shard row its row group starts at), `row` (int64,
+the manifests' shard_row, delta-encoded) and `caption` (int32, the caption_index, dictionary
+encoded). Measured on 10^6 shard rows (1000-row groups): 0.033 byte a row when every row is
+selected with one caption (format 1: 0.029), 0.36 when half of them are (0.35), 0.09 when
+every row has 3 captions, 0.44 when a quarter have 2 to 4, 0.70 when a --where keeps about half
+of 3 captions each. Loaded, the index takes 8.3 bytes a row with one caption each (as before),
+24 with 3 each, 18 with a quarter at 2 to 4 (select.Unit's CSR caption sets). Format 1 files
+(no `caption` column: every row's set is {0}) are still read. Its schema metadata (key
+`trainer.selection`) is JSON: `format`, `shards` (names), `image_columns`, `subset`, `where`,
+`rows` (shard rows), `captions` (selected captions). The row groups are stored, not re-read from
+the shards: a resume opens no shard footer (one request each on an object store), and `pipeline
+remove` rewrites shards with the same row groups, so they stay true.
 """
 
 import json
@@ -26,20 +36,23 @@ import logging
 import numpy as np
 
 from manifests import storage
-from trainer.data.select import DataError, RowIndex, Unit, resolve
+from trainer.data.select import DataError, RowIndex, Unit, make_unit, resolve
 
 log = logging.getLogger(__name__)
 
 FILE = "selection.parquet"
 META_KEY = b"trainer.selection"
-FORMAT = 1
+FORMAT = 2
+FORMATS = (1, 2)  # 1: before caption sets (no `caption` column: every row's set is {0})
 CHUNK_ROWS = 1 << 20  # rows per Parquet row group, and per batch given to DuckDB
 
 _SERVED = """
-SELECT f.shard, f.row_group, f.row - f.group_start AS row
+SELECT f.unit, f.shard, f.row_group, f.row - f.group_start AS row, f.caption
 FROM _frozen f JOIN _frozen_shards n ON f.shard = n.shard_index
-ANTI JOIN (SELECT shard, shard_row FROM samples WHERE status = 'kept') k
-    ON k.shard = n.name AND k.shard_row = f.row
+ANTI JOIN (
+    SELECT shard, shard_row, coalesce(caption_index, 0) AS caption FROM samples
+    WHERE status = 'kept'
+) k ON k.shard = n.name AND k.shard_row = f.row AND k.caption = f.caption
 """
 
 
@@ -47,7 +60,7 @@ def selection_path(run_dir) -> storage.Location:
     return storage.location(run_dir) / FILE
 
 
-def _schema(metadata: dict | None = None):
+def _schema(metadata: dict | None = None, units: bool = False):
     import pyarrow as pa
 
     fields = [
@@ -55,35 +68,41 @@ def _schema(metadata: dict | None = None):
         ("row_group", pa.int32()),
         ("group_start", pa.int64()),
         ("row", pa.int64()),
+        ("caption", pa.int32()),
     ]
+    fields += [("unit", pa.int64())] if units else []  # for DuckDB only, never stored
     meta = {META_KEY: json.dumps(metadata)} if metadata else None
     return pa.schema(fields, metadata=meta)
 
 
-def _table(units: list[Unit], schema):
+def _table(units: list[Unit], schema, first: int = 0):
+    """One row per selected (row, caption) of `units`, which start at units[first]."""
     import pyarrow as pa
 
-    sizes = [len(u.rows) for u in units]
+    pairs = [u.pairs() for u in units]
+    sizes = [len(rows) for rows, _ in pairs]
     columns = [
         np.repeat(np.array([u.shard for u in units], np.int32), sizes),
         np.repeat(np.array([u.row_group for u in units], np.int32), sizes),
         np.repeat(np.array([u.start for u in units], np.int64), sizes),
-        np.concatenate([u.rows + u.start for u in units]).astype(np.int64),
+        np.concatenate([rows + u.start for u, (rows, _) in zip(units, pairs, strict=True)]),
+        np.concatenate([captions for _, captions in pairs]).astype(np.int32),
     ]
+    if "unit" in schema.names:
+        columns.append(np.repeat(np.arange(first, first + len(units), dtype=np.int64), sizes))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _tables(units: list[Unit], schema):
     """The units as tables of about CHUNK_ROWS rows each (never the whole index at once)."""
-    part, size = [], 0
-    for unit in units:
-        part.append(unit)
-        size += len(unit.rows)
+    first, size = 0, 0
+    for i, unit in enumerate(units):
+        size += unit.num_samples(True)
         if size >= CHUNK_ROWS:
-            yield _table(part, schema)
-            part, size = [], 0
-    if part:
-        yield _table(part, schema)
+            yield _table(units[first : i + 1], schema, first)
+            first, size = i + 1, 0
+    if first < len(units):
+        yield _table(units[first:], schema, first)
 
 
 def save(index: RowIndex, run_dir, *, subset: str = "", where: str = "") -> storage.Location:
@@ -94,6 +113,7 @@ def save(index: RowIndex, run_dir, *, subset: str = "", where: str = "") -> stor
 
     meta = {"format": FORMAT, "shards": index.shards, "image_columns": index.image_columns}
     meta.update(subset=subset, where=where, rows=index.num_rows)
+    meta.update(captions=index.num_samples(per_caption=True))
     schema, target = _schema(meta), selection_path(run_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -102,7 +122,8 @@ def save(index: RowIndex, run_dir, *, subset: str = "", where: str = "") -> stor
             tmp,
             schema,
             compression="zstd",
-            use_dictionary=["shard", "row_group", "group_start"],  # runs: a few bytes each
+            # runs (and, for captions, mostly zeros): a few bytes each
+            use_dictionary=["shard", "row_group", "group_start", "caption"],
             column_encoding={"row": "DELTA_BINARY_PACKED"},  # ascending: a few bits a row
         ) as writer,
     ):
@@ -114,13 +135,25 @@ def save(index: RowIndex, run_dir, *, subset: str = "", where: str = "") -> stor
 def _extend(units: list[Unit], batch) -> None:
     """Append the units of one batch of the file; a unit cut by the batch edge is joined."""
     shard, group, start, row = (batch.column(i).to_numpy() for i in range(4))
+    names = batch.schema.names
+    caption = (
+        batch.column(names.index("caption")).to_numpy()
+        if "caption" in names
+        else np.zeros(len(row), np.int32)  # format 1
+    )
+    plain = not caption.any()  # only first captions: each file row is a distinct shard row
     cuts = np.flatnonzero((shard[1:] != shard[:-1]) | (group[1:] != group[:-1])) + 1
     for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(row)], strict=True):
         s, g, first = int(shard[lo]), int(group[lo]), int(start[lo])
-        rows = row[lo:hi] - first
+        rows, captions = row[lo:hi] - first, caption[lo:hi]
         if units and (units[-1].shard, units[-1].row_group) == (s, g):
-            rows = np.concatenate([units.pop().rows, rows])
-        units.append(Unit(s, g, rows, first))
+            before_rows, before_captions = units.pop().pairs()
+            rows = np.concatenate([before_rows, rows])
+            captions = np.concatenate([before_captions, captions])
+        elif plain:
+            units.append(Unit(s, g, rows, first))
+            continue
+        units.append(make_unit(s, g, first, rows, captions))
 
 
 def load(run_dir, data_dir) -> RowIndex | None:
@@ -130,7 +163,7 @@ def load(run_dir, data_dir) -> RowIndex | None:
     except FileNotFoundError:
         return None
     meta = json.loads(source.schema_arrow.metadata[META_KEY])
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in FORMATS:
         raise DataError(f"{selection_path(run_dir)}: unknown format {meta.get('format')!r}")
     units: list[Unit] = []
     for batch in source.iter_batches(batch_size=CHUNK_ROWS):
@@ -139,13 +172,15 @@ def load(run_dir, data_dir) -> RowIndex | None:
     return RowIndex(root, list(meta["shards"]), list(meta["image_columns"]), units)
 
 
-def withdrawn(index: RowIndex, data_dir) -> set[tuple[int, int, int]]:
-    """The rows of `index` no kept row of the current manifests names: (shard, group, row)."""
+def withdrawn(index: RowIndex, data_dir) -> tuple[set, dict]:
+    """The selected captions of `index` no kept row of the current manifests names, as
+    (rows all of whose captions went: {(shard, group, row)}, rows that lost only some:
+    {(shard, group, row): frozenset of caption indexes})."""
     import pyarrow as pa
 
     import manifests
 
-    schema = _schema()
+    schema = _schema(units=True)
     batches = (b for t in _tables(index.units, schema) for b in t.to_batches())
     names = pa.table(
         {"shard_index": pa.array(range(len(index.shards)), pa.int32()), "name": index.shards}
@@ -157,7 +192,17 @@ def withdrawn(index: RowIndex, data_dir) -> set[tuple[int, int, int]]:
         found = con.execute(_SERVED).fetchnumpy()
     finally:
         con.close()
-    return set(zip(*(found[c].tolist() for c in ("shard", "row_group", "row")), strict=True))
+    gone: dict[tuple[int, int, int], tuple[int, set[int]]] = {}
+    columns = (found[c].tolist() for c in ("unit", "shard", "row_group", "row", "caption"))
+    for unit, shard, group, row, caption in zip(*columns, strict=True):
+        gone.setdefault((shard, group, row), (unit, set()))[1].add(caption)
+    rows, captions = set(), {}
+    for key, (unit, lost) in gone.items():
+        if lost.issuperset(index.units[unit].caption_set(key[2]).tolist()):
+            rows.add(key)
+        else:
+            captions[key] = frozenset(lost)
+    return rows, captions
 
 
 def for_run(cfg, *, resuming: bool, is_main: bool) -> RowIndex:
@@ -165,7 +210,7 @@ def for_run(cfg, *, resuming: bool, is_main: bool) -> RowIndex:
     frozen one with its withdrawn rows, or (a run started before this file) resolved again."""
     index = load(cfg.out, cfg.data) if resuming else None
     if index is not None:
-        index.withdrawn = withdrawn(index, cfg.data)
+        index.withdrawn, index.withdrawn_captions = withdrawn(index, cfg.data)
         _report(index, cfg.out)
         return index
     if resuming:
@@ -195,5 +240,12 @@ def _report(index: RowIndex, run_dir) -> None:
             "run started): they are skipped where they come, every other row keeps its place",
             count,
             total,
+            selection_path(run_dir),
+        )
+    if index.withdrawn_captions:
+        log.warning(
+            "--resume: %d more rows of %s lost some of their captions since the run started: "
+            "their other captions are still trained on, the withdrawn ones never",
+            len(index.withdrawn_captions),
             selection_path(run_dir),
         )

@@ -13,6 +13,12 @@ the stream continues exactly as it would have. Augmentation draws from an RNG se
 worker, position), so it does not depend on history either. Withdrawn rows (no longer served by
 the dataset, trainer.data.frozen) go through the buffer like any other and are skipped, unread,
 when they come out: every other row keeps its place.
+
+Captions (--caption-sampling): with `first` and `random` a row is one sample per epoch whose
+caption the reader picks when it reads the row (trainer.data.reader: `random` draws from
+(seed, the row's uid, epoch), never from the stream's history, so a replay picks the same); with
+`all` a row is one sample per selected caption: the unit's (row, caption) pairs take the rows'
+place in the slices above, and "row" there means such a sample.
 """
 
 import logging
@@ -22,31 +28,47 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from manifests import storage
 from trainer.data.image import new_batch, train_image
+from trainer.data.reader import DRAW, SAMPLING, Ref, ShardReader
+from trainer.data.reader import string_rng as _rng
 from trainer.data.select import RowIndex
 
 log = logging.getLogger(__name__)
 
-REMOVED = "removed"  # a shard row's status once `pipeline remove` emptied it
 
-Ref = tuple[int, int, int, int]  # (epoch, shard index, row group, row in the row group)
+def unit_sizes(index: RowIndex, per_caption: bool = False) -> np.ndarray:
+    """Samples per unit and epoch, in unit order (rows, or selected captions)."""
+    units = index.units
+    return np.fromiter((u.num_samples(per_caption) for u in units), np.int64, len(units))
 
 
-def worker_pieces(index: RowIndex, seed: int, worker: int, num_workers: int, epoch: int):
-    """This global worker's share of `epoch`: (shard, row group, rows) pieces in read order."""
+def worker_pieces(
+    index: RowIndex,
+    seed: int,
+    worker: int,
+    num_workers: int,
+    epoch: int,
+    per_caption: bool = False,
+    sizes: np.ndarray | None = None,
+):
+    """This global worker's share of `epoch`: (unit index, rows, caption indexes) pieces in read
+    order; the caption indexes are None unless `per_caption` (then a row comes once per
+    selected caption, `rows` repeating it). `sizes`: unit_sizes(index, per_caption), if known."""
     order = np.random.default_rng([seed, epoch]).permutation(len(index.units))
-    sizes = np.array([len(index.units[i].rows) for i in order], dtype=np.int64)
+    sizes = (unit_sizes(index, per_caption) if sizes is None else sizes)[order]
     ends = np.cumsum(sizes)
     total = int(ends[-1])
     lo, hi = worker * total // num_workers, (worker + 1) * total // num_workers
-    begin = 0
-    for unit_pos, end in zip(order, ends, strict=True):
-        unit, start = index.units[unit_pos], int(end) - len(index.units[unit_pos].rows)
-        begin = max(lo, start)
-        stop = min(hi, int(end))
+    for unit_pos, size, end in zip(order, sizes, ends, strict=True):
+        start = int(end - size)
+        begin, stop = max(lo, start), min(hi, int(end))
         if begin < stop:
-            yield unit.shard, unit.row_group, unit.rows[begin - start : stop - start]
+            unit, cut = index.units[unit_pos], slice(begin - start, stop - start)
+            if per_caption:
+                rows, captions = unit.pairs()
+                yield int(unit_pos), rows[cut], captions[cut]
+            else:
+                yield int(unit_pos), unit.rows[cut], None
         if end >= hi:
             return
 
@@ -67,61 +89,6 @@ class ShuffleBuffer:
         return out
 
 
-class ShardReader:
-    """Reads selected rows of a row group: {ref: (image bytes, caption)}, or {ref: None} for a
-    withdrawn row: one the index withdrew (not read at all) or one whose shard `status` says
-    `removed` (taken down while the run went: `pipeline remove` rewrites the shard in place).
-    Keeps a few files open."""
-
-    def __init__(self, index: RowIndex, max_open: int = 8):
-        self.index, self.max_open, self.files = index, max_open, {}
-        self.removed = 0  # rows met with status `removed` in their shard
-
-    def _file(self, shard: int):
-        if shard not in self.files:
-            if len(self.files) >= self.max_open:
-                self.files.pop(next(iter(self.files))).close()
-            self.files[shard] = storage.parquet_file(self.index.root / self.index.shards[shard])
-        return self.files[shard]
-
-    def read(self, refs: list[Ref]) -> dict:
-        out: dict = {}
-        by_group: dict[tuple[int, int], list[Ref]] = {}
-        for ref in refs:
-            if ref[1:] in self.index.withdrawn:
-                out[ref] = None
-            else:
-                by_group.setdefault((ref[1], ref[2]), []).append(ref)
-        for (shard, group), group_refs in by_group.items():
-            out.update(self._read_group(shard, group, group_refs))
-        return out
-
-    def _read_group(self, shard: int, group: int, refs: list[Ref]) -> dict:
-        file, column = self._file(shard), self.index.image_columns[shard]
-        columns = [column, "caption"] + (["status"] if "status" in file.schema_arrow.names else [])
-        rows = file.read_row_group(group, columns=columns).take([r[3] for r in refs])
-        images, captions = rows.column(column).to_pylist(), rows.column("caption").to_pylist()
-        statuses = rows.column("status").to_pylist() if "status" in columns else [None] * len(refs)
-        out = {}
-        for ref, image, caption, status in zip(refs, images, captions, statuses, strict=True):
-            if status == REMOVED:
-                out[ref] = None
-                self._note_removed(shard, group)
-            else:
-                out[ref] = (image, caption)
-        return out
-
-    def _note_removed(self, shard: int, group: int) -> None:
-        self.removed += 1
-        if self.removed == 1:  # the batch meta counts them all
-            log.warning(
-                "shard %s row group %d holds a row removed since the run started (status "
-                "'removed'): such rows are skipped as withdrawn",
-                self.index.shards[shard],
-                group,
-            )
-
-
 class ImageBatch:
     """One batch of decoded crops, each written straight into its slot of the batch tensor."""
 
@@ -140,8 +107,8 @@ class ImageBatch:
 class ShardStream(torch.utils.data.IterableDataset):
     """Yields (images uint8 [B,3,S,S] in channels_last memory, tokens [B,L], meta) forever; meta
     has the global `worker`, its `position` after this batch, and the rows skipped while filling
-    it: `corrupt` (undecodable images) and `withdrawn` (rows no longer served, see
-    trainer.data.frozen). With decode="gpu" the images are a gpu_decode.JpegBatch instead (JPEG
+    it: `corrupt` (undecodable images) and `withdrawn` (samples no longer served, see
+    trainer.data.frozen, or left with no usable caption, see trainer.data.reader). With decode="gpu" the images are a gpu_decode.JpegBatch instead (JPEG
     bytes and crop boxes; its `decode_on(device)` makes the same tensor on the device)."""
 
     def __init__(
@@ -160,8 +127,11 @@ class ShardStream(torch.utils.data.IterableDataset):
         worker_offset: int = 0,
         read_ahead: int = 2,
         decode: str = "cpu",
+        caption_sampling: str = "random",
     ):
         super().__init__()
+        if caption_sampling not in SAMPLING:
+            raise ValueError(f"caption_sampling {caption_sampling!r} is not one of {SAMPLING}")
         self.index, self.batch_size, self.image_size = index, batch_size, image_size
         self.tokenizer = tokenizer  # open_clip's: list of captions -> LongTensor [B, L]
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -171,6 +141,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.worker_offset = worker_offset
         self.read_ahead = read_ahead  # row-group pieces read ahead per loader worker
         self.decode = decode  # cpu: decode in this process; gpu: leave JPEGs to the device
+        self.caption_sampling = caption_sampling  # first | random: one visit per image; all
+        self.per_caption = caption_sampling == "all"  # one visit per selected caption
 
     def global_worker(self) -> int:
         info = torch.utils.data.get_worker_info()
@@ -216,12 +188,17 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def _refs(self, worker: int) -> Iterator[list[Ref]]:
         total_workers = self.num_workers * self.world_size
+        sizes = unit_sizes(self.index, self.per_caption)  # once, not every epoch
         epoch = 0
         while True:
-            for shard, group, rows in worker_pieces(
-                self.index, self.seed, worker, total_workers, epoch
+            for unit, rows, captions in worker_pieces(
+                self.index, self.seed, worker, total_workers, epoch, self.per_caption, sizes
             ):
-                yield [(epoch, shard, group, int(r)) for r in rows]
+                if captions is None:
+                    yield [(epoch, unit, r, DRAW) for r in rows.tolist()]
+                else:
+                    pairs = zip(rows.tolist(), captions.tolist(), strict=True)
+                    yield [(epoch, unit, r, c) for r, c in pairs]
             epoch += 1
 
     def _samples(self, worker: int, start: int) -> Iterator[tuple[int, tuple[bytes, str] | None]]:
@@ -229,7 +206,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         rows_per_epoch = self._rows_per_epoch(worker)
         if rows_per_epoch == 0:
             raise ValueError(f"loader worker {worker} has no rows: use fewer workers or ranks")
-        reader = ShardReader(self.index)
+        reader = ShardReader(self.index, seed=self.seed, sampling=self.caption_sampling)
         buffer = ShuffleBuffer(min(self.shuffle_buffer, rows_per_epoch), _rng(self.seed, worker))
         loaded: dict[Ref, tuple[bytes, str] | None] = {}
         emitted = 0
@@ -255,7 +232,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                 yield emitted, loaded.pop(out)
 
     def _rows_per_epoch(self, worker: int) -> int:
-        total = self.index.num_rows
+        total = self.index.num_samples(self.per_caption)
         workers = self.num_workers * self.world_size
         return (worker + 1) * total // workers - worker * total // workers
 
@@ -293,9 +270,3 @@ def read_ahead(reader: ShardReader, pieces: Iterator[list[Ref]], depth: int):
                 yield done, future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _rng(*key) -> random.Random:
-    # A string seed goes through SHA-512: the same stream in every process (hash() of a str is
-    # salted per process).
-    return random.Random("/".join(map(str, key)))

@@ -7,8 +7,11 @@ rows with SQL and any tool can recompute the split:
     held out    = bucket(uid) < permille          (default 10: 1% of the rows)
 
 `heldout_sql(permille)` is that predicate in DuckDB over the `samples` view; training on the rest is
-`trainer run ... --where "NOT <heldout_sql(10)>"`. The eval reads the held-out rows of the subset
-(default `kept`), at most `limit` of them, from the shards (image bytes and caption).
+`trainer run ... --where "NOT <heldout_sql(10, IMAGE_ID)>"`. The eval reads the held-out rows of the
+subset (default `kept`), at most `limit` of them, from the shards (image bytes and first caption).
+It splits by image (IMAGE_ID: `image_of`, the uid of the image's stored row, or the row's own uid
+for an image with one caption), so an image's captions fall on one side together; with one
+caption per image that is the uid split above.
 
 Identical captions are one text: image->text counts a hit when the image's caption is among the
 top K texts; text->image when any image with that caption is among the top K images.
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 HELDOUT_SALT = "clipengine/heldout/"
 DEFAULT_PERMILLE = 10
 RECALL_KS = (1, 5, 10)
+IMAGE_ID = "coalesce(image_of, uid)"  # the samples view's id of a row's image
 
 
 def heldout_bucket(uid: str) -> int:
@@ -73,11 +77,12 @@ def retrieval_metrics(image_feats, text_feats, caption_of_image, ks=RECALL_KS) -
 
 
 def read_heldout(data_dir, subset: str, permille: int, limit: int) -> list[tuple[bytes, str]]:
-    """(image bytes, caption) of up to `limit` held-out rows of `subset`, in shard order."""
+    """(image bytes, first caption) of up to `limit` held-out images of `subset`, in shard
+    order (one per shard row, whichever of its captions the subset selects)."""
 
     from trainer.data import resolve
 
-    index = resolve(data_dir, subset, heldout_sql(permille))
+    index = resolve(data_dir, subset, heldout_sql(permille, IMAGE_ID))
     rows = []
     for unit in index.units:
         column = index.image_columns[unit.shard]
