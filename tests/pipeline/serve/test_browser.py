@@ -91,7 +91,7 @@ def test_grid_filters_as_a_user_clicks_them(browser, served, hostile, tmp_path):
     _submit(browser)
     assert "status=duplicate" in browser.current_url
     assert sorted(_cards(browser)) == sorted(_uids(hostile, "status = 'duplicate'"))
-    assert "same bytes as" in _by_css(browser, ".card .err")[0].text  # the reason, on the card
+    assert "same bytes and caption as" in _by_css(browser, ".card .err")[0].text  # the reason
     assert all(_images_loaded(browser))  # a dropped row's image, from work/images
 
     Select(_by_css(browser, "select[name=status]")[0]).select_by_value("kept")
