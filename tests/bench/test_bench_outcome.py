@@ -1,0 +1,178 @@
+"""bench/bench_outcome.py on a tiny generated emoji-like corpus: the build, the raw export, the
+three ways of training (a handful of steps each), one evaluation, the table and the JSON; and the
+acceptance arithmetic. Never reads ../shared (the real corpus is for the bench only)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COLOURS = ["red", "green", "blue", "orange", "purple", "black", "yellow", "pink"]
+SHAPES = ["circle", "square", "triangle", "star"]
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """The bench module (bench/ is a folder of scripts, not a package)."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import bench_outcome
+
+    return bench_outcome
+
+
+def _draw(path: Path, colour: str, shape: str, style: int) -> None:
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    box = (8, 8, 56, 56) if style == 0 else (14, 12, 52, 54)  # the two "artists" differ
+    outline = None if style == 0 else "white"
+    if shape == "circle":
+        draw.ellipse(box, fill=colour, outline=outline)
+    elif shape == "square":
+        draw.rectangle(box, fill=colour, outline=outline)
+    elif shape == "triangle":
+        draw.polygon([(box[0], box[3]), (box[2], box[3]), (32, box[1])], fill=colour)
+    else:
+        draw.regular_polygon((32, 32, 24 - 4 * style), 5, fill=colour, outline=outline)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def _corpus(root: Path, n: int = 30) -> Path:
+    """n emoji-like records in two styles; a third of them have a Unicode name equal to their
+    label (a caption the build folds into a duplicate), one has no tags, and two share their
+    google bytes (exact dedup across emoji)."""
+    lines = []
+    for i in range(n):
+        colour, shape = COLOURS[i % len(COLOURS)], SHAPES[i // len(COLOURS)]
+        label = f"{colour} {shape}"
+        name = label.upper() if i % 3 == 0 else f"{colour.upper()} {shape.upper()} SYMBOL"
+        tags = [] if i == 1 else [colour, shape, "shape"]
+        image = f"{i:04x}.png"
+        lines.append(
+            json.dumps(
+                {
+                    "image": image,
+                    "name": name,
+                    "annotations": {"en": {"label": label, "tags": tags}},
+                }
+            )
+        )
+        for style, folder in enumerate(("google", "twitter")):
+            _draw(root / folder / image, colour, shape, style)
+    # the last emoji's google image is byte-identical to the first one's
+    (root / "google" / f"{n - 1:04x}.png").write_bytes((root / "google" / "0000.png").read_bytes())
+    (root / "emoji.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_three_ways_table_and_json(tmp_path, bench, capsys):
+    emoji = _corpus(tmp_path / "emoji")
+    out = tmp_path / "out"
+    argv = ["--emoji-dir", str(emoji), "--out", str(out), "--samples", "48"]
+    argv += ["--batch-size", "16", "--seeds", "1", "--parallel", "2"]
+    result = bench.main(argv)
+    printed = capsys.readouterr().out
+
+    written = json.loads((out / "outcome.json").read_text())
+    assert written["tables"][0]["ways"].keys() == {"a", "b", "c"}
+    assert written["recipe"]["samples"] == 48 and written["recipe"]["batch"] == 16
+    table = result["tables"][0]
+    assert (table["train_style"], table["eval_style"], table["classes"]) == (
+        "google",
+        "twitter",
+        30,
+    )
+    # the raw side: every pair (4 captions, 3 for the emoji without tags) of 29 distinct images
+    assert table["raw"]["rows"] == 30 * 4 - 1 and table["raw"]["images"] == 29
+    # the build: one image per distinct bytes, every distinct caption kept with it; a Unicode name
+    # equal to the label is the same caption on the same bytes: duplicate
+    build = table["build"]
+    assert build["images"] == 29
+    assert build["statuses"]["duplicate"] >= 10
+    assert build["rows"] == 30 * 4 - 1 - sum(v for k, v in build["statuses"].items() if k != "kept")
+    assert sum(build["first_caption_kinds"].values()) == 29
+    assert set(build["first_caption_kinds"]) <= {"label", "tags", "name", "label emoji"}
+    for way in "abc":
+        (run,) = table["ways"][way]["runs"]
+        assert run["seed"] == 0 and run["images"] == 30
+        assert 0 <= run["top1"] <= run["top5"] <= 1
+        assert table["ways"][way]["top1"] == {"mean": run["top1"], "sd": 0.0}
+    assert table["chance"] == {"top1": 1 / 30, "top5": 5 / 30}
+    assert set(table["checks"]) == {"top1", "top5"}
+
+    lines = printed.splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("way "))
+    assert "rows/images trained on" in lines[header] and "top-1 % mean±sd" in lines[header]
+    rows = lines[header + 1 : header + 4]
+    assert [r[:3] for r in rows] == ["(a)", "(b)", "(c)"]
+    assert "119/29" in rows[0] and f"{build['rows']}/29" in rows[1] and "s0: " in rows[2]
+    assert "chance over 30 classes: top-1 3.33%, top-5 16.67%" in printed
+    assert sum(ln.startswith("acceptance (") for ln in lines) == 2
+    assert not list(out.rglob("*.pt"))  # checkpoints go once evaluated
+
+    # Again into the same folder: the build and every finished run are read back, not redone.
+    again = bench.main(argv)
+    printed = capsys.readouterr().out
+    assert printed.count("an earlier invocation's run") == 3
+    assert again["tables"][0]["ways"] == table["ways"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_lever_on_the_validation_split(tmp_path, bench, capsys):
+    emoji = _corpus(tmp_path / "emoji")
+    out = tmp_path / "out"
+    argv = ["--emoji-dir", str(emoji), "--out", str(out), "--samples", "32", "--batch-size", "16"]
+    argv += ["--seeds", "1", "--ways", "c", "--lever-samples", "40"]
+    result = bench.main(argv)
+    printed = capsys.readouterr().out
+    lever = result["tables"][0]["lever"]
+    assert lever["samples"] == 48  # whole batches
+    validation = lever["validation"]["ways"]
+    assert validation.keys() == {"(c) 32", "(c) 48"}
+    held = [e for e in bench.read_corpus(emoji, "google", "twitter") if bench.held_out(e)]
+    for runs in validation.values():
+        assert [r["images"] for r in runs["runs"]] == [len(held)]
+    assert "validation (training style, " in printed and "never the reported style" in printed
+    assert lever["adopted"] == (
+        validation["(c) 48"]["top1"]["mean"] > validation["(c) 32"]["top1"]["mean"]
+    )
+    assert ("reported" in lever) == lever["adopted"]
+    assert ("LEVER (chosen on the validation split, not on twitter)" in printed) == lever["adopted"]
+
+
+def test_validation_split(bench, tmp_path):
+    emoji = _corpus(tmp_path / "emoji", n=30)
+    corpus = bench.read_corpus(emoji, "google", "twitter")
+    held = [e.image for e in corpus if bench.held_out(e)]
+    assert 0 < len(held) < len(corpus)
+    # byte-identical training images (the first and the last emoji) fall on one side
+    assert bench.held_out(corpus[0]) == bench.held_out(corpus[-1])
+
+
+def test_acceptance_checks(bench):
+    runs = {
+        "a": [{"seed": s, "top1": v, "top5": 2 * v} for s, v in enumerate([0.01, 0.012, 0.011])],
+        "b": [{"seed": s, "top1": v, "top5": 2 * v} for s, v in enumerate([0.015, 0.017, 0.016])],
+        "c": [{"seed": s, "top1": v, "top5": 2 * v} for s, v in enumerate([0.024, 0.022, 0.023])],
+    }
+    summary = bench.summarise(runs, 100)
+    assert summary["chance"] == {"top1": 0.01, "top5": 0.05}
+    c = summary["ways"]["c"]["top1"]
+    assert math.isclose(c["mean"], 0.023) and math.isclose(c["sd"], 0.001)
+    check = summary["checks"]["top1"]
+    assert check["c_beats_b_beyond_spread"] and check["c_at_least_a"] and check["goal_c_twice_a"]
+    assert math.isclose(check["c_over_a"], 0.023 / 0.011)
+    # a difference inside the seed spread is no win, and (c) below (a) fails both
+    runs["c"] = [{"seed": s, "top1": v, "top5": v} for s, v in enumerate([0.010, 0.019, 0.028])]
+    check = bench.summarise(runs, 100)["checks"]["top1"]
+    assert not check["c_beats_b_beyond_spread"] and check["c_at_least_a"]
+    assert not check["goal_c_twice_a"]
+    top5 = bench.summarise(runs, 100)["checks"]["top5"]
+    assert not top5["c_at_least_a"] and not top5["c_beats_b_beyond_spread"]
