@@ -23,7 +23,7 @@ from pipeline.stages.phases import PhaseTask, bucket_of, read_bucket
 
 
 def sha_key(sha256):
-    """uint64 key of each sha256 hex (its first 16 digits; 0 where missing)."""
+    """uint64 key of each sha256 (or uid) hex: its first 16 digits; 0 where missing."""
     import numpy as np
 
     return np.array([int(s[:16], 16) if s else 0 for s in sha256], dtype=np.uint64)
@@ -126,13 +126,6 @@ def hash_part(task: PhaseTask) -> PartStats:
     ).sort_by("bucket")
     write_parquet_atomic(out, task.path("hash"), row_group_size=10_000)
     return PartStats(rows.num_rows, rows.num_rows - len(leaks), extra={"eval_leaks": len(leaks)})
-
-
-def _uid_key(uids):
-    """uint64 key of each uid (32 hex digits: its first 16)."""
-    import numpy as np
-
-    return np.array([int(u[:16], 16) for u in uids], dtype=np.uint64)
 
 
 def _byte_groups(rows: dict) -> list[list[int]]:
@@ -256,7 +249,7 @@ def final_bucket(task: PhaseTask) -> PartStats:
         types = [pa.string(), pa.bool_(), pa.string(), pa.int32(), pa.int64(), pa.string()]
         fields = [pa.field(n, t) for n, t in zip(merge, [*types, pa.int64()], strict=True)]
         table = pa.table(merge, schema=pa.schema(fields)).append_column(
-            "bucket", pa.array(bucket_of(_uid_key(merge["rep"]), task.figures["buckets"]))
+            "bucket", pa.array(bucket_of(sha_key(merge["rep"]), task.figures["buckets"]))
         )
         write_parquet_atomic(table.sort_by("bucket"), task.path("tomerge"), row_group_size=10_000)
     return PartStats(extra=_counts(out))

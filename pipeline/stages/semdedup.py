@@ -32,6 +32,7 @@ ROWS_PER_BUCKET = 200_000  # vectors one bucket task holds (x 512 dims x 4 bytes
 def kept_rows(task: PhaseTask, part: str, vectors: bool = True):
     """The part's rows the threshold kept: uid, clip_score (and image vectors), source order,
     with `group`: the image the row's caption belongs to (dedup's image_of, else its uid)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from pipeline.stages import registry
@@ -43,18 +44,13 @@ def kept_rows(task: PhaseTask, part: str, vectors: bool = True):
     rows = storage.read_table(dedup.rows_path(task.layout, part), columns=["uid", "image_of"])
     group = dict(zip(rows["uid"].to_pylist(), rows["image_of"].to_pylist(), strict=True))
     uids = table["uid"].to_pylist()
-    table = table.append_column("group", pa_strings([group.get(u) or u for u in uids]))
+    groups = pa.array([group.get(u) or u for u in uids], pa.string())
+    table = table.append_column("group", groups)
     keep = pc.invert(pc.is_nan(table["clip_score"]))
     threshold = task.figures["threshold"]
     if threshold is not None:
         keep = pc.and_(keep, pc.greater_equal(table["clip_score"], threshold))
     return table.filter(keep)
-
-
-def pa_strings(values):
-    import pyarrow as pa
-
-    return pa.array(values, pa.string())
 
 
 def _unit(table):

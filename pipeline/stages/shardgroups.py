@@ -101,14 +101,10 @@ def _input_rows(task: PhaseTask, part: str, columns: list[str]):
     return rows.append_column("row", pa.array(np.arange(rows.num_rows), pa.int64()))
 
 
-def _uid_key(uids):
-    import numpy as np
-
-    return np.array([int(u[:16], 16) for u in uids], dtype=np.uint64)
-
-
 def captions_part(task: PhaseTask) -> PartStats:
     import pyarrow.compute as pc
+
+    from pipeline.stages.dedupexact import sha_key
 
     columns = ["uid", "caption", "status", "image_of", "dup_of", "error"]
     rows = _input_rows(task, task.unit, columns)
@@ -116,7 +112,7 @@ def captions_part(task: PhaseTask) -> PartStats:
     image = rows["image_of"].to_pylist()
     table = pa.table(
         {
-            "bucket": pa.array(bucket_of(_uid_key(image), task.figures["buckets"]), pa.int64()),
+            "bucket": pa.array(bucket_of(sha_key(image), task.figures["buckets"]), pa.int64()),
             "part_index": pa.array([task.part_index] * rows.num_rows, pa.int32()),
             **{name: rows[name] for name in ["row", "uid", "caption", "status", "dup_of", "error"]},
             "image": rows["image_of"],
