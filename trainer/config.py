@@ -37,6 +37,11 @@ class TrainConfig:
         choices=("first", "random", "all"),
     )
     shuffle_buffer: int = opt(2000, "samples each loader worker holds to shuffle across row groups")
+    crop_scale: float = opt(
+        0.9,
+        "smallest share of an image's area a training crop keeps (RandomResizedCrop's lower "
+        "scale; 0.9 as open_clip; lower is stronger augmentation, for small datasets)",
+    )
     decode: str = opt(
         "cpu",
         "cpu: loader workers decode and crop; gpu: they send JPEG bytes and crop boxes, decoded "
@@ -77,6 +82,11 @@ class TrainConfig:
     beta2: float = opt(0.98, "AdamW beta2 (0.98 as in CLIP: more stable at large batch)")
     eps: float = opt(1e-6, "AdamW epsilon")
     grad_clip: float = opt(1.0, "clip the gradient norm to this; 0 turns clipping off")
+    ema: float = opt(
+        0.0,
+        "also keep an exponential moving average of the weights with this decay (e.g. 0.998), "
+        "warmed up as min(decay, (1+step)/(10+step)); evaluation and inference use it; 0: off",
+    )
     # --- hardware -------------------------------------------------------------------------------
     precision: str = opt(
         "auto",
@@ -123,6 +133,10 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(name)} must not be negative")
         if self.workers < -1:
             raise ConfigError(f"--workers must be -1 (auto), 0 or more, not {self.workers}")
+        if not 0 < self.crop_scale <= 1:
+            raise ConfigError(f"--crop-scale must be in (0, 1], not {self.crop_scale}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"--ema must be 0 (off) or a decay in (0, 1), not {self.ema}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, not {self.lr}")
         if self.subset and self.synthetic:

@@ -136,7 +136,8 @@ def load(checkpoint, device: str = "auto", model_name: str | None = None) -> Loa
         raise ConfigError(f"checkpoint {checkpoint} does not exist") from None
     ckpt = _read_checkpoint(path)
     name = _model_name(ckpt, model_name, path)
-    state = _strip_prefixes(ckpt.get("state_dict", ckpt))
+    averaged = isinstance(ckpt.get("ema_state_dict"), dict)  # --ema: the weights to use
+    state = _strip_prefixes(ckpt["ema_state_dict"] if averaged else ckpt.get("state_dict", ckpt))
     model = models.create(name, loss="siglip" if "logit_bias" in state else "clip")
     try:
         model.load_state_dict(state)
@@ -144,7 +145,7 @@ def load(checkpoint, device: str = "auto", model_name: str | None = None) -> Loa
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{path} does not hold {name} weights: {first}") from None
     model = model.to(device).eval()
-    info = {"checkpoint": str(path)}
+    info = {"checkpoint": str(path), "weights": "ema" if averaged else "trained"}
     info.update({k: ckpt[k] for k in ("step", "samples_seen") if isinstance(ckpt.get(k), int)})
     info["config"] = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     return LoadedModel(model, quiet_tokenizer(name), make_preprocess(model), name, device, info)

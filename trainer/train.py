@@ -200,7 +200,10 @@ def _train(cfg: TrainConfig, ctx) -> dict:
     torch.set_num_threads(training_threads(cfg))
     folder = RunFolder(cfg.out)
     run_dir = folder.out
-    model, optimizer, loader, workers, start = _build(cfg, ctx, resume_checkpoint(cfg))
+    ckpt = resume_checkpoint(cfg)
+    model, optimizer, loader, workers, start = _build(cfg, ctx, ckpt)
+    ema = _weight_average(cfg, ctx, model, ckpt)
+    del ckpt  # its tensors are in the model and optimizer now
     data = start["data"] or {"batches": 0, "positions": {}}
     data.update(num_workers=workers, world_size=ctx.world_size)
     progress = Progress(
@@ -250,6 +253,8 @@ def _train(cfg: TrainConfig, ctx) -> dict:
             group["lr"] = lr
         loss = train_step(call, model, loss_fn, optimizer, micro, **step_args)
         progress.step += 1
+        if ema:
+            ema.update(model, progress.step)
         progress.seen += global_batch
         progress.window_samples += global_batch
         logging_now = progress.step % cfg.log_every == 0 or progress.step == stop
@@ -264,13 +269,13 @@ def _train(cfg: TrainConfig, ctx) -> dict:
         if evaluator and (
             progress.step == stop or (cfg.eval_every and progress.step % cfg.eval_every == 0)
         ):
-            scores = evaluator(model, ctx.device)
+            scores = evaluator(ema.model if ema else model, ctx.device)
             logger.log_eval(progress.step, scores)
             summary["eval"] = scores
         if saving_now:
             if logger:  # metrics first: a checkpoint in the store always has its rows there
                 folder.sync()
-            path = _save(cfg, ctx, model, optimizer, progress, run_dir)
+            path = _save(cfg, ctx, model, optimizer, progress, run_dir, ema)
             summary["checkpoint"] = str(path) if path else None
     if logger:
         logger.close()
@@ -337,7 +342,19 @@ def _sum_skipped(progress: Progress, ctx) -> None:
     progress.window_corrupt = progress.window_withdrawn = 0
 
 
-def _save(cfg, ctx, model, optimizer, progress: Progress, run_dir):
+def _weight_average(cfg: TrainConfig, ctx, model, ckpt: dict | None):
+    """--ema's average (main rank only), restored from the checkpoint on a resume."""
+    if not (cfg.ema and ctx.is_main):
+        return None
+    from trainer.ema import WeightAverage
+
+    ema = WeightAverage(model, cfg.ema)
+    if ckpt is not None:
+        ema.load_state_dict(ckpt["ema_state_dict"])
+    return ema
+
+
+def _save(cfg, ctx, model, optimizer, progress: Progress, run_dir, ema=None):
     """Collect every rank's loader positions; rank 0 writes the checkpoint."""
     positions = {}
     for part in distributed.all_gather_objects(progress.data["positions"], ctx.world_size):
@@ -357,6 +374,8 @@ def _save(cfg, ctx, model, optimizer, progress: Progress, run_dir):
         "data": {**progress.data, "positions": positions},
         "rng": checkpoint.rng_state(),
     }
+    if ema is not None:
+        payload["ema_state_dict"] = ema.state_dict()
     return checkpoint.save(run_dir, payload, keep=cfg.keep)
 
 

@@ -130,12 +130,16 @@ def test_lever_on_the_validation_split(tmp_path, bench, capsys):
     out = tmp_path / "out"
     argv = ["--emoji-dir", str(emoji), "--out", str(out), "--samples", "32", "--batch-size", "16"]
     argv += ["--seeds", "1", "--ways", "c", "--lever-samples", "40"]
+    argv += ["--levers", "crop_scale=0.5,ema=0.9,loss=siglip"]
     result = bench.main(argv)
     printed = capsys.readouterr().out
     lever = result["tables"][0]["lever"]
     assert lever["samples"] == 48  # whole batches
     validation = lever["validation"]["ways"]
-    assert validation.keys() == {"(c) 32", "(c) 48"}
+    base = "(c) 48" if lever["adopted"] else "(c) 32"
+    singles = [f"{base} crop_scale=0.5", f"{base} loss=siglip", f"{base} ema=0.9"]
+    assert {"(c) 32", "(c) 48", *singles} <= validation.keys()
+    assert len(validation) in (5, 6)  # and the adopted levers together, if two or more
     held = [e for e in bench.read_corpus(emoji, "google", "twitter") if bench.held_out(e)]
     for runs in validation.values():
         assert [r["images"] for r in runs["runs"]] == [len(held)]
@@ -143,8 +147,34 @@ def test_lever_on_the_validation_split(tmp_path, bench, capsys):
     assert lever["adopted"] == (
         validation["(c) 48"]["top1"]["mean"] > validation["(c) 32"]["top1"]["mean"]
     )
-    assert ("reported" in lever) == lever["adopted"]
-    assert ("LEVER (chosen on the validation split, not on twitter)" in printed) == lever["adopted"]
+    for entry in lever["levers"]:
+        mean = validation[f"{base} {entry['lever']}"]["top1"]["mean"]
+        assert entry["top1_change"] == pytest.approx(mean - validation[base]["top1"]["mean"])
+        assert entry["adopted"] == (entry["top1_change"] > 0)
+        assert f"lever {entry['lever']}: top-1 " in printed
+    assert ("reported" in lever) == (lever["chosen"] != "(c) 32")
+    marked = "LEVER (chosen on the validation split, not on twitter)" in printed
+    assert marked == ("reported" in lever)
+
+
+def test_levers_are_parsed_and_reach_both_trainers(bench):
+    assert bench.parse_levers("crop_scale=0.5, loss=siglip,ema=0.99") == [
+        ("crop_scale", 0.5),
+        ("loss", "siglip"),
+        ("ema", 0.99),
+    ]
+    for bad in ("dropout=0.1", "lr", "loss=focal"):
+        with pytest.raises(ValueError, match="lever"):
+            bench.parse_levers(bad)
+    r = bench.Recipe(1280, 128, 1e-3, 0.2, 1, loss="siglip", crop_scale=0.5, ema=0.99)
+    ours = bench.ours_cmd(Path("d"), Path("o"), 0, "random", r)
+    assert ours[ours.index("--loss") + 1] == "siglip"
+    assert ours[ours.index("--crop-scale") + 1] == "0.5" and "--ema" in ours
+    theirs = bench.openclip_cmd("t.tar", Path("l"), 0, r)
+    assert "--siglip" in theirs and theirs[theirs.index("--aug-cfg") + 1] == "scale=(0.5, 1.0)"
+    plain = bench.Recipe(1280, 128, 1e-3, 0.2, 1)
+    assert "--crop-scale" not in bench.ours_cmd(Path("d"), Path("o"), 0, "random", plain)
+    assert bench.recipe_name(r, plain) == "(c) 1280 loss=siglip crop_scale=0.5 ema=0.99"
 
 
 def test_validation_split(bench, tmp_path):

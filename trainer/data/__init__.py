@@ -119,6 +119,7 @@ def build_loader(
         worker_offset=batches % max(1, workers),
         decode=cfg.decode,
         caption_sampling=cfg.caption_sampling,
+        crop_scale=cfg.crop_scale,
     )
     loader = torch.utils.data.DataLoader(
         dataset,

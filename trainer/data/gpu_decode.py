@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trainer.data.image import crop_box, draft_scale, jpeg_header, load_rgb, train_image
+from trainer.data.image import CROP_SCALE, crop_box, draft_scale, jpeg_header, load_rgb, train_image
 
 GPU_COMPONENTS = (1, 3)  # greyscale and YCbCr JPEGs; CMYK/YCCK ones are decoded in the worker
 FILL = 128  # the value of an image no decoder could read
@@ -41,12 +41,13 @@ def check(decode: str, device: str) -> None:
         )
 
 
-def full_size_box(width: int, height: int, size: int, rng: random.Random):
-    """The crop box `train_image` draws for a width x height JPEG, in full-size pixels."""
+def full_size_box(width: int, height: int, size: int, rng: random.Random, area=CROP_SCALE):
+    """The crop box `train_image` draws for a width x height JPEG, in full-size pixels; `area`:
+    the range of the share of the image it keeps."""
     if min(width, height) < 2 * size:
-        return crop_box(width, height, rng)
+        return crop_box(width, height, rng, area)
     scale = draft_scale(width, height, size)  # train_image crops PIL's reduced decode
-    left, top, right, bottom = crop_box(-(-width // scale), -(-height // scale), rng)
+    left, top, right, bottom = crop_box(-(-width // scale), -(-height // scale), rng, area)
     return left * scale, top * scale, min(right * scale, width), min(bottom * scale, height)
 
 
@@ -102,18 +103,18 @@ class JpegBatchBuilder:
     """Collects one batch in a loader worker (the `--decode gpu` twin of the stream's CPU
     batch): `add` takes a sample or raises for a corrupt one, `result` is the JpegBatch."""
 
-    def __init__(self, count: int, size: int):
-        self.count, self.size, self.filled = count, size, 0
+    def __init__(self, count: int, size: int, scale: tuple[float, float] = CROP_SCALE):
+        self.count, self.size, self.filled, self.scale = count, size, 0, scale
         self.jpegs, self.boxes, self.slots, self.cpu, self.cpu_slots = [], [], [], [], []
 
     def add(self, data: bytes, rng: random.Random) -> None:
         header = jpeg_header(data)
         if header is None or header[2] not in GPU_COMPONENTS:
-            self.cpu.append(train_image(data, self.size, rng))  # raises if corrupt
+            self.cpu.append(train_image(data, self.size, rng, scale=self.scale))  # or raises
             self.cpu_slots.append(self.filled)
         else:
             Image._decompression_bomb_check(header[:2])  # as the CPU path would
-            self.boxes.append(full_size_box(header[0], header[1], self.size, rng))
+            self.boxes.append(full_size_box(header[0], header[1], self.size, rng, self.scale))
             self.jpegs.append(data)
             self.slots.append(self.filled)
         self.filled += 1

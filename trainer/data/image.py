@@ -113,12 +113,15 @@ def decode(data: bytes, size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(_rgb(img), dtype=np.uint8)).permute(2, 0, 1)
 
 
-def crop_box(width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
-    """RandomResizedCrop's box (left, top, right, bottom), drawn from `rng`."""
+def crop_box(
+    width: int, height: int, rng: random.Random, scale: tuple[float, float] = CROP_SCALE
+) -> tuple[int, int, int, int]:
+    """RandomResizedCrop's box (left, top, right, bottom), drawn from `rng`; `scale`: the range
+    of the share of the image's area it keeps."""
     area = width * height
     log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
     for _ in range(10):
-        target = area * rng.uniform(*CROP_SCALE)
+        target = area * rng.uniform(*scale)
         ratio = math.exp(rng.uniform(*log_ratio))
         w = round(math.sqrt(target * ratio))
         h = round(math.sqrt(target / ratio))
@@ -160,11 +163,16 @@ def resize(image: torch.Tensor, size: int, out: torch.Tensor | None = None) -> t
 
 
 def train_image(
-    data: bytes, size: int, rng: random.Random, out: torch.Tensor | None = None
+    data: bytes,
+    size: int,
+    rng: random.Random,
+    out: torch.Tensor | None = None,
+    scale: tuple[float, float] = CROP_SCALE,
 ) -> torch.Tensor:
-    """Decode, random-resized-crop to size x size; uint8 [3, size, size] (into `out` if given)."""
+    """Decode, random-resized-crop (keeping a share in `scale` of the area) to size x size;
+    uint8 [3, size, size] (into `out` if given)."""
     image = decode(data, size)
-    left, top, right, bottom = crop_box(image.shape[2], image.shape[1], rng)
+    left, top, right, bottom = crop_box(image.shape[2], image.shape[1], rng, scale)
     return resize(image[:, top:bottom, left:right], size, out)
 
 

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from trainer.data.image import new_batch, train_image
+from trainer.data.image import CROP_SCALE, new_batch, train_image
 from trainer.data.reader import DRAW, SAMPLING, Ref, ShardReader
 from trainer.data.reader import string_rng as _rng
 from trainer.data.select import RowIndex
@@ -92,12 +92,13 @@ class ShuffleBuffer:
 class ImageBatch:
     """One batch of decoded crops, each written straight into its slot of the batch tensor."""
 
-    def __init__(self, count: int, size: int, shared: bool):
+    def __init__(self, count: int, size: int, shared: bool, scale: tuple[float, float]):
         self.images, self.size, self.filled = new_batch(count, size, shared), size, 0
+        self.scale = scale  # the crop's share of the image's area: (low, high)
 
     def add(self, data: bytes, rng: random.Random) -> None:
         """Decode and crop into the next slot; raises (leaving the slot free) if corrupt."""
-        train_image(data, self.size, rng, out=self.images[self.filled])
+        train_image(data, self.size, rng, out=self.images[self.filled], scale=self.scale)
         self.filled += 1
 
     def result(self) -> torch.Tensor:
@@ -128,6 +129,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         read_ahead: int = 2,
         decode: str = "cpu",
         caption_sampling: str = "random",
+        crop_scale: float = CROP_SCALE[0],
     ):
         super().__init__()
         if caption_sampling not in SAMPLING:
@@ -143,6 +145,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.decode = decode  # cpu: decode in this process; gpu: leave JPEGs to the device
         self.caption_sampling = caption_sampling  # first | random: one visit per image; all
         self.per_caption = caption_sampling == "all"  # one visit per selected caption
+        self.crop_area = (crop_scale, 1.0)  # RandomResizedCrop's scale range
 
     def global_worker(self) -> int:
         info = torch.utils.data.get_worker_info()
@@ -180,11 +183,11 @@ class ShardStream(torch.utils.data.IterableDataset):
         if self.decode == "gpu":
             from trainer.data.gpu_decode import JpegBatchBuilder
 
-            return JpegBatchBuilder(self.batch_size, self.image_size)
+            return JpegBatchBuilder(self.batch_size, self.image_size, self.crop_area)
         # In a loader worker the batch is made in shared memory: sending it is then a handle,
         # not a copy of every pixel into shared memory (what torch does with ordinary tensors).
         in_worker = torch.utils.data.get_worker_info() is not None
-        return ImageBatch(self.batch_size, self.image_size, shared=in_worker)
+        return ImageBatch(self.batch_size, self.image_size, in_worker, self.crop_area)
 
     def _refs(self, worker: int) -> Iterator[list[Ref]]:
         total_workers = self.num_workers * self.world_size
