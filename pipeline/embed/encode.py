@@ -76,22 +76,35 @@ def embed_pairs(
     batch_size: int = 256,
     desc: str | None = None,
 ) -> PairEmbeddings:
-    """Both embeddings and the CLIP score of every pair, in chunks with a progress bar."""
+    """Both embeddings and the CLIP score of every pair, in chunks with a progress bar. Equal
+    image bytes (an image stored once per caption row of its group) and equal captions are
+    embedded once each: a part whose images carry four captions costs one image pass each."""
     import numpy as np
     from tqdm import tqdm
 
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    distinct_images, image_index = _distinct(images)
+    distinct_texts, text_index = _distinct(captions)
     image_parts, text_parts = [], []
-    starts = range(0, len(images), CHUNK)
+    starts = range(0, max(len(distinct_images), len(distinct_texts)), CHUNK)
     for start in tqdm(starts, desc=desc, disable=desc is None or len(starts) < 2, leave=False):
-        image_parts.append(embed_images(loaded, images[start : start + CHUNK], batch_size))
-        text_parts.append(embed_texts(loaded, captions[start : start + CHUNK], batch_size))
+        image_parts.append(embed_images(loaded, distinct_images[start : start + CHUNK], batch_size))
+        text_parts.append(embed_texts(loaded, distinct_texts[start : start + CHUNK], batch_size))
     dim = _dim(loaded)
-    image = np.concatenate(image_parts) if image_parts else np.zeros((0, dim), np.float32)
-    text = np.concatenate(text_parts) if text_parts else np.zeros((0, dim), np.float32)
+    image = np.concatenate([np.zeros((0, dim), np.float32), *image_parts])[image_index]
+    text = np.concatenate([np.zeros((0, dim), np.float32), *text_parts])[text_index]
     score = np.einsum("nd,nd->n", image, text).astype(np.float32)
     return PairEmbeddings(image, text, score)
+
+
+def _distinct(items: list) -> tuple[list, "object"]:
+    """(the distinct items in first-seen order, int64 [len(items)]: each item's place there)."""
+    import numpy as np
+
+    place: dict = {}
+    index = np.fromiter((place.setdefault(x, len(place)) for x in items), np.int64, len(items))
+    return list(place), index
 
 
 def _dim(loaded) -> int:

@@ -33,6 +33,32 @@ def test_pairs_are_embedded_and_scored(tmp_path):
     assert embed_images(loaded, []).shape == (0, dim)
 
 
+def test_an_image_with_several_captions_is_embedded_once(tmp_path, monkeypatch):
+    import trainer.inference as inference
+
+    loaded = load_model(str(save_checkpoint(tmp_path / "m.pt")), device="cpu")
+    red, blue = _png((255, 0, 0)), _png((0, 0, 255))
+    images = [red, red, blue, red, b"broken", b"broken"]
+    captions = ["a red square", "red", "a blue square", "a red square", "x", "y"]
+    seen = []
+    real_images, real_texts = inference.encode_images, inference.encode_texts
+    monkeypatch.setattr(
+        inference,
+        "encode_images",
+        lambda m, xs, **kw: seen.append(len(xs)) or real_images(m, xs, **kw),
+    )
+    monkeypatch.setattr(
+        inference, "encode_texts", lambda m, xs, *a: seen.append(len(xs)) or real_texts(m, xs, *a)
+    )
+    emb = embed_pairs(loaded, images, captions, batch_size=4)
+    assert seen == [3, 5]  # red, blue, broken; five distinct captions
+    one_by_one = [embed_pairs(loaded, [i], [c]) for i, c in zip(images, captions, strict=True)]
+    for row, alone in enumerate(one_by_one):
+        assert np.allclose(emb.image[row], alone.image[0], atol=1e-5, equal_nan=True)
+        assert np.allclose(emb.score[row], alone.score[0], atol=1e-5, equal_nan=True)
+    assert np.isnan(emb.score[4:]).all()
+
+
 def test_bad_checkpoint_or_device_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_model(str(tmp_path / "none.pt"))
