@@ -58,21 +58,29 @@ the steps are the emoji benches' settings (bench_train_emoji.py), not tuned here
 --parallel (2) training processes run at once; runs go a b c per seed, interleaved, so a change
 of the machine's load hits every way alike.
 
-The one recipe lever (--lever-samples N; the first direction only): more samples seen, for
-every way alike. It is chosen on a validation split that never touches the reported style: (c)
-trained on the training style's images of four fifths of the concepts (a fixed fifth held out
-by the hash of the image bytes), zero-shot on the training style's images of the held-out fifth
-over their own labels, at --samples and at N, --seeds seeds each. Adopted when (c)'s mean top-1
-there rises; only then are (a), (b), (c) run again at N on the reported style: a separate table,
-marked as the lever's. A run finished by an earlier invocation in --out (same command, same
-evaluation) is read back, not run again, and so is the build.
+The recipe levers (the first direction only) are chosen on a validation split that never
+touches the reported style: (c) trained on the training style's images of four fifths of the
+concepts (a fixed fifth held out by the hash of the image bytes), zero-shot on the training
+style's images of the held-out fifth over their own labels, --seeds seeds each.
+  1. --lever-samples N: more samples seen, every way alike; adopted when (c)'s mean top-1 at N
+     beats the one at --samples.
+  2. --levers FIELD=VALUE,...: each on top of what step 1 chose, against that same base:
+     crop_scale (RandomResizedCrop's lowest share of the area; (a) gets --aug-cfg scale alike),
+     loss=siglip ((a): --siglip), lr, wd (both alike), ema (ours only: open_clip_train has no
+     average of the weights), caption_weights=occurrences (ours only: a caption drawn as often
+     as the URL list carried it for the image; (a)'s raw pairs are that already). Each is
+     adopted when it raises (c)'s mean top-1; two or more adopted are also run together, and
+     the better of that and the best single lever is the chosen recipe.
+Only where the chosen recipe differs from the bench's are (a), (b), (c) run again with it on the
+reported style: a separate table, marked as the lever's. A run finished by an earlier invocation
+in --out (same command, same evaluation) is read back, not run again, and so is the build.
 
 Acceptance (issue 18): (c) > (b) beyond the seed spread (mean difference > the sd of both),
 (c) >= (a); the goal (c) >= 2 x (a). Results: OUT/outcome.json.
 
     .venv/bin/python bench/bench_outcome.py --emoji-dir ../shared/data/emoji \
         [--out runs/bench-outcome] [--samples 20480] [--seeds 3] [--reverse] \
-        [--lever-samples 40960]
+        [--lever-samples 40960] [--levers crop_scale=0.5,ema=0.99,...]
 """
 
 import argparse
@@ -273,12 +281,22 @@ class Recipe:
     loss: str = "clip"  # or siglip (open_clip_train: --siglip)
     crop_scale: float = 0.9  # RandomResizedCrop's lowest share of the area (open_clip's 0.9)
     ema: float = 0.0  # ours only: open_clip_train has no average of the weights
+    # ours only: (a)'s raw pairs carry every occurrence of a caption already
+    caption_weights: str = "distinct"
 
 
 # The recipe levers --levers may name (field=value), each measured on the validation split.
-LEVER_TYPES = {"lr": float, "wd": float, "loss": str, "crop_scale": float, "ema": float}
+LEVER_TYPES = {
+    "lr": float,
+    "wd": float,
+    "loss": str,
+    "crop_scale": float,
+    "ema": float,
+    "caption_weights": str,
+}
+LEVER_CHOICES = {"loss": ("clip", "siglip"), "caption_weights": ("distinct", "occurrences")}
 # ema 0.99: an average over about the last 100 of the 320 steps of a 40,960-sample run
-DEFAULT_LEVERS = "crop_scale=0.5,ema=0.99,loss=siglip,lr=0.002"
+DEFAULT_LEVERS = "crop_scale=0.5,ema=0.99,loss=siglip,lr=0.002,caption_weights=occurrences"
 
 
 def parse_levers(text: str) -> list[tuple[str, object]]:
@@ -289,8 +307,8 @@ def parse_levers(text: str) -> list[tuple[str, object]]:
             raise ValueError(
                 f"lever {item!r}: expected FIELD=VALUE, FIELD one of {list(LEVER_TYPES)}"
             )
-        if key == "loss" and value not in ("clip", "siglip"):
-            raise ValueError(f"lever {item!r}: loss is clip or siglip")
+        if key in LEVER_CHOICES and value not in LEVER_CHOICES[key]:
+            raise ValueError(f"lever {item!r}: {key} is one of {LEVER_CHOICES[key]}")
         levers.append((key, LEVER_TYPES[key](value)))
     return levers
 
@@ -315,6 +333,8 @@ def ours_cmd(data: Path, out: Path, seed: int, sampling: str, r: Recipe) -> list
         cmd += ["--crop-scale", str(r.crop_scale)]
     if r.ema:
         cmd += ["--ema", str(r.ema)]
+    if r.caption_weights != "distinct":
+        cmd += ["--caption-weights", r.caption_weights]
     return cmd
 
 
@@ -699,7 +719,9 @@ def measure_lever(args, corpus, root: Path, recipe: Recipe, prepared, items, lab
     print(f"chosen on validation: {out['chosen']}")
     title = (
         f"LEVER (chosen on the validation split, not on {corpus[0].eval.parent.name}): "
-        f"{out['chosen']}, every way alike" + (" ((a) has no --ema)" if chosen.ema else "")
+        f"{out['chosen']}, every way alike"
+        + (" ((a) has no --ema)" if chosen.ema else "")
+        + (" (caption weights: ours only)" if chosen.caption_weights != "distinct" else "")
     )
     folder = root / ("lever-" + _slug(chosen, recipe, None))
     out["reported"] = three_ways(args, prepared, folder, chosen, items, labels, title)

@@ -36,6 +36,13 @@ class TrainConfig:
         "caption: an image with 3 selected captions is visited 3 times an epoch)",
         choices=("first", "random", "all"),
     )
+    caption_weights: str = opt(
+        "distinct",
+        "how often an image's selected captions come up: distinct (each alike) or occurrences "
+        "(as often as the dataset carried the caption for the image: its `duplicate` rows, the "
+        "same caption on the same bytes elsewhere, count; with `all`, a sample per occurrence)",
+        choices=("distinct", "occurrences"),
+    )
     shuffle_buffer: int = opt(2000, "samples each loader worker holds to shuffle across row groups")
     crop_scale: float = opt(
         0.9,

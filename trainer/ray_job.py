@@ -35,7 +35,7 @@ def _check_data_on_driver(cfg: TrainConfig, num_workers: int) -> None:
         return
     from trainer.data import DataError, resolve
 
-    index = resolve(cfg.data, cfg.subset, cfg.where)
+    index = resolve(cfg.data, cfg.subset, cfg.where, cfg.caption_weights)
     rows = index.num_samples(per_caption=cfg.caption_sampling == "all")
     if cfg.batch_size * cfg.accum_steps * num_workers > rows:
         raise DataError(

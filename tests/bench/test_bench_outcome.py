@@ -163,7 +163,7 @@ def test_levers_are_parsed_and_reach_both_trainers(bench):
         ("loss", "siglip"),
         ("ema", 0.99),
     ]
-    for bad in ("dropout=0.1", "lr", "loss=focal"):
+    for bad in ("dropout=0.1", "lr", "loss=focal", "caption_weights=loud"):
         with pytest.raises(ValueError, match="lever"):
             bench.parse_levers(bad)
     r = bench.Recipe(1280, 128, 1e-3, 0.2, 1, loss="siglip", crop_scale=0.5, ema=0.99)
@@ -175,6 +175,10 @@ def test_levers_are_parsed_and_reach_both_trainers(bench):
     plain = bench.Recipe(1280, 128, 1e-3, 0.2, 1)
     assert "--crop-scale" not in bench.ours_cmd(Path("d"), Path("o"), 0, "random", plain)
     assert bench.recipe_name(r, plain) == "(c) 1280 loss=siglip crop_scale=0.5 ema=0.99"
+    weighted = bench.Recipe(1280, 128, 1e-3, 0.2, 1, caption_weights="occurrences")
+    ours = bench.ours_cmd(Path("d"), Path("o"), 0, "random", weighted)
+    assert ours[ours.index("--caption-weights") + 1] == "occurrences"
+    assert "--caption-weights" not in bench.openclip_cmd("t.tar", Path("l"), 0, weighted)
 
 
 def test_validation_split(bench, tmp_path):

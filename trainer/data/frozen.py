@@ -15,7 +15,7 @@ can drift for other reasons (a later `pipeline embed` fills clip_score, an edite
 file) that must not change what a running run trains on.
 
 Format 2: one Parquet file, one row per selected (shard row, caption) in the index's unit order
-(a row's captions ascending), with columns `shard` (int32, index into the shard list),
+(a row's captions ascending, repeated where weighted), with columns `shard` (int32, index into the shard list),
 `row_group` (int32), `group_start` (int64, the shard row its row group starts at), `row` (int64,
 the manifests' shard_row, delta-encoded) and `caption` (int32, the caption_index, dictionary
 encoded). Measured on 10^6 shard rows (1000-row groups): 0.033 byte a row when every row is
@@ -221,7 +221,7 @@ def for_run(cfg, *, resuming: bool, is_main: bool) -> RowIndex:
             cfg.out,
             FILE,
         )
-    index = resolve(cfg.data, cfg.subset, cfg.where)
+    index = resolve(cfg.data, cfg.subset, cfg.where, cfg.caption_weights)
     if is_main:  # after a fallback too: later resumes follow this order
         save(index, cfg.out, subset=cfg.subset, where=cfg.where)
     return index

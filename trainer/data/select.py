@@ -9,7 +9,9 @@ and a row is selected when any of its captions is; datasets older than `caption_
 Caption sets: a unit whose every row has exactly the caption set {0} (every one-caption dataset)
 stores none (`offsets` and `captions` are None): the index costs what it did before captions
 were sets. Other units store them as a CSR pair: row `rows[i]` has the caption indexes
-`captions[offsets[i]:offsets[i + 1]]` (int32, ascending), 4 bytes a row and 4 a caption.
+`captions[offsets[i]:offsets[i + 1]]` (int32, ascending), 4 bytes a row and 4 a caption. With
+`--caption-weights occurrences` a set is a multiset: a caption repeated once per duplicate row
+that carried it (a random draw picks an entry, so it is weighted; `all` visits every entry).
 """
 
 from dataclasses import dataclass, field
@@ -91,14 +93,25 @@ class RowIndex:
         return int(sum(u.num_samples(True) for u in self.units))
 
 
-def _caption_column(con, select: str) -> str:
+def _columns(con, select: str) -> set[str]:
+    return {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM ({select}) AS s").fetchall()}
+
+
+def _caption_column(names: set[str]) -> str:
     # A subset file that selects its own columns may leave caption_index out: its rows then
     # mean their images' first captions, as in datasets older than the column.
-    names = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM ({select}) AS s").fetchall()}
     return "coalesce(caption_index, 0)" if "caption_index" in names else "0"
 
 
-def _query(data_dir, subset: str, where: str):
+# --caption-weights occurrences: a selected caption once more for every `duplicate` row (the same
+# caption on the same image bytes, under another URL or page) that names it as its dup_of.
+_REPEATS = """
+SELECT c.shard, c.shard_row, c.caption_index FROM chosen c
+JOIN samples d ON d.dup_of = c.uid AND d.status = 'duplicate'
+"""
+
+
+def _query(data_dir, subset: str, where: str, weights: str = "distinct"):
     import duckdb
 
     import manifests
@@ -107,13 +120,25 @@ def _query(data_dir, subset: str, where: str):
     name = subset or "kept"
     select = manifests.subset_sql(name, data_dir)
     try:
-        caption = _caption_column(con, select)
+        names = _columns(con, select)
+        caption = _caption_column(names)
+        if weights == "occurrences" and "uid" not in names:
+            raise DataError(
+                f"--caption-weights occurrences counts each caption's duplicates by uid; "
+                f"subset {name!r} does not select the uid column"
+            )
+        uid = ", uid" if weights == "occurrences" else ""
         sql = (
-            f"SELECT DISTINCT shard, shard_row, {caption} AS caption_index FROM ({select}) "
+            f"SELECT DISTINCT shard, shard_row, {caption} AS caption_index{uid} FROM ({select}) "
             "AS subset WHERE shard IS NOT NULL AND shard_row IS NOT NULL"
         )
         if where:
             sql += f" AND ({where})"
+        if weights == "occurrences":
+            sql = (
+                f"WITH chosen AS ({sql}) SELECT shard, shard_row, caption_index FROM chosen "
+                f"UNION ALL {_REPEATS}"
+            )
         table = con.execute(sql + " ORDER BY shard, shard_row, caption_index").fetchnumpy()
         total = con.execute("SELECT count(*) FROM samples").fetchone()[0]
     except duckdb.Error as exc:
@@ -150,12 +175,14 @@ def _shard_meta(root, name: str, rows: np.ndarray):
     return meta, _image_column(meta.schema.to_arrow_schema().names, path)
 
 
-def resolve(data_dir, subset: str = "", where: str = "") -> RowIndex:
+def resolve(data_dir, subset: str = "", where: str = "", weights: str = "distinct") -> RowIndex:
     """The rows of `subset` (default: kept) filtered by `where`, grouped by shard row group,
-    each with its selected captions."""
+    each with its selected captions; with weights="occurrences" a caption is in its row's set
+    once per row of the dataset that carried it (itself and its `duplicate`s), so a random
+    draw weighs it by how often it occurred."""
 
     data_dir = storage.location(data_dir)
-    table = _query(data_dir, subset, where)
+    table = _query(data_dir, subset, where, weights)
     shard_names = np.asarray(table["shard"], dtype=object)
     shard_rows = np.asarray(table["shard_row"], dtype=np.int64)
     caption_index = np.asarray(table["caption_index"], dtype=np.int32)
