@@ -7,7 +7,11 @@ seeds each (mean ± sd):
       sample, so an image with four alt texts is four samples (its bytes repeated), and a pair
       that occurs twice in the raw list (same image, same caption under two URLs) stays twice;
   (b) our `pipeline build` of the URL list, then `trainer run --caption-sampling first`;
-  (c) the same build, then `trainer run` with the default `--caption-sampling random`.
+  (c) the same build, then `trainer run` with the default `--caption-sampling random`;
+  and, only where --ways names it, the diagnostic (d): the same build through our trainer with
+      `--caption-sampling all --caption-weights occurrences`, every caption as often as the URL
+      list carried it for its image: the raw pairs' distribution, so (a) against (d) compares
+      the trainers and (d) against (c) the way captions are presented.
 
 Zero-shot top-1 and top-5 on the art style NOT trained on, over every class the corpus has, chance
 named (1/classes, 5/classes). One evaluation function for the three kinds of checkpoint: each is
@@ -110,6 +114,10 @@ WAYS = {
     "a": "(a) open_clip_train, raw pairs",
     "b": "(b) ours, --caption-sampling first",
     "c": "(c) ours, --caption-sampling random",
+    # a diagnostic beside the three: our trainer on the raw pairs' distribution (the build's
+    # captions, each as often as the URL list carried it for its image, one sample each), so
+    # that (a) against (d) is the trainers alone and (d) against (c) the captions' presentation
+    "d": "(d) ours, all + occurrences",
 }
 KINDS = ("label", "tags", "name", "label emoji")  # caption kinds, in the docstring's order
 URL_OF_KIND = {"label": "a", "tags": "a", "name": "b", "label emoji": "b"}
@@ -370,7 +378,8 @@ def make_job(way: str, seed: int, data: Path, tars: str, folder: Path, r: Recipe
     if way == "a":
         cmd, ckpt = openclip_cmd(tars, folder, seed, r), folder / "run/checkpoints/epoch_1.pt"
     else:
-        sampling = {"b": "first", "c": "random"}[way]
+        sampling = {"b": "first", "c": "random", "d": "all"}[way]
+        r = replace(r, caption_weights="occurrences") if way == "d" else r
         cmd, ckpt = ours_cmd(data, folder, seed, sampling, r), folder / "latest.pt"
     return Job(way, seed, cmd, folder, ckpt)
 
@@ -599,15 +608,15 @@ def three_ways(args, prepared, root: Path, recipe: Recipe, items, labels, title:
     ]
     results = measure(args, runs, prepared, items, labels)
     summary = summarise(results, len(labels))
-    sizes = {"a": prepared["raw"], "b": prepared["build"], "c": prepared["build"]}
+    sizes = {"a": prepared["raw"], **dict.fromkeys("bcd", prepared["build"])}
     print_table(title, summary, sizes, len(labels))
     return summary
 
 
 def direction(args, train_style: str, eval_style: str, recipe: Recipe, lever: bool) -> dict:
     """Build, export, train every way and seed, evaluate on the other style: one table; with
-    `lever`, the --lever-samples lever measured on the validation split, then (if it helps
-    there) the three ways again on the reported style at those samples."""
+    `lever`, the recipe levers measured on the validation split (measure_lever), then (if one
+    is chosen there) the three ways again on the reported style with the chosen recipe."""
     root = args.out / f"{train_style}-to-{eval_style}"
     corpus = read_corpus(args.emoji_dir, train_style, eval_style)
     labels = classes(corpus)
@@ -748,13 +757,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--wd", type=float, default=0.2, help="AdamW weight decay")
     parser.add_argument("--warmup", type=int, default=-1, help="steps; -1: 5%% of the steps")
     parser.add_argument("--parallel", type=int, default=2, help="training processes at once")
-    parser.add_argument("--ways", default="abc", help="which of a, b, c to run")
+    parser.add_argument(
+        "--ways", default="abc", help="which of a, b, c (and the diagnostic d) to run"
+    )
     parser.add_argument(
         "--lever-samples",
         type=int,
-        help="the one recipe lever: more samples seen, measured for (c) on a validation split "
-        "of held-out concepts of the training style (first direction only); if it helps there, "
-        "the three ways are run again at this figure on the reported style, as a separate table",
+        help="the first recipe lever: more samples seen, measured for (c) on a validation split "
+        "of held-out concepts of the training style (first direction only); adopted if it helps "
+        "there, and --levers are measured on top of it",
     )
     parser.add_argument(
         "--levers",
@@ -767,7 +778,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if set(args.ways) - set(WAYS) or not args.ways:
-        parser.error("--ways takes letters of abc")
+        parser.error("--ways takes letters of abcd")
     if min(args.samples, args.seeds, args.batch_size, args.parallel) < 1:
         parser.error("--samples, --seeds, --batch-size and --parallel must be >= 1")
     if args.lever_samples is not None and args.lever_samples < 1:

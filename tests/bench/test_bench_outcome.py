@@ -173,6 +173,9 @@ def test_levers_are_parsed_and_reach_both_trainers(bench):
     theirs = bench.openclip_cmd("t.tar", Path("l"), 0, r)
     assert "--siglip" in theirs and theirs[theirs.index("--aug-cfg") + 1] == "scale=(0.5, 1.0)"
     plain = bench.Recipe(1280, 128, 1e-3, 0.2, 1)
+    d = bench.make_job("d", 0, Path("data"), "t.tar", Path("f"), plain).cmd
+    assert d[d.index("--caption-sampling") + 1] == "all"
+    assert d[d.index("--caption-weights") + 1] == "occurrences"
     assert "--crop-scale" not in bench.ours_cmd(Path("d"), Path("o"), 0, "random", plain)
     assert bench.recipe_name(r, plain) == "(c) 1280 loss=siglip crop_scale=0.5 ema=0.99"
     weighted = bench.Recipe(1280, 128, 1e-3, 0.2, 1, caption_weights="occurrences")

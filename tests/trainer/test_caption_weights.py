@@ -11,14 +11,33 @@ import pytest
 from manifests import schema, storage
 from manifests.layout import DatasetLayout, write_parquet_atomic
 from manifests.schema import DropReason
+from pipeline.testing.toydata import write_dataset
 from tests.trainer.test_captions import N, units_of, visits, write
-from tests.trainer.test_data import stream
-from trainer.config import ConfigError, TrainConfig
+from tests.trainer.test_data import numbered, stream
+from trainer.config import ConfigError, TrainConfig, merge_for_resume
 from trainer.data import DataError, frozen, resolve
 
 
 def _uid(table, caption: str) -> str:
     return table.filter(pa.compute.equal(table["caption"], caption))["uid"][0].as_py()
+
+
+def add_duplicates(root, of: list[str]) -> None:
+    """A `duplicate` samples row for each caption in `of` (repeats allowed), pointing at it."""
+    path = DatasetLayout(root).samples / "part-00000.parquet"
+    table = storage.read_table(path)
+    rows = [
+        {
+            "uid": f"dup{i}",
+            "url": f"http://127.0.0.1/dup/{i}",
+            "caption": caption,
+            "status": DropReason.DUPLICATE,
+            "dup_of": _uid(table, caption),
+        }
+        for i, caption in enumerate(of)
+    ]
+    more = schema.conform(pa.Table.from_pylist(rows), schema.SAMPLES)
+    write_parquet_atomic(pa.concat_tables([table, more]), path)
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +100,33 @@ def test_a_random_draw_follows_the_weights(repeated):
     assert 0.3 < drawn["item 4 cap 1"] / epochs < 0.7  # 1 of 2
 
 
+def test_all_makes_a_sample_of_every_occurrence_and_resumes_exactly(repeated):
+    index = resolve(repeated, weights="occurrences")
+    samples = index.num_samples(per_caption=True)  # 60 captions + 3 repeats
+    epoch = Counter(visits(stream(index, caption_sampling="all", shuffle_buffer=1), samples))
+    assert epoch["item 4 cap 1"] == 3 and epoch["item 7 cap 0"] == 2 and epoch["item 4 cap 0"] == 1
+    assert sum(epoch.values()) == 63
+    # a shuffle buffer holds one caption's copies at once; a resume replays to the same place
+    whole = visits(stream(index, caption_sampling="all", shuffle_buffer=16), 3 * samples)
+    again = visits(stream(index, caption_sampling="all", shuffle_buffer=16), samples, start=100)
+    assert again == whole[100 : 100 + samples]
+
+
 def test_the_frozen_selection_keeps_the_weights(repeated, tmp_path):
     index = resolve(repeated, weights="occurrences")
     frozen.save(index, tmp_path / "run")
     assert units_of(frozen.load(tmp_path / "run", repeated)) == units_of(index)
+
+
+def test_weights_on_a_one_caption_dataset_survive_the_frozen_selection(tmp_path):
+    """Every caption index is 0 there, yet rows repeat: the file must not read as plain rows."""
+    root = write_dataset(tmp_path / "one", numbered(12), shard_rows=12, group_rows=5)
+    add_duplicates(root, ["item 3", "item 3", "item 8"])
+    index = resolve(root, weights="occurrences")
+    assert (index.num_rows, index.num_samples(per_caption=True)) == (12, 15)
+    frozen.save(index, tmp_path / "run")
+    back = frozen.load(tmp_path / "run", root)
+    assert units_of(back) == units_of(index) and back.num_rows == 12
 
 
 def test_weights_need_the_uid_column_and_a_known_name(repeated):
@@ -97,3 +139,14 @@ def test_weights_need_the_uid_column_and_a_known_name(repeated):
         resolve(repeated, "bare", weights="occurrences")
     with pytest.raises(ConfigError, match="caption_weights|caption-weights"):
         TrainConfig(synthetic=True, caption_weights="popular")
+
+
+@pytest.mark.parametrize("option", [{"caption_weights": "occurrences"}, {"ema": 0.99}])
+def test_an_option_given_to_a_run_from_before_it_existed_is_refused(option):
+    stored = TrainConfig(synthetic=True).to_dict()
+    for name in ("caption_weights", "ema", "crop_scale"):
+        del stored[name]  # a run stored before these options
+    with pytest.raises(ConfigError, match="options differ from the stored run"):
+        merge_for_resume(stored, option)
+    merged = merge_for_resume(stored, {"caption_weights": "distinct", "ema": 0.0})
+    assert (merged["caption_weights"], merged["ema"], merged["crop_scale"]) == ("distinct", 0, 0.9)

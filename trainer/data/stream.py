@@ -23,6 +23,7 @@ place in the slices above, and "row" there means such a sample.
 
 import logging
 import random
+from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
@@ -87,6 +88,27 @@ class ShuffleBuffer:
         slot = self.rng.randrange(self.size)
         out, self.items[slot] = self.items[slot], item
         return out
+
+
+class Held:
+    """What was read for the references in the shuffle buffer, until they come out. One reference
+    can be in it several times (--caption-weights occurrences with --caption-sampling all: one
+    caption, a sample per occurrence): its row is kept until the last copy is out."""
+
+    def __init__(self):
+        self.values: dict[Ref, tuple[bytes, str] | None] = {}
+        self.copies: Counter = Counter()
+
+    def add(self, refs: list[Ref], rows: dict) -> None:
+        self.values.update(rows)
+        self.copies.update(refs)
+
+    def take(self, ref: Ref):
+        self.copies[ref] -= 1
+        if self.copies[ref]:
+            return self.values[ref]
+        del self.copies[ref]
+        return self.values.pop(ref)
 
 
 class ImageBatch:
@@ -211,7 +233,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             raise ValueError(f"loader worker {worker} has no rows: use fewer workers or ranks")
         reader = ShardReader(self.index, seed=self.seed, sampling=self.caption_sampling)
         buffer = ShuffleBuffer(min(self.shuffle_buffer, rows_per_epoch), _rng(self.seed, worker))
-        loaded: dict[Ref, tuple[bytes, str] | None] = {}
+        held = Held()
         emitted = 0
         pieces = self._refs(worker)
 
@@ -226,13 +248,14 @@ class ShardStream(torch.utils.data.IterableDataset):
         if start > 0:  # replay: reach `start` on references alone, then read what is held
             rest = _replay(pieces, buffer, start)
             emitted = start
-            loaded.update(reader.read(buffer.items + rest))
+            refs = buffer.items + rest
+            held.add(refs, reader.read(refs))
             for out in push(rest):
-                yield emitted, loaded.pop(out)
+                yield emitted, held.take(out)
         for piece, rows in read_ahead(reader, pieces, self.read_ahead):
-            loaded.update(rows)
+            held.add(piece, rows)
             for out in push(piece):
-                yield emitted, loaded.pop(out)
+                yield emitted, held.take(out)
 
     def _rows_per_epoch(self, worker: int) -> int:
         total = self.index.num_samples(self.per_caption)
