@@ -4,7 +4,8 @@ A checkpoint is a dict whose `state_dict` holds the bare model weights (no `modu
 `_orig_mod.` prefixes), so `open_clip.create_model(name, pretrained=path)` loads it, next to what
 an exact resume needs: `optimizer`, `step`, `samples_seen`, `config` (the resolved TrainConfig),
 `data` (loader positions), `rng` and `world_size`, and the counts of skipped rows `corrupt` and
-`withdrawn` (absent from older checkpoints: 0). Everything is a tensor or a plain Python value,
+`withdrawn` (absent from older checkpoints: 0), and with --ema the average of the weights
+`ema_state_dict` (trainer.ema). Everything is a tensor or a plain Python value,
 so `torch.load(..., weights_only=True)` (open_clip's default) reads it. The rows the positions
 count through are the run's frozen selection (trainer.data.frozen), written once at its start.
 

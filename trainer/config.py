@@ -40,7 +40,8 @@ class TrainConfig:
         "distinct",
         "how often an image's selected captions come up: distinct (each alike) or occurrences "
         "(as often as the dataset carried the caption for the image: its `duplicate` rows, the "
-        "same caption on the same bytes elsewhere, count; with `all`, a sample per occurrence)",
+        "same caption on the same image, or on a near-duplicate of it, elsewhere, count; with "
+        "`all`, a sample per occurrence)",
         choices=("distinct", "occurrences"),
     )
     shuffle_buffer: int = opt(2000, "samples each loader worker holds to shuffle across row groups")
@@ -194,12 +195,24 @@ RESUMABLE_OVERRIDES = frozenset(
 
 PER_INVOCATION = frozenset({"stop_after", "resume"})
 
+# What a run stored before an option existed did, which is not always the option's default now:
+# the text tower ran on every token, each image trained on its first caption, crops kept 90% or
+# more of the area, no average of the weights was kept, each distinct caption counted once.
+BEFORE_THE_OPTION = {
+    "trim_text": False,
+    "caption_sampling": "first",
+    "crop_scale": 0.9,
+    "ema": 0.0,
+    "caption_weights": "distinct",
+}
+
 
 def merge_for_resume(stored: dict, given: dict) -> dict:
     """The stored config with the options given again on the command line; conflicting values
     for options that define the run are errors (they would break the exact resume)."""
     if given.get("workers") == -1:  # "auto" again: the count the run chose stands
         given = {k: v for k, v in given.items() if k != "workers"}
+    stored = {**BEFORE_THE_OPTION, **stored}  # so an option given for an older run is checked
     conflicts = [
         f"--{_flag(k)} {given[k]!r} (the run has {stored.get(k)!r})"
         for k in sorted(given)
@@ -208,10 +221,6 @@ def merge_for_resume(stored: dict, given: dict) -> dict:
     if conflicts:
         raise ConfigError("--resume: options differ from the stored run: " + "; ".join(conflicts))
     merged = dict(stored)
-    # Runs stored before --trim-text existed ran the text tower on every token: so they go on.
-    merged.setdefault("trim_text", False)
-    # Runs stored before --caption-sampling existed trained on each image's first caption.
-    merged.setdefault("caption_sampling", "first")
     for name in PER_INVOCATION:  # how this invocation runs, not what the run is
         merged.pop(name, None)
     merged.update({k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES})

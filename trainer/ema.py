@@ -3,7 +3,7 @@
 After optimizer step t (1, 2, ...) every floating tensor of the average moves towards the
 model's: avg += (1 - d_t) * (weight - avg), with d_t = min(decay, (1 + t) / (10 + t)). The
 warm-up of d_t keeps the average from clinging to the random initialisation in a short run (at
-step 10 it weighs the newest weights by 1/2 instead of 1 - decay). Integer buffers are copied.
+step 8 it weighs the newest weights by 1/2, not by 1 - decay). Integer buffers are copied.
 
 The average lives on the main rank only (every rank's weights are the same after a DDP step) and
 travels in the checkpoint as `ema_state_dict` beside the training weights (`state_dict`), so a
@@ -20,7 +20,7 @@ class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)  # the bare model
-        self._pairs = None
+        self._floats = self._others = None
 
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (10 + step))
@@ -28,20 +28,20 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         """Fold in `model`'s weights after optimizer step `step` (1-based)."""
-        if self._pairs is None:  # state_dict tensors share storage with the modules' own
+        if self._floats is None:  # state_dict tensors share storage with the modules' own
             mine, theirs = self.model.state_dict(), model.state_dict()
-            self._pairs = [(mine[k], theirs[k]) for k in mine]
-        floats = [(a, w) for a, w in self._pairs if a.is_floating_point()]
-        if floats:
-            averages, weights = zip(*floats, strict=True)
-            torch._foreach_lerp_(list(averages), list(weights), 1.0 - self.decay_at(step))
-        for average, weight in self._pairs:
-            if not average.is_floating_point():
-                average.copy_(weight)
+            pairs = [(mine[k], theirs[k]) for k in mine]
+            self._floats = [[a for a, _ in pairs if a.is_floating_point()]]
+            self._floats.append([w for a, w in pairs if a.is_floating_point()])
+            self._others = [(a, w) for a, w in pairs if not a.is_floating_point()]
+        if self._floats[0]:
+            torch._foreach_lerp_(self._floats[0], self._floats[1], 1.0 - self.decay_at(step))
+        for average, weight in self._others:
+            average.copy_(weight)
 
     def state_dict(self) -> dict:
         return self.model.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state)
-        self._pairs = None
+        self._floats = self._others = None

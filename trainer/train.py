@@ -350,6 +350,11 @@ def _weight_average(cfg: TrainConfig, ctx, model, ckpt: dict | None):
 
     ema = WeightAverage(model, cfg.ema)
     if ckpt is not None:
+        if "ema_state_dict" not in ckpt:
+            raise ConfigError(
+                f"--resume: {cfg.out}'s checkpoint has no ema_state_dict, but its run has "
+                f"--ema {cfg.ema}: it was not written by this run"
+            )
         ema.load_state_dict(ckpt["ema_state_dict"])
     return ema
 

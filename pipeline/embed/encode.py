@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
-CHUNK = 4096  # pairs embedded per progress-bar step (bounded memory: one chunk of decoded images)
+CHUNK = 4096  # distinct images (and captions) embedded per progress-bar step: bounded memory
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pipeline.testing.toydata import write_dataset
 from trainer.config import TrainConfig
 from trainer.data import resolve
 from trainer.data.gpu_decode import JpegBatchBuilder, aa_weights, check, full_size_box
-from trainer.data.image import crop_box, jpeg_header, train_image
+from trainer.data.image import crop_box, decode_size, jpeg_header, train_image
 from trainer.data.stream import ShardStream
 from trainer.models import tokenizer
 
@@ -63,15 +63,17 @@ def test_aa_weights_are_torchs_antialiased_bilinear_resize():
         assert torch.allclose(ours, torch_aa, atol=1e-3), (left, top, right, bottom)
 
 
-def test_full_size_box_is_the_cpu_paths_box():
-    for width, height in [(20, 18), (31, 40), (33, 32), (70, 50), (130, 200)]:
+@pytest.mark.parametrize("area", [(0.9, 1.0), (0.3, 1.0)])  # the default, --crop-scale 0.3
+def test_full_size_box_is_the_cpu_paths_box(area):
+    decoded = decode_size(SIZE, area)  # what the CPU path decodes to (reduced, if at least 2x)
+    for width, height in [(20, 18), (31, 40), (33, 32), (70, 50), (130, 200), (300, 260)]:
         img = Image.open(io.BytesIO(encoded(smooth(width, height, 0))))
-        if min(width, height) >= 2 * SIZE:
-            img.draft("RGB", (SIZE, SIZE))  # what the CPU path decodes
+        if min(width, height) >= 2 * decoded:
+            img.draft("RGB", (decoded, decoded))
         scales = [width / img.width, height / img.height] * 2  # per axis: left, top, ...
         for seed in range(20):
-            box = full_size_box(width, height, SIZE, random.Random(seed))
-            expected = crop_box(img.width, img.height, random.Random(seed))
+            box = full_size_box(width, height, SIZE, random.Random(seed), area)
+            expected = crop_box(img.width, img.height, random.Random(seed), area)
             assert all(abs(a - b * f) < f for a, b, f in zip(box, expected, scales, strict=True))
             assert 0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height
 

@@ -30,6 +30,22 @@ def test_crop_box_keeps_a_share_of_the_area_in_the_range(low):
     assert min(shares) < low + 0.05  # the range is used down to its low end
 
 
+def test_a_deeper_crop_is_cut_from_a_larger_decode():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from trainer.data.image import decode, decode_size
+
+    assert decode_size(64) == decode_size(64, (0.9, 1.0)) == 64
+    assert decode_size(64, (0.3, 1.0)) == 111  # ceil(64 * sqrt(0.9 / 0.3))
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((512, 512, 3), np.uint8)).save(buf, format="JPEG")
+    assert decode(buf.getvalue(), decode_size(64)).shape[1:] == (64, 64)  # DCT scale 1/8
+    assert decode(buf.getvalue(), decode_size(64, (0.3, 1.0))).shape[1:] == (128, 128)  # 1/4
+
+
 def test_crop_scale_reaches_the_loaders_crops(items_dataset):  # noqa: F811 - fixture
     index = resolve(items_dataset)
 

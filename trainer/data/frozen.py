@@ -141,7 +141,8 @@ def _extend(units: list[Unit], batch) -> None:
         if "caption" in names
         else np.zeros(len(row), np.int32)  # format 1
     )
-    plain = not caption.any()  # only first captions: each file row is a distinct shard row
+    # only first captions, none repeated (--caption-weights repeats them): one file row a shard row
+    plain = not caption.any() and bool(np.all(row[1:] != row[:-1]))
     cuts = np.flatnonzero((shard[1:] != shard[:-1]) | (group[1:] != group[:-1])) + 1
     for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(row)], strict=True):
         s, g, first = int(shard[lo]), int(group[lo]), int(start[lo])

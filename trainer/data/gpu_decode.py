@@ -23,7 +23,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trainer.data.image import CROP_SCALE, crop_box, draft_scale, jpeg_header, load_rgb, train_image
+from trainer.data.image import (
+    CROP_SCALE,
+    crop_box,
+    decode_size,
+    draft_scale,
+    jpeg_header,
+    load_rgb,
+    train_image,
+)
 
 GPU_COMPONENTS = (1, 3)  # greyscale and YCbCr JPEGs; CMYK/YCCK ones are decoded in the worker
 FILL = 128  # the value of an image no decoder could read
@@ -44,6 +52,7 @@ def check(decode: str, device: str) -> None:
 def full_size_box(width: int, height: int, size: int, rng: random.Random, area=CROP_SCALE):
     """The crop box `train_image` draws for a width x height JPEG, in full-size pixels; `area`:
     the range of the share of the image it keeps."""
+    size = decode_size(size, area)  # what train_image decodes to
     if min(width, height) < 2 * size:
         return crop_box(width, height, rng, area)
     scale = draft_scale(width, height, size)  # train_image crops PIL's reduced decode

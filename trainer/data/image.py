@@ -113,6 +113,15 @@ def decode(data: bytes, size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(_rgb(img), dtype=np.uint8)).permute(2, 0, 1)
 
 
+def decode_size(size: int, scale: tuple[float, float] = CROP_SCALE) -> int:
+    """The size a training JPEG is decoded to at least (reduced by PIL's draft where it is twice
+    that): `size` for crops of 90% of the area or more, more for deeper crops (--crop-scale), so
+    that their crops are not blown up from a reduced decode more than the default's are."""
+    if scale[0] >= CROP_SCALE[0]:
+        return size
+    return math.ceil(size * math.sqrt(CROP_SCALE[0] / scale[0]))
+
+
 def crop_box(
     width: int, height: int, rng: random.Random, scale: tuple[float, float] = CROP_SCALE
 ) -> tuple[int, int, int, int]:
@@ -171,7 +180,7 @@ def train_image(
 ) -> torch.Tensor:
     """Decode, random-resized-crop (keeping a share in `scale` of the area) to size x size;
     uint8 [3, size, size] (into `out` if given)."""
-    image = decode(data, size)
+    image = decode(data, decode_size(size, scale))
     left, top, right, bottom = crop_box(image.shape[2], image.shape[1], rng, scale)
     return resize(image[:, top:bottom, left:right], size, out)
 

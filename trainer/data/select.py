@@ -60,7 +60,8 @@ class Unit:
 
 
 def make_unit(shard: int, group: int, start: int, rows: np.ndarray, captions: np.ndarray) -> Unit:
-    """A unit from (row, caption index) pairs sorted by row then caption, without repeats."""
+    """A unit from (row, caption index) pairs sorted by row then caption (a caption repeated
+    only where it is weighted: --caption-weights occurrences)."""
     rows = rows.astype(np.int64, copy=False)
     if not captions.any() and (len(rows) < 2 or bool((rows[1:] > rows[:-1]).all())):
         return Unit(shard, group, rows, start)
@@ -104,7 +105,9 @@ def _caption_column(names: set[str]) -> str:
 
 
 # --caption-weights occurrences: a selected caption once more for every `duplicate` row (the same
-# caption on the same image bytes, under another URL or page) that names it as its dup_of.
+# caption on the same image bytes under another URL or page, or with --near-dup-radius on a
+# near-duplicate image) that names it as its dup_of. A row whose status has changed since (opted
+# out, removed) no longer counts.
 _REPEATS = """
 SELECT c.shard, c.shard_row, c.caption_index FROM chosen c
 JOIN samples d ON d.dup_of = c.uid AND d.status = 'duplicate'
