@@ -685,37 +685,14 @@ def measure_lever(args, corpus, root: Path, recipe: Recipe, prepared, items, lab
         ways = trial([recipe, more])
         out.update(samples=more.samples, adopted=top1(more, ways) > top1(recipe, ways))
         base = more if out["adopted"] else recipe
-    chosen = base
-    levers = parse_levers(args.levers)
-    if levers:
-        singles = [replace(base, **{k: v}) for k, v in levers]
-        ways = trial([base, *singles])
-        for (k, v), r in zip(levers, singles, strict=True):
-            delta = top1(r, ways) - top1(base, ways)
-            out["levers"].append({"lever": f"{k}={v}", "top1_change": delta, "adopted": delta > 0})
-        good = [r for r, lever in zip(singles, out["levers"], strict=True) if lever["adopted"]]
-        if good:
-            chosen = max(good, key=lambda r: top1(r, ways))
-        if len(good) > 1:
-            together = replace(
-                base,
-                **{k: v for (k, v), lv in zip(levers, out["levers"], strict=True) if lv["adopted"]},
-            )
-            ways = trial([together])
-            if top1(together, ways) > top1(chosen, ways):
-                chosen = together
+    chosen, out["levers"] = pick_levers(parse_levers(args.levers), base, trial, top1)
     val_summary = summarise(results, len(val_labels))
     print(
         f"\nvalidation (training style, {len(val)} held-out concepts, zero-shot over their "
         f"{len(val_labels)} labels; never the reported style): (c) with each recipe lever"
     )
-    print_table(
-        "",
-        val_summary,
-        dict.fromkeys(results, vprepared["build"]),
-        len(val_labels),
-        {k: k for k in results},
-    )
+    sizes, names = dict.fromkeys(results, vprepared["build"]), {k: k for k in results}
+    print_table("", val_summary, sizes, len(val_labels), names)
     for lever in out["levers"]:
         print(
             f"lever {lever['lever']}: top-1 {pct(lever['top1_change'])} points -> "
@@ -735,6 +712,31 @@ def measure_lever(args, corpus, root: Path, recipe: Recipe, prepared, items, lab
     folder = root / ("lever-" + _slug(chosen, recipe, None))
     out["reported"] = three_ways(args, prepared, folder, chosen, items, labels, title)
     return out
+
+
+def pick_levers(levers: list, base: Recipe, trial, top1) -> tuple[Recipe, list[dict]]:
+    """Each lever on top of `base`, against it (`trial` runs recipes, `top1` reads their mean);
+    the recipe chosen and a record per lever. Two or more that help are also run together, and
+    the better of that and the best single one is chosen."""
+    if not levers:
+        return base, []
+    singles = [replace(base, **{k: v}) for k, v in levers]
+    ways = trial([base, *singles])
+    records = []
+    for (k, v), r in zip(levers, singles, strict=True):
+        delta = top1(r, ways) - top1(base, ways)
+        records.append({"lever": f"{k}={v}", "top1_change": delta, "adopted": delta > 0})
+    good = [r for r, record in zip(singles, records, strict=True) if record["adopted"]]
+    chosen = max(good, key=lambda r: top1(r, ways)) if good else base
+    if len(good) > 1:
+        adopted = [
+            lever for lever, record in zip(levers, records, strict=True) if record["adopted"]
+        ]
+        together = replace(base, **dict(adopted))
+        ways = trial([together])
+        if top1(together, ways) > top1(chosen, ways):
+            chosen = together
+    return chosen, records
 
 
 def _slug(r: Recipe, default: Recipe, seed: int | None) -> str:

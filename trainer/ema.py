@@ -20,7 +20,7 @@ class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)  # the bare model
-        self._floats = self._others = None
+        self._pairs = None  # (averages, weights) of the float tensors, (average, weight) others
 
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (10 + step))
@@ -28,15 +28,15 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         """Fold in `model`'s weights after optimizer step `step` (1-based)."""
-        if self._floats is None:  # state_dict tensors share storage with the modules' own
+        if self._pairs is None:  # state_dict tensors share storage with the modules' own
             mine, theirs = self.model.state_dict(), model.state_dict()
-            pairs = [(mine[k], theirs[k]) for k in mine]
-            self._floats = [[a for a, _ in pairs if a.is_floating_point()]]
-            self._floats.append([w for a, w in pairs if a.is_floating_point()])
-            self._others = [(a, w) for a, w in pairs if not a.is_floating_point()]
-        if self._floats[0]:
-            torch._foreach_lerp_(self._floats[0], self._floats[1], 1.0 - self.decay_at(step))
-        for average, weight in self._others:
+            floats = [k for k in mine if mine[k].is_floating_point()]
+            others = [(mine[k], theirs[k]) for k in mine if not mine[k].is_floating_point()]
+            self._pairs = ([mine[k] for k in floats], [theirs[k] for k in floats]), others
+        (averages, weights), others = self._pairs
+        if averages:
+            torch._foreach_lerp_(averages, weights, 1.0 - self.decay_at(step))
+        for average, weight in others:
             average.copy_(weight)
 
     def state_dict(self) -> dict:
@@ -44,4 +44,4 @@ class WeightAverage:
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state)
-        self._floats = self._others = None
+        self._pairs = None

@@ -7,11 +7,10 @@ periodic zero-shot), `pipeline embed`, `pipeline search` and the build's clip st
 
 `load` reads a checkpoint this trainer wrote (open_clip format: `state_dict` plus `model_name`
 and `config`; with --ema it takes `ema_state_dict`, the average, instead) or a bare open_clip
-state dict (with `model_name` given). The image transform is
-open_clip's eval transform (short side to the model's size with bicubic resampling, centre
-crop), producing uint8 tensors normalised on the device, as the trainer does; transparent images
-are composited on white (trainer.data.image.load_rgb). Embeddings are L2-normalised float32 on
-CPU. Bad input (a missing or foreign checkpoint, an unknown device) is a ConfigError.
+state dict (with `model_name` given). The image transform is open_clip's eval transform (short
+side to the model's size with bicubic resampling, centre crop), producing uint8 tensors
+normalised on the device, as the trainer does; transparent images are composited on white
+(trainer.data.image.load_rgb). Embeddings are L2-normalised float32 on CPU. Bad input (a missing or foreign checkpoint, an unknown device) is a ConfigError.
 """
 
 import logging

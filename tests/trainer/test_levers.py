@@ -2,14 +2,13 @@
 GPU-only ones as clear errors here, and an exact resume with every lever a CPU can run."""
 
 import contextlib
-import shutil
 import sys
 
 import pytest
 import torch
 
 import trainer.models as models
-from tests.trainer.test_train import FAST, losses, run
+from tests.trainer.test_train import FAST, interrupted_and_resumed, losses, run
 from trainer import checkpoint, levers
 from trainer.config import ConfigError, TrainConfig
 from trainer.loss import ClipLoss
@@ -137,14 +136,9 @@ def test_resume_with_every_cpu_lever_is_bit_exact(tmp_path):
     common = [
         *["--synthetic", "--samples", 8 * 2 * 6, "--batch-size", 8, "--accum-steps", 2],
         *["--loss-chunk", 3, "--compile", "--channels-last", "--grad-checkpointing"],
-        *["--warmup", 2, "--lr", 1e-3, *FAST],
+        *["--ema", 0.9, "--warmup", 2, "--lr", 1e-3, *FAST],
     ]
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    assert run([*common, "--out", full]) == 0
-    assert run([*common, "--out", cut, "--stop-after", 3, "--save-every", 2]) == 0
-    # a crash after step 3 was logged but before it was saved: resume from step 2
-    shutil.copy(cut / "checkpoints" / "step_00000002.pt", cut / "latest.pt")
-    assert run([*common, "--out", cut, "--resume"]) == 0
+    full, cut = interrupted_and_resumed(common, tmp_path, stop=3, saved=2)
     assert [r["step"] for r in read_rows(cut / "metrics.csv")] == list(range(1, 7))
     assert losses(cut) == losses(full)  # exactly
     stored = checkpoint.load(cut / "latest.pt")["config"]

@@ -2,14 +2,13 @@
 and --ema (an average of the weights for evaluation and inference)."""
 
 import random
-import shutil
 
 import pytest
 import torch
 
 import trainer.models as models
 from tests.trainer.test_data import items_dataset, stream  # noqa: F401 - a fixture
-from tests.trainer.test_train import FAST, losses, run
+from tests.trainer.test_train import FAST, interrupted_and_resumed, losses
 from trainer import checkpoint, inference
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import resolve
@@ -90,11 +89,7 @@ def test_ema_resumes_exactly_and_inference_uses_the_average(tmp_path):
         *["--synthetic", "--samples", 8 * 6, "--batch-size", 8, "--warmup", 2, "--lr", 1e-3],
         *["--ema", 0.9, *FAST],
     ]
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    assert run([*common, "--out", full]) == 0
-    assert run([*common, "--out", cut, "--stop-after", 3, "--save-every", 2]) == 0
-    shutil.copy(cut / "checkpoints" / "step_00000002.pt", cut / "latest.pt")
-    assert run([*common, "--out", cut, "--resume"]) == 0
+    full, cut = interrupted_and_resumed(common, tmp_path, stop=3, saved=2)
     assert [r["step"] for r in read_rows(cut / "metrics.csv")] == list(range(1, 7))
     assert losses(cut) == losses(full)
     full_ckpt, cut_ckpt = (checkpoint.load(p / "latest.pt") for p in (full, cut))

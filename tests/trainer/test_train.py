@@ -22,6 +22,19 @@ def run(argv) -> int:
     return main(["run", *map(str, argv)])
 
 
+def interrupted_and_resumed(common: list, tmp_path, stop: int, saved: int):
+    """(full, cut): the run `common` uninterrupted, and the same run cut after step `stop` with a
+    checkpoint every `saved` steps, resumed from the last one saved: a crash after step `stop`
+    was logged but before it was saved."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert run([*common, "--out", full]) == 0
+    assert run([*common, "--out", cut, "--stop-after", stop, "--save-every", saved]) == 0
+    last = stop // saved * saved
+    shutil.copy(cut / "checkpoints" / f"step_{last:08d}.pt", cut / "latest.pt")
+    assert run([*common, "--out", cut, "--resume"]) == 0
+    return full, cut
+
+
 def losses(run_dir) -> list[float]:
     return [r["loss"] for r in read_rows(run_dir / "metrics.csv")]
 
