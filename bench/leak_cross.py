@@ -50,6 +50,9 @@ class Split:
     cand_dist: dict = field(default_factory=lambda: {s: [] for s in SOURCES})  # 257 = none
     cand_inliers: dict = field(default_factory=lambda: {s: [] for s in SOURCES})  # -1 = none
     cand_copy: dict = field(default_factory=lambda: {s: [] for s in SOURCES})  # the verdict
+    cand_keys: dict = field(default_factory=lambda: {s: [] for s in SOURCES})  # keypoints' verdict
+    # align.py's structure score where the keypoints did not decide; -1: none (or not needed)
+    cand_structure: dict = field(default_factory=lambda: {s: [] for s in SOURCES})
     cand_source: dict = field(default_factory=lambda: {s: [] for s in SOURCES})  # the original?
     seconds: dict = field(default_factory=dict)  # process seconds per stage
     counts: dict = field(default_factory=dict)  # images/pairs per stage
@@ -71,6 +74,8 @@ class Split:
             "cand_dist": grid(self.cand_dist),
             "cand_inliers": grid(self.cand_inliers),
             "cand_copy": grid(self.cand_copy).astype(bool),
+            "cand_keys": grid(self.cand_keys).astype(bool),
+            "cand_structure": grid(self.cand_structure),
             "cand_source": grid(self.cand_source),
         }
 
@@ -131,7 +136,10 @@ class Candidates:
 
 def run_split(emoji_dir: Path, rows, style: str, seed: int, vconfig: VerifyConfig) -> Split:
     """Make, hash, search and verify the pool of one direction (eval set = `style`)."""
+    import cv2
     from PIL import Image
+
+    cv2.setNumThreads(1)  # one core per direction: the figures are per core
 
     split = Split(style)
     t0 = time.process_time()
@@ -184,6 +192,7 @@ def _verify_block(split: Split, search, targets, images, sources, name, worst, v
         split.edit.append(name)
         split.worst.append(worst)
         feats, inliers = None, {}  # one verification per pair, whichever source proposed it
+        keyed = {}  # eval row: the keypoints (not the structure) called the pair a copy
         for source, (nearest, cand_rows, cand_dist) in found.items():
             for row in cand_rows[i]:
                 if row < 0 or int(row) in inliers:
@@ -193,14 +202,35 @@ def _verify_block(split: Split, search, targets, images, sources, name, worst, v
                     feats = features(gray, vconfig)
                     split.tick("pool features", t0, 1)
                 t0 = time.process_time()
-                inliers[int(row)] = match(feats, targets[int(row)], vconfig)
+                verdict = match(feats, targets[int(row)], vconfig)
                 split.tick("pair verification", t0, 1)
+                keyed[int(row)] = verdict.copy and verdict.structure < 0
+                inliers[int(row)] = _with_structure(verdict, feats, targets[int(row)])
             split.nearest[source].append(int(nearest[i]))
             split.cand_dist[source].extend(int(d) for d in cand_dist[i])
             verdicts = [inliers.get(int(r)) for r in cand_rows[i]]
             split.cand_inliers[source].extend(v.inliers if v else -1 for v in verdicts)
             split.cand_copy[source].extend(bool(v and v.copy) for v in verdicts)
+            split.cand_keys[source].extend(keyed.get(int(r), False) for r in cand_rows[i])
+            split.cand_structure[source].extend(v.structure if v else -1.0 for v in verdicts)
             split.cand_source[source].extend(bool(r == sources[i]) for r in cand_rows[i])
+
+
+def _with_structure(verdict, feats, targets):
+    """The verdict with align.py's score even where the keypoints decided (match skips it
+    there), so that rules which trust the structure alone can be tried on the same pairs."""
+    from dataclasses import replace
+
+    from pipeline.dedup.align import aligned_structure
+    from pipeline.dedup.verify import _refine
+
+    if verdict.structure >= 0 or feats.gray is None:
+        return verdict
+    grays = [t.gray for t in targets]
+    score, _ = aligned_structure(
+        feats.gray, grays, feats.native, lambda p, t, w: _refine(p, t, w, VerifyConfig())
+    )
+    return replace(verdict, structure=score)
 
 
 def multi_faiss_timing(n_pool: int, n_eval: int, n_variants: int = 88, sample: int = 65536):

@@ -30,6 +30,33 @@ def shipped_rule(a, r0: int, r1: int):
     return (a["nearest"] <= r0) | ((a["cand_dist"] <= r1) & a["cand_copy"]).any(axis=1)
 
 
+def structure_rule(a, r0: int, r1: int, t: float):
+    """The shipped keypoint verdict, or else align.py's structure score at least t, for a
+    candidate within r1 bits; the hash alone within r0."""
+    verified = (a["cand_dist"] <= r1) & (a["cand_keys"] | (a["cand_structure"] >= t))
+    return (a["nearest"] <= r0) | verified.any(axis=1)
+
+
+def inliers_or_structure_rule(a, r0: int, r1: int, t: float, k: int = 80):
+    """verify.py's default rule (aligned=False): at least k inliers, or align.py's structure
+    score at least t, for a candidate within r1 bits; the hash alone within r0."""
+    verified = (a["cand_dist"] <= r1) & ((a["cand_inliers"] >= k) | (a["cand_structure"] >= t))
+    return (a["nearest"] <= r0) | verified.any(axis=1)
+
+
+def structure_only_rule(a, r0: int, r1: int, t: float):
+    """align.py's structure score alone for a candidate within r1 bits; the hash within r0."""
+    verified = (a["cand_dist"] <= r1) & (a["cand_structure"] >= t)
+    return (a["nearest"] <= r0) | verified.any(axis=1)
+
+
+STRUCTURE_GRID = [
+    (r0, r1, t / 1000)
+    for r0, r1, t in itertools.product(
+        range(0, 50, 2), range(24, CANDIDATE_RADIUS + 1, 4), range(900, 1000, 5)
+    )
+    if r1 > r0
+]
 VERIFY_GRID = [
     (r0, r1, t)
     for r0, r1, t in itertools.product(
@@ -58,6 +85,17 @@ LEVERS = {
         [(r,) for r in range(0, CANDIDATE_RADIUS + 1, 2)],
     ),
     "hash + ORB verification": ("build", verify_rule, VERIFY_GRID),
+    "hash + keypoints or searched structure (align.py)": (
+        "build+multi",
+        structure_rule,
+        STRUCTURE_GRID,
+    ),
+    "hash + 80 inliers or searched structure (no edge check)": (
+        "build+multi",
+        inliers_or_structure_rule,
+        STRUCTURE_GRID,
+    ),
+    "hash + searched structure alone": ("build+multi", structure_only_rule, STRUCTURE_GRID),
     "multi-crop/rotation eval variants, hash only": (
         "multi",
         hash_rule,
@@ -124,7 +162,7 @@ def report(splits: dict, levers=None) -> None:
                 f"FP {100 * fp:.2f}% ({n_fp}/{n_neg}) | params {params} chosen on {tune}: "
                 f"recall {t_recall:.4f}, FP {100 * t_fp:.2f}% there"
             )
-            if rule is verify_rule:
+            if rule not in (hash_rule, shipped_rule):
                 pairs = (a["cand_dist"] <= params[1]).sum(axis=1)
                 print(f"  verified pairs per pool image at r1={params[1]}: {pairs.mean():.2f}")
 

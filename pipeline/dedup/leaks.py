@@ -55,7 +55,7 @@ class LeakConfig:
     flat_max_comparisons: float = FLAT_MAX_COMPARISONS
     # The verification stage (leakverify.py), None: off. Candidates beyond `radius` and within
     # `verify_radius` bits, at most `verify_candidates` eval images per pool image, are copies
-    # when their pair has at least verify.min_inliers inliers.
+    # when verify.match calls their pair a copy (keypoints, or the searched alignment).
     verify: VerifyConfig | None = None
     verify_radius: int = VERIFY_RADIUS
     verify_candidates: int = VERIFY_CANDIDATES
@@ -81,16 +81,18 @@ class Leak:
     distance: int  # bits of 256, of the nearest eval variant
     kind: str  # 'phash256' or 'phash256_trim': which hash matched; the detector when verified
     inliers: int | None = None  # of the verified pair; None: the hashes decided alone
+    structure: float | None = None  # align.py's score when the searched alignment decided
 
 
 def leak_reason(leak: Leak) -> str:
     """The row's `error` text for a leak."""
     if leak.inliers is None:
         return f"copy of eval image {leak.eval_id} ({leak.distance}/256 bits apart)"
-    return (
-        f"copy of eval image {leak.eval_id} ({leak.distance}/256 bits apart; {leak.inliers} "
-        f"{leak.kind.upper()} keypoints match under one rotation, scale and shift)"
-    )
+    if leak.structure is not None:
+        how = f"their structure agrees ({leak.structure:.3f}) once aligned"
+    else:
+        how = f"{leak.inliers} {leak.kind.upper()} keypoints match under one rotation, scale and shift"
+    return f"copy of eval image {leak.eval_id} ({leak.distance}/256 bits apart; {how})"
 
 
 def _gpu_count() -> int:
@@ -285,15 +287,22 @@ def _verified(index, pool, wanted, config, images, eval_features, uids) -> dict[
         extra=store.variant_index(config.nprobe),
     )
     pairs = [(int(i), row) for i, near in zip(todo, found, strict=True) for row, _ in near]
-    inliers = verify_pairs(pairs, images, store, config.verify)
+    verdicts = verify_pairs(pairs, images, store, config.verify)
     out = {}
     for i, near in zip(todo.tolist(), found, strict=True):
-        # The pair with the most inliers (ties: the nearer hash) names the eval image copied.
-        scored = [(inliers[(i, row)], -d, row) for row, d in near]
-        best = max(scored, default=None)
-        if best is not None and best[0] >= config.verify.min_inliers:
-            count, d, row = best
-            out[i] = Leak(uids[i], index.eval_ids[row], -d, config.verify.detector, count)
+        # Of the pairs called copies, the one with the most inliers, then the best structure,
+        # then the nearer hash names the eval image copied.
+        scored = [
+            (v.inliers, v.structure, -d, row, v)
+            for row, d in near
+            if (v := verdicts[(i, row)]).copy
+        ]
+        if scored:
+            count, _, d, row, v = max(scored, key=lambda t: t[:4])
+            structure = None if v.structure < 0 else round(v.structure, 4)
+            out[i] = Leak(
+                uids[i], index.eval_ids[row], -d, config.verify.detector, count, structure
+            )
     log.info(
         "leak verification: %d pairs over %d pool images, %d copies",
         len(pairs),

@@ -26,6 +26,7 @@ from manifests import storage
 from pipeline.dedup.hashes import bits_to_hex, phash_bits, to_gray, trim_borders
 from pipeline.dedup.verify import (
     Features,
+    Verdict,
     VerifyConfig,
     eval_features,
     features,
@@ -58,6 +59,7 @@ def encode_features(feats: Features) -> dict:
         "width": 0 if d is None else int(d.shape[1]),
         "reason": feats.reason,
         "gray": None if gray is None else cv2.imencode(".png", gray)[1].tobytes(),
+        "native": int(feats.native),
     }
 
 
@@ -69,10 +71,11 @@ def decode_features(record: dict) -> Features:
     gray = (
         None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     )
+    native = int(record.get("native") or 0)
     if record["descriptors"] is None:
-        return Features(points, None, record["reason"], gray)
+        return Features(points, None, record["reason"], gray, native)
     d = np.frombuffer(record["descriptors"], dtype=np.dtype(record["dtype"]))
-    return Features(points, d.reshape(-1, record["width"]), record["reason"], gray)
+    return Features(points, d.reshape(-1, record["width"]), record["reason"], gray, native)
 
 
 def candidate_variants(image) -> list[str]:
@@ -178,6 +181,7 @@ def _schemas():
             ("width", pa.int32()),
             ("reason", pa.string()),
             ("gray", pa.binary()),
+            ("native", pa.int32()),
         ]
     )
     return features_schema, pa.schema([("row", pa.int64()), ("variants", pa.list_(pa.string()))])
@@ -264,7 +268,7 @@ FEATURES_SCHEMA, VARIANTS_SCHEMA = _schemas()
 
 
 def verify_pairs(pairs, images, store: EvalFeatures, config: VerifyConfig) -> dict:
-    """Inliers of each candidate pair: {(pool index, eval row): inliers}.
+    """verify.match's Verdict of each candidate pair: {(pool index, eval row): Verdict}.
 
     `pairs`: (pool index, eval row) in any order; `images(indexes)`: {pool index: encoded image
     bytes} of the pool images asked for (one that cannot be decoded verifies nothing)."""
@@ -278,5 +282,5 @@ def verify_pairs(pairs, images, store: EvalFeatures, config: VerifyConfig) -> di
         image, _ = open_image(data[i], "pool") if data.get(i) is not None else (None, "no bytes")
         feats = features(image, config) if image is not None else None
         for row in rows:
-            out[(i, row)] = match(feats, targets[row], config).inliers if feats else 0
+            out[(i, row)] = match(feats, targets[row], config) if feats else Verdict(0, False)
     return out

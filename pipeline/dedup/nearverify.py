@@ -121,12 +121,12 @@ def join_subclusters(subreps, feats_of, config: VerifyConfig) -> dict:
         own = feats_of(uid)[0]
         for rep in reps:
             targets = feats_of(rep)
-            if own.reason or targets[0].reason:  # too plain to verify
+            if own.gray is None or targets[0].gray is None:  # too small or unreadable
                 continue
             verdict = match(own, targets, config)
             if verdict.copy:
-                how = f"{verdict.inliers} {detector} keypoints match under one rotation, scale"
-                out[uid] = (rep, f"{how} and shift{', mirrored' if verdict.mirrored else ''}")
+                how = verdict.how.replace(" keypoints", f" {detector} keypoints")
+                out[uid] = (rep, how)
                 break
         else:
             if len(reps) < MAX_REPRESENTATIVES:

@@ -80,6 +80,7 @@ def _leaks(task: PhaseTask, rows) -> set:
         "distance": pa.array([f.distance for f in found], pa.int32()),
         "kind": pa.array([f.kind for f in found], pa.string()),
         "inliers": pa.array([f.inliers for f in found], pa.int32()),
+        "structure": pa.array([f.structure for f in found], pa.float64()),
     }
     write_parquet_atomic(pa.table(columns), task.path("leaks"))
     return {f.uid for f in found}

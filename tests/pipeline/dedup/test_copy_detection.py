@@ -23,10 +23,10 @@ PICTURES = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png")
 # within 44 bits only (farther ones cost false positives on other artists' drawings), so a 20%
 # crop off a corner or a wide pad often stays out of reach; a rotation plus a crop is never
 # proposed (the eval variants turn or crop, not both); the wide logo keeps few keypoints.
-# This list only shrinks.
+# (crop+jpeg@2 and rotate@2 left the list when the build began to honour the aligned edge check,
+# which the benchmark had always counted.) This list only shrinks.
 KNOWN_MISSES = [
     "crop+jpeg@1",
-    "crop+jpeg@2",
     "crop@1",
     "mirror+pad@2",
     "pad@0",
@@ -34,7 +34,6 @@ KNOWN_MISSES = [
     "rotate+crop@0",
     "rotate+crop@1",
     "rotate+crop@2",
-    "rotate@2",
     "screenshot@2",
 ]
 

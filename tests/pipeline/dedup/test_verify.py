@@ -109,9 +109,12 @@ def test_aligned_check_needs_both_grays_and_enough_inliers():
     # Features stored without their gray (leakverify's Parquet): inliers decide alone.
     bare = match(replace(pool, gray=None), targets)
     assert (bare.inliers, bare.copy, bare.similarity) == (aligned.inliers, False, -1.0)
-    off = match(pool, targets, VerifyConfig(aligned=False))
+    # (search=False: the keypoint-free check of align.py would find the copy by itself.)
+    off = match(pool, targets, VerifyConfig(aligned=False, search=False))
     assert not off.copy and off.similarity == -1.0
-    strict = match(pool, targets, VerifyConfig(min_inliers_aligned=aligned.inliers + 1))
+    strict = match(
+        pool, targets, VerifyConfig(min_inliers_aligned=aligned.inliers + 1, search=False)
+    )
     assert not strict.copy and strict.similarity == -1.0
     # Without refinement the RANSAC fit is scored as it is: a worse alignment, a lower score.
     unrefined = match(pool, targets, VerifyConfig(ecc_iterations=0))
@@ -165,6 +168,8 @@ def test_sift_detector_verifies_too():
         {"min_coverage": 0},
         {"edge_sigma": -1.0},
         {"ecc_iterations": -1},
+        {"min_structure": 1.5},
+        {"search": "yes"},
     ],
 )
 def test_bad_config_is_a_config_error(bad):
