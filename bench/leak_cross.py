@@ -205,7 +205,7 @@ def _verify_block(split: Split, search, targets, images, sources, name, worst, v
                 verdict = match(feats, targets[int(row)], vconfig)
                 split.tick("pair verification", t0, 1)
                 keyed[int(row)] = verdict.copy and verdict.structure < 0
-                inliers[int(row)] = _with_structure(verdict, feats, targets[int(row)])
+                inliers[int(row)] = _with_structure(verdict, feats, targets[int(row)], vconfig)
             split.nearest[source].append(int(nearest[i]))
             split.cand_dist[source].extend(int(d) for d in cand_dist[i])
             verdicts = [inliers.get(int(r)) for r in cand_rows[i]]
@@ -216,21 +216,16 @@ def _verify_block(split: Split, search, targets, images, sources, name, worst, v
             split.cand_source[source].extend(bool(r == sources[i]) for r in cand_rows[i])
 
 
-def _with_structure(verdict, feats, targets):
+def _with_structure(verdict, feats, targets, vconfig: VerifyConfig):
     """The verdict with align.py's score even where the keypoints decided (match skips it
     there), so that rules which trust the structure alone can be tried on the same pairs."""
     from dataclasses import replace
 
-    from pipeline.dedup.align import aligned_structure
-    from pipeline.dedup.verify import _refine
+    from pipeline.dedup.verify import searchable, searched_structure
 
-    if verdict.structure >= 0 or feats.gray is None:
+    if verdict.structure >= 0 or not searchable(feats, targets):
         return verdict
-    grays = [t.gray for t in targets]
-    score, _ = aligned_structure(
-        feats.gray, grays, feats.native, lambda p, t, w: _refine(p, t, w, VerifyConfig())
-    )
-    return replace(verdict, structure=score)
+    return replace(verdict, structure=searched_structure(feats, targets, vconfig)[0])
 
 
 def multi_faiss_timing(n_pool: int, n_eval: int, n_variants: int = 88, sample: int = 65536):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.dedup.hashes import hex_to_codes
-from pipeline.dedup.verify import VerifyConfig
+from pipeline.dedup.verify import VerifyConfig, how_verified
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,7 @@ def leak_reason(leak: Leak) -> str:
     """The row's `error` text for a leak."""
     if leak.inliers is None:
         return f"copy of eval image {leak.eval_id} ({leak.distance}/256 bits apart)"
-    if leak.structure is not None:
-        how = f"their structure agrees ({leak.structure:.3f}) once aligned"
-    else:
-        how = f"{leak.inliers} {leak.kind.upper()} keypoints match under one rotation, scale and shift"
+    how = how_verified(leak.inliers, leak.structure, leak.kind)
     return f"copy of eval image {leak.eval_id} ({leak.distance}/256 bits apart; {how})"
 
 

@@ -3,8 +3,8 @@
 A pool image whose nearest eval variant lies within the leak radius is a copy on the hashes'
 word (leaks.py). Between that radius and `verify_radius`, up to `verify_candidates` eval images
 are candidates, and each pair (pool image, eval image) is verified (verify.py: ORB or SIFT
-keypoints, one similarity fitted by RANSAC); a pair with at least `min_inliers` inliers is a
-copy of that eval image. Only candidate pairs are verified, so the cost is the pairs' count
+keypoints, one similarity fitted by RANSAC); a pair verify.match calls a copy (enough inliers, or
+fewer and the aligned edge check) is a copy of that eval image. Only candidate pairs are verified, so the cost is the pairs' count
 times about 2 ms, plus the features of each pool image that has a candidate.
 
 The eval side's features are computed once per build by the driver and stored in the dataset
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict
 
 import numpy as np
 
@@ -121,9 +120,14 @@ def _eval_entry(path: str, config: VerifyConfig) -> tuple[tuple[Features, Featur
     return eval_features(image, config), candidate_variants(image)
 
 
+FEATURE_SETTINGS = ("detector", "side", "max_features", "min_side")
+
+
 def _fingerprint(eval_table, config: VerifyConfig) -> str:
     """What the stored features depend on: the eval images (ids and hashes) and the settings."""
-    digest = hashlib.sha256(repr(sorted(asdict(config).items())).encode())
+    # Only the settings the features depend on: thresholds (and the search) decide later.
+    settings = {k: getattr(config, k) for k in FEATURE_SETTINGS}
+    digest = hashlib.sha256(repr(sorted(settings.items())).encode())
     for column in ("eval_id", "phash256", "error"):
         digest.update(repr(eval_table.column(column).to_pylist()).encode())
     return digest.hexdigest()

@@ -12,8 +12,9 @@ leak check's verifier (verify.py) decides those:
 - Decision, per candidate cluster: first the hash clusters inside it, as without verification
   (phashes within the radius, transitively: `hash_subclusters`); those stay. Then their
   representatives (largest image first, ties: the smallest uid) join: each joins the first
-  earlier representative it verifies against (at least `min_inliers` inliers against it or its
-  mirror; at most MAX_REPRESENTATIVES tried; `join_subclusters`), and its hash cluster with it.
+  earlier representative it verifies against (verify.match against it or its mirror: enough
+  inliers, or fewer and the aligned edge check; at most MAX_REPRESENTATIVES tried;
+  `join_subclusters`), and its hash cluster with it.
   So verification adds the mirrored, padded and cropped copies the phash misses and takes
   nothing away (ORB misses many re-encoded 64 px copies that the phash finds). An image too
   plain to verify (too small, too few keypoints) joins nothing.
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.dedup.verify import Features, VerifyConfig, match
+from pipeline.dedup.verify import Features, VerifyConfig, how_verified, match, searchable
 
 MAX_REPRESENTATIVES = 8  # per candidate cluster: bounds the pairs verified to 8 per hash cluster
 
@@ -116,22 +117,30 @@ def join_subclusters(subreps, feats_of, config: VerifyConfig) -> dict:
     against, itself or mirrored; `feats_of(uid)` gives (image, mirror) Features."""
     reps: list[str] = []
     out = {}
-    detector = config.detector.upper()
+    detector = config.detector
     for uid in subreps:
         own = feats_of(uid)[0]
         for rep in reps:
             targets = feats_of(rep)
-            if own.gray is None or targets[0].gray is None:  # too small or unreadable
+            if not _verifiable(own, targets, config):
                 continue
             verdict = match(own, targets, config)
             if verdict.copy:
-                how = verdict.how.replace(" keypoints", f" {detector} keypoints")
+                how = how_verified(verdict.inliers, verdict.structure, detector, verdict.mirrored)
                 out[uid] = (rep, how)
                 break
         else:
             if len(reps) < MAX_REPRESENTATIVES:
                 reps.append(uid)
     return out
+
+
+def _verifiable(own: Features, targets, config: VerifyConfig) -> bool:
+    """Too plain for keypoints (too small, too few keypoints, on either image itself) joins
+    nothing, unless the search (config.search) can compare the two grays."""
+    if own.reason is None and targets[0].reason is None:
+        return True
+    return config.search and searchable(own, targets[:1])
 
 
 def cluster_decisions(members, subrep_of: list[str], joined: dict, radius: int) -> dict:

@@ -121,14 +121,14 @@ class Verdict:
     similarity: float = -1.0  # edge correlation of the aligned pair; -1 when none was computed
     structure: float = -1.0  # align.py's score of the searched alignment; -1: not computed
 
-    @property
-    def how(self) -> str:
-        """What made the pair a copy, for a row's reason text."""
-        if self.structure < 0:
-            how = f"{self.inliers} keypoints match under one rotation, scale and shift"
-        else:
-            how = f"their structure agrees ({self.structure:.3f}) once aligned"
-        return how + (", mirrored" if self.mirrored else "")
+
+def how_verified(inliers: int, structure: float | None, detector: str, mirrored=False) -> str:
+    """What made a pair a copy, for a row's reason text (`structure` None or < 0: the keypoints)."""
+    if structure is None or structure < 0:
+        how = f"{inliers} {detector.upper()} keypoints match under one rotation, scale and shift"
+    else:
+        how = f"their structure agrees ({structure:.3f}) once aligned"
+    return how + (", mirrored" if mirrored else "")
 
 
 _DETECTORS: dict = {}
@@ -152,7 +152,8 @@ def _detector(config: VerifyConfig):
 
 
 def _prepare(image, config: VerifyConfig):
-    """The grayscale array the detector sees, or None when the image is too small."""
+    """(the grayscale array the detector sees, the long side in px before scaling to `side`),
+    or None when the image is too small."""
     from PIL import Image
 
     from pipeline.dedup.hashes import to_gray
@@ -304,14 +305,8 @@ def match(pool: Features, targets, config: VerifyConfig | None = None) -> Verdic
         verdict = _keypoint_verdict(pool, keyed, config)
         if verdict.copy:
             return verdict
-    grays = [t.gray for t in targets]
-    if config.search and pool.gray is not None and any(g is not None for g in grays):
-        from pipeline.dedup.align import aligned_structure
-
-        def refine(p, t, warp):
-            return _refine(p, t, warp, config) if config.ecc_iterations else warp
-
-        score, which = aligned_structure(pool.gray, grays, pool.native, refine)
+    if config.search and searchable(pool, targets):
+        score, which = searched_structure(pool, targets, config)
         if score >= 0:  # -1: no overlap, or an eval image too plain to compare
             copy = score >= config.min_structure
             mirrored = which == 1 if copy else verdict.mirrored
@@ -321,6 +316,21 @@ def match(pool: Features, targets, config: VerifyConfig | None = None) -> Verdic
     if not keyed:
         return Verdict(0, False, reason=f"eval image: {targets[0].reason}")
     return verdict
+
+
+def searchable(pool: Features, targets) -> bool:
+    """Whether align.py's search can look at the pair: both sides kept their prepared gray."""
+    return pool.gray is not None and any(t.gray is not None for t in targets)
+
+
+def searched_structure(pool: Features, targets, config: VerifyConfig) -> tuple[float, int]:
+    """align.py's (structure score, index of the target it came from) for a searchable pair."""
+    from pipeline.dedup.align import aligned_structure
+
+    def refine(p, t, warp):
+        return _refine(p, t, warp, config) if config.ecc_iterations else warp
+
+    return aligned_structure(pool.gray, [t.gray for t in targets], pool.native, refine)
 
 
 def _keypoint_verdict(pool: Features, keyed, config: VerifyConfig) -> Verdict:

@@ -152,7 +152,9 @@ def _write_overlap(run: StageRun) -> None:
     from pipeline.stages.phases import phase_dir
 
     folder = phase_dir(run.layout, run.name) / "leaks"
-    leaks = pa.concat_tables([storage.read_table(folder / f"{p}.parquet") for p in run.parts])
+    # promote: parts written before the `structure` column read back with it null.
+    tables = [storage.read_table(folder / f"{p}.parquet") for p in run.parts]
+    leaks = pa.concat_tables(tables, promote_options="default")
     found = [Leak(**row) for row in leaks.to_pylist()]
     eval_table = storage.read_table(run.dir / "eval_hashes.parquet")
     write_overlap(run.layout.root / "overlap.parquet", eval_table, found)

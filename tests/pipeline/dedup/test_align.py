@@ -8,7 +8,14 @@ import pytest
 from PIL import Image, ImageDraw
 
 from pipeline.dedup import align
-from pipeline.dedup.verify import VerifyConfig, _refine, eval_features, features, match
+from pipeline.dedup.verify import (
+    VerifyConfig,
+    _refine,
+    eval_features,
+    features,
+    how_verified,
+    match,
+)
 from pipeline.testing.edits import EDITS
 from tests.pipeline.dedup.images import scene
 from tests.pipeline.dedup.test_verify import smiley
@@ -51,6 +58,18 @@ def test_search_recovers_a_known_scale_and_shift():
     np.testing.assert_allclose(corners @ warp.T, [[60, 40], [156, 136]], atol=8)
 
 
+def test_search_recovers_a_known_crop():
+    # The pool is the eval image's central part at the same size (as match prepares both at
+    # `side` px), so the eval content is 4/3 larger there: the pool slides over the eval image.
+    original = scene(3, size=128).convert("L")
+    crop = original.crop((16, 24, 112, 120)).resize((128, 128), Image.BICUBIC)
+    pool, target = np.asarray(crop), np.asarray(original)
+    score, warp = align.search(pool, target)  # target px -> pool px
+    assert score > 0.8
+    corners = np.array([[16, 24, 1], [112, 120, 1]], dtype=np.float64)
+    np.testing.assert_allclose(corners @ warp.T, [[0, 0], [128, 128]], atol=8)
+
+
 @pytest.mark.parametrize("edit", sorted(EDITS))
 def test_every_edit_at_its_worst_keeps_the_structure(edit):
     original = smiley(0)
@@ -82,7 +101,7 @@ def test_match_falls_back_to_the_search_and_says_how():
     pool, targets = features(copy), eval_features(original)
     verdict = match(pool, targets, keypoints_never)
     assert verdict.copy and verdict.structure >= THRESHOLD and not verdict.mirrored
-    assert "structure agrees" in verdict.how
+    assert "structure agrees" in how_verified(verdict.inliers, verdict.structure, "orb")
     off = match(pool, targets, replace(keypoints_never, search=False))
     assert not off.copy and off.structure == -1.0
     mirrored = match(
@@ -90,7 +109,8 @@ def test_match_falls_back_to_the_search_and_says_how():
         eval_features(scene(2)),
         keypoints_never,
     )
-    assert mirrored.copy and mirrored.mirrored and mirrored.how.endswith(", mirrored")
+    how = how_verified(mirrored.inliers, mirrored.structure, "orb", mirrored.mirrored)
+    assert mirrored.copy and mirrored.mirrored and how.endswith(", mirrored")
     # Stored features without their gray cannot be searched: the keypoints decide alone.
     assert match(replace(pool, gray=None), targets, SEARCH).structure == -1.0
     # A pool image at its native 16 px is compared at 16 px: still a copy.
