@@ -72,7 +72,9 @@ style's images of the held-out fifth over their own labels, --seeds seeds each.
      crop_scale (RandomResizedCrop's lowest share of the area; (a) gets --aug-cfg scale alike),
      loss=siglip ((a): --siglip), lr, wd (both alike), ema (ours only: open_clip_train has no
      average of the weights), caption_weights=occurrences (ours only: a caption drawn as often
-     as the URL list carried it for the image; (a)'s raw pairs are that already). Each is
+     as the URL list carried it for the image; (a)'s raw pairs are that already), color_jitter
+     and grayscale (ours: --color-jitter / --grayscale; (a): --aug-cfg color_jitter=(J, J, J, 0)
+     color_jitter_prob=1.0 / gray_scale_prob=P, the same torchvision formulas). Each is
      adopted when it raises (c)'s mean top-1; two or more adopted are also run together, and
      the better of that and the best single lever is the chosen recipe.
 Only where the chosen recipe differs from the bench's are (a), (b), (c) run again with it on the
@@ -291,6 +293,10 @@ class Recipe:
     ema: float = 0.0  # ours only: open_clip_train has no average of the weights
     # ours only: (a)'s raw pairs carry every occurrence of a caption already
     caption_weights: str = "distinct"
+    # brightness/contrast/saturation jitter (hue kept) and grayscale probability; (a) gets
+    # --aug-cfg color_jitter=(J, J, J, 0) color_jitter_prob=1 gray_scale_prob=P alike
+    color_jitter: float = 0.0
+    grayscale: float = 0.0
 
 
 # The recipe levers --levers may name (field=value), each measured on the validation split.
@@ -301,6 +307,8 @@ LEVER_TYPES = {
     "crop_scale": float,
     "ema": float,
     "caption_weights": str,
+    "color_jitter": float,
+    "grayscale": float,
 }
 LEVER_CHOICES = {"loss": ("clip", "siglip"), "caption_weights": ("distinct", "occurrences")}
 # ema 0.99: an average over about the last 100 of the 320 steps of a 40,960-sample run
@@ -343,6 +351,10 @@ def ours_cmd(data: Path, out: Path, seed: int, sampling: str, r: Recipe) -> list
         cmd += ["--ema", str(r.ema)]
     if r.caption_weights != "distinct":
         cmd += ["--caption-weights", r.caption_weights]
+    if r.color_jitter:
+        cmd += ["--color-jitter", str(r.color_jitter)]
+    if r.grayscale:
+        cmd += ["--grayscale", str(r.grayscale)]
     return cmd
 
 
@@ -357,8 +369,14 @@ def openclip_cmd(tars: str, logs: Path, seed: int, r: Recipe) -> list[str]:
     argv += ["--val-frequency", "0"]
     if r.loss == "siglip":
         argv += ["--siglip"]
-    if r.crop_scale != 0.9:
-        argv += ["--aug-cfg", f"scale=({r.crop_scale}, 1.0)"]
+    aug = [f"scale=({r.crop_scale}, 1.0)"] if r.crop_scale != 0.9 else []
+    if r.color_jitter:  # open_clip_train's ColorJitter(b, c, s, hue), applied with this prob
+        j = r.color_jitter
+        aug += [f"color_jitter=({j}, {j}, {j}, 0.0)", "color_jitter_prob=1.0"]
+    if r.grayscale:
+        aug += [f"gray_scale_prob={r.grayscale}"]
+    if aug:
+        argv += ["--aug-cfg", *aug]
     return [sys.executable, "-c", OPENCLIP_RUNNER, str(CONFIG), *argv]
 
 

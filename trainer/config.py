@@ -50,6 +50,12 @@ class TrainConfig:
         "smallest share of an image's area a training crop keeps (RandomResizedCrop's lower "
         "scale; 0.9 as open_clip; lower is stronger augmentation, for small datasets)",
     )
+    color_jitter: float = opt(
+        0.0,
+        "colour jitter of training images: brightness, contrast and saturation each scaled by "
+        "a factor drawn from [1-J, 1+J] per image (hue kept: it often names the concept); 0: off",
+    )
+    grayscale: float = opt(0.0, "probability a training image is turned gray; 0: off")
     decode: str = opt(
         "cpu",
         "cpu: loader workers decode and crop; gpu: they send JPEG bytes and crop boxes, decoded "
@@ -143,6 +149,10 @@ class TrainConfig:
             raise ConfigError(f"--workers must be -1 (auto), 0 or more, not {self.workers}")
         if not 0 < self.crop_scale <= 1:
             raise ConfigError(f"--crop-scale must be in (0, 1], not {self.crop_scale}")
+        if not 0 <= self.color_jitter <= 1:
+            raise ConfigError(f"--color-jitter must be in [0, 1], not {self.color_jitter}")
+        if not 0 <= self.grayscale <= 1:
+            raise ConfigError(f"--grayscale must be a probability in [0, 1], not {self.grayscale}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"--ema must be 0 (off) or a decay in (0, 1), not {self.ema}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -197,13 +207,16 @@ PER_INVOCATION = frozenset({"stop_after", "resume"})
 
 # What a run stored before an option existed did, which is not always the option's default now:
 # the text tower ran on every token, each image trained on its first caption, crops kept 90% or
-# more of the area, no average of the weights was kept, each distinct caption counted once.
+# more of the area, no average of the weights was kept, each distinct caption counted once,
+# colours were never changed.
 BEFORE_THE_OPTION = {
     "trim_text": False,
     "caption_sampling": "first",
     "crop_scale": 0.9,
     "ema": 0.0,
     "caption_weights": "distinct",
+    "color_jitter": 0.0,
+    "grayscale": 0.0,
 }
 
 

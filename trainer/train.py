@@ -143,13 +143,14 @@ class Progress:
     window_withdrawn: int = 0  # likewise
 
 
-def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress, cut=None) -> list:
+def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress, cut=None, augment=None) -> list:
     """The micro-batches of one step, on the device; records loader positions and waiting.
     `cut` (--trim-text) trims each token batch while it is still on the host: its length is
-    read from the tokens there, with no device sync."""
+    read from the tokens there, with no device sync. `augment` (trainer.augment.for_run) changes
+    the images' colours on the device."""
     t0 = time.perf_counter()
     micro = []
-    for _ in range(cfg.accum_steps):
+    for j in range(cfg.accum_steps):
         images, tokens, meta = next(batches)
         progress.data["positions"][meta["worker"]] = meta["position"]
         progress.window_corrupt += meta["corrupt"]
@@ -159,9 +160,10 @@ def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress, cut=None) -> list
             progress.window_corrupt += unreadable
         if cut is not None:
             tokens = cut(tokens)
-        micro.append(
-            (images.to(ctx.device, non_blocking=True), tokens.to(ctx.device, non_blocking=True))
-        )
+        images = images.to(ctx.device, non_blocking=True)
+        if augment is not None:
+            images = augment(images, progress.step, j)
+        micro.append((images, tokens.to(ctx.device, non_blocking=True)))
     progress.data["batches"] += cfg.accum_steps
     progress.window_wait += time.perf_counter() - t0
     return micro
@@ -190,6 +192,7 @@ def _train(cfg: TrainConfig, ctx) -> dict:
     import torch
 
     import trainer.models as models
+    from trainer.augment import for_run as colour_augmentation
     from trainer.loss import build as build_loss
     from trainer.metrics import MetricsLogger
     from trainer.models.text import for_training as trim_text
@@ -245,9 +248,10 @@ def _train(cfg: TrainConfig, ctx) -> dict:
         ctx.device,
         workers,
     )
+    augment = colour_augmentation(cfg, ctx.rank)
     batches = iter(loader)
     while progress.step < stop:
-        micro = _fetch(batches, cfg, ctx, progress, cut_tokens)
+        micro = _fetch(batches, cfg, ctx, progress, cut_tokens, augment)
         lr = lr_at(progress.step, cfg, total)
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -1,0 +1,70 @@
+"""Colour augmentation of a training batch, on the device it trains on: brightness, contrast and
+saturation jitter and a random grayscale, per image (open_clip's `--aug-cfg color_jitter=...
+gray_scale_prob=...`, with torchvision's formulas, hue left alone: for many concepts the hue is
+what names them, a red and a blue heart).
+
+It runs on the uint8 batch after the loader (CPU or `--decode gpu` alike) and gives uint8 back,
+as a PIL pipeline would. Its draws come from (seed, step, rank, micro-batch) alone, so a resumed
+run replays them exactly, whatever the loader workers did.
+"""
+
+import numpy as np
+import torch
+
+GRAY = (0.299, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights (ITU-R 601)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """float [N, 3, H, W] -> its luma [N, 1, H, W]."""
+    r, g, b = x.unbind(1)
+    return (GRAY[0] * r + GRAY[1] * g + GRAY[2] * b).unsqueeze(1)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """torchvision's _blend: factor * x + (1 - factor) * other, clamped to [0, 1]."""
+    return (factor * x + (1 - factor) * other).clamp_(0, 1)
+
+
+def generator(seed: int, step: int, rank: int, micro: int) -> torch.Generator:
+    """A CPU generator for one micro-batch's draws (small [N] tensors, moved to the device)."""
+    state = np.random.SeedSequence([seed, step, rank, micro]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def colour(
+    images: torch.Tensor, gen: torch.Generator, jitter: float = 0.0, grayscale: float = 0.0
+) -> torch.Tensor:
+    """uint8 [N, 3, H, W] -> uint8, same shape and device. `jitter`: brightness, contrast and
+    saturation factors each drawn uniformly from [max(0, 1 - jitter), 1 + jitter] per image,
+    applied in that order; `grayscale`: the probability an image becomes gray (after jitter)."""
+    n = images.shape[0]
+    if n == 0 or not (jitter or grayscale):
+        return images
+    x = images.float().div_(255)
+
+    def draw(lo, hi):
+        return torch.empty(n).uniform_(lo, hi, generator=gen).to(x.device).view(n, 1, 1, 1)
+
+    if jitter:
+        lo, hi = max(0.0, 1 - jitter), 1 + jitter
+        x = _blend(x, torch.zeros_like(x[:, :1]), draw(lo, hi))  # brightness
+        x = _blend(x, _gray(x).mean((1, 2, 3), keepdim=True), draw(lo, hi))  # contrast
+        x = _blend(x, _gray(x), draw(lo, hi))  # saturation
+    if grayscale:
+        picked = (torch.rand(n, generator=gen) < grayscale).to(x.device).view(n, 1, 1, 1)
+        x = torch.where(picked, _gray(x).expand_as(x), x)
+    out = torch.empty_like(images)  # the input's memory format (channels_last from the loader)
+    return out.copy_(x.mul_(255).round_())
+
+
+def for_run(cfg, rank: int):
+    """The augmentation a run's config asks for, as f(images, step, micro) -> images; None when
+    it asks for none (the batch is then untouched, bit for bit)."""
+    if not (cfg.color_jitter or cfg.grayscale):
+        return None
+
+    def augment(images: torch.Tensor, step: int, micro: int) -> torch.Tensor:
+        gen = generator(cfg.seed, step, rank, micro)
+        return colour(images, gen, cfg.color_jitter, cfg.grayscale)
+
+    return augment
