@@ -182,6 +182,20 @@ def test_levers_are_parsed_and_reach_both_trainers(bench):
     ours = bench.ours_cmd(Path("d"), Path("o"), 0, "random", weighted)
     assert ours[ours.index("--caption-weights") + 1] == "occurrences"
     assert "--caption-weights" not in bench.openclip_cmd("t.tar", Path("l"), 0, weighted)
+    coloured = bench.Recipe(1280, 128, 1e-3, 0.2, 1, color_jitter=0.4, grayscale=0.2)
+    ours = bench.ours_cmd(Path("d"), Path("o"), 0, "random", coloured)
+    assert ours[ours.index("--color-jitter") + 1] == "0.4"
+    assert ours[ours.index("--grayscale") + 1] == "0.2"
+    theirs = bench.openclip_cmd("t.tar", Path("l"), 0, coloured)
+    at = theirs.index("--aug-cfg")
+    assert theirs[at + 1 : at + 4] == [
+        "color_jitter=(0.4, 0.4, 0.4, 0.0)",
+        "color_jitter_prob=1.0",
+        "gray_scale_prob=0.2",
+    ]
+    assert bench.parse_levers("color_jitter=0.4,grayscale=0.2") == list(
+        {"color_jitter": 0.4, "grayscale": 0.2}.items()
+    )
 
 
 def test_validation_split(bench, tmp_path):

@@ -136,7 +136,8 @@ def test_resume_with_every_cpu_lever_is_bit_exact(tmp_path):
     common = [
         *["--synthetic", "--samples", 8 * 2 * 6, "--batch-size", 8, "--accum-steps", 2],
         *["--loss-chunk", 3, "--compile", "--channels-last", "--grad-checkpointing"],
-        *["--ema", 0.9, "--warmup", 2, "--lr", 1e-3, *FAST],
+        *["--ema", 0.9, "--color-jitter", 0.3, "--grayscale", 0.2],
+        *["--warmup", 2, "--lr", 1e-3, *FAST],
     ]
     full, cut = interrupted_and_resumed(common, tmp_path, stop=3, saved=2)
     assert [r["step"] for r in read_rows(cut / "metrics.csv")] == list(range(1, 7))
