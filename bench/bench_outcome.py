@@ -74,7 +74,7 @@ style's images of the held-out fifth over their own labels, --seeds seeds each.
      average of the weights), caption_weights=occurrences (ours only: a caption drawn as often
      as the URL list carried it for the image; (a)'s raw pairs are that already), color_jitter
      and grayscale (ours: --color-jitter / --grayscale; (a): --aug-cfg color_jitter=(J, J, J, 0)
-     color_jitter_prob=1.0 / gray_scale_prob=P, the same torchvision formulas). Each is
+     color_jitter_prob=1.0 / gray_scale_prob=P, the same formulas, ours in a fixed order). Each is
      adopted when it raises (c)'s mean top-1; two or more adopted are also run together, and
      the better of that and the best single lever is the chosen recipe.
 Only where the chosen recipe differs from the bench's are (a), (b), (c) run again with it on the

@@ -36,23 +36,27 @@ def colour(
 ) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> uint8, same shape and device. `jitter`: brightness, contrast and
     saturation factors each drawn uniformly from [max(0, 1 - jitter), 1 + jitter] per image,
-    applied in that order; `grayscale`: the probability an image becomes gray (after jitter)."""
+    applied in that order (torchvision's ColorJitter shuffles the order per image); `grayscale`: the probability an image becomes gray (after jitter)."""
     n = images.shape[0]
     if n == 0 or not (jitter or grayscale):
         return images
-    x = images.float().div_(255)
-
-    def draw(lo, hi):
-        return torch.empty(n).uniform_(lo, hi, generator=gen).to(x.device).view(n, 1, 1, 1)
-
-    if jitter:
-        lo, hi = max(0.0, 1 - jitter), 1 + jitter
-        x = _blend(x, torch.zeros_like(x[:, :1]), draw(lo, hi))  # brightness
-        x = _blend(x, _gray(x).mean((1, 2, 3), keepdim=True), draw(lo, hi))  # contrast
-        x = _blend(x, _gray(x), draw(lo, hi))  # saturation
+    # Every draw on the CPU first, in a fixed order, then one copy to the device: one small
+    # transfer per micro-batch instead of a device sync per factor.
+    lo, hi = max(0.0, 1 - jitter), 1 + jitter
+    draws = [torch.empty(n).uniform_(lo, hi, generator=gen) for _ in range(3 if jitter else 0)]
     if grayscale:
-        picked = (torch.rand(n, generator=gen) < grayscale).to(x.device).view(n, 1, 1, 1)
-        x = torch.where(picked, _gray(x).expand_as(x), x)
+        draws.append((torch.rand(n, generator=gen) < grayscale).float())
+    draws = torch.stack(draws).view(len(draws), n, 1, 1, 1)
+    if images.is_cuda:
+        draws = draws.pin_memory().to(images.device, non_blocking=True)
+    x = images.float().div_(255)
+    if jitter:
+        brightness, contrast, saturation = draws[:3]
+        x = _blend(x, torch.zeros_like(x[:, :1]), brightness)
+        x = _blend(x, _gray(x).mean((1, 2, 3), keepdim=True), contrast)
+        x = _blend(x, _gray(x), saturation)
+    if grayscale:
+        x = torch.where(draws[-1] > 0, _gray(x).expand_as(x), x)
     out = torch.empty_like(images)  # the input's memory format (channels_last from the loader)
     return out.copy_(x.mul_(255).round_())
 
