@@ -36,7 +36,8 @@ def colour(
 ) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> uint8, same shape and device. `jitter`: brightness, contrast and
     saturation factors each drawn uniformly from [max(0, 1 - jitter), 1 + jitter] per image,
-    applied in that order (torchvision's ColorJitter shuffles the order per image); `grayscale`: the probability an image becomes gray (after jitter)."""
+    applied in that order (torchvision's ColorJitter shuffles the order per image);
+    `grayscale`: the probability an image becomes gray (after jitter)."""
     n = images.shape[0]
     if n == 0 or not (jitter or grayscale):
         return images
