@@ -1,6 +1,6 @@
 """Colour augmentation of a training batch, on the device it trains on: brightness, contrast and
 saturation jitter and a random grayscale, per image (open_clip's `--aug-cfg color_jitter=...
-gray_scale_prob=...`, with torchvision's formulas, hue left alone: for many concepts the hue is
+gray_scale_prob=...`, with torchvision's blend formulas, hue left alone: for many concepts the hue is
 what names them, a red and a blue heart).
 
 It runs on the uint8 batch after the loader (CPU or `--decode gpu` alike) and gives uint8 back,
@@ -11,7 +11,7 @@ run replays them exactly, whatever the loader workers did.
 import numpy as np
 import torch
 
-GRAY = (0.299, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights (ITU-R 601)
+GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert('L') (torchvision: 0.2989)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:

@@ -143,14 +143,13 @@ class Progress:
     window_withdrawn: int = 0  # likewise
 
 
-def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress, cut=None, augment=None) -> list:
+def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress, cut=None) -> list:
     """The micro-batches of one step, on the device; records loader positions and waiting.
     `cut` (--trim-text) trims each token batch while it is still on the host: its length is
-    read from the tokens there, with no device sync. `augment` (trainer.augment.for_run) changes
-    the images' colours on the device."""
+    read from the tokens there, with no device sync."""
     t0 = time.perf_counter()
     micro = []
-    for j in range(cfg.accum_steps):
+    for _ in range(cfg.accum_steps):
         images, tokens, meta = next(batches)
         progress.data["positions"][meta["worker"]] = meta["position"]
         progress.window_corrupt += meta["corrupt"]
@@ -160,10 +159,9 @@ def _fetch(batches, cfg: TrainConfig, ctx, progress: Progress, cut=None, augment
             progress.window_corrupt += unreadable
         if cut is not None:
             tokens = cut(tokens)
-        images = images.to(ctx.device, non_blocking=True)
-        if augment is not None:
-            images = augment(images, progress.step, j)
-        micro.append((images, tokens.to(ctx.device, non_blocking=True)))
+        micro.append(
+            (images.to(ctx.device, non_blocking=True), tokens.to(ctx.device, non_blocking=True))
+        )
     progress.data["batches"] += cfg.accum_steps
     progress.window_wait += time.perf_counter() - t0
     return micro
@@ -251,7 +249,9 @@ def _train(cfg: TrainConfig, ctx) -> dict:
     augment = colour_augmentation(cfg, ctx.rank)
     batches = iter(loader)
     while progress.step < stop:
-        micro = _fetch(batches, cfg, ctx, progress, cut_tokens, augment)
+        micro = _fetch(batches, cfg, ctx, progress, cut_tokens)
+        if augment is not None:  # device work, outside _fetch's data-wait clock
+            micro = [(augment(im, progress.step, j), tx) for j, (im, tx) in enumerate(micro)]
         lr = lr_at(progress.step, cfg, total)
         for group in optimizer.param_groups:
             group["lr"] = lr
