@@ -161,6 +161,17 @@ def run_split(emoji_dir: Path, rows, style: str, seed: int, vconfig: VerifyConfi
             originals.append(composite(im))
             targets[int(row)] = eval_features(im, vconfig)
     split.tick("eval features", t0, len(rows))
+    for name, worst, images in pool_blocks(emoji_dir, rows, style, seed, originals):
+        _verify_block(split, search, targets, images, eval_row, name, worst, vconfig)
+    return split
+
+
+def pool_blocks(emoji_dir: Path, rows, style: str, seed: int, originals):
+    """The pool of one direction, block by block, as (edit name or NEGATIVE, worst, images):
+    the other style's drawings, then every edit of `originals` (the eval images composited)
+    at a random and at its worst setting; one random stream per block."""
+    from PIL import Image
+
     other = STYLES[1 - STYLES.index(style)]
     negatives = []
     for r in rows:
@@ -175,9 +186,7 @@ def run_split(emoji_dir: Path, rows, style: str, seed: int, vconfig: VerifyConfi
             )
     for b, (name, worst, make) in enumerate(blocks):
         rng = np.random.default_rng([seed, STYLES.index(style), b])
-        images = [make(i, rng) for i in range(len(rows))]
-        _verify_block(split, search, targets, images, eval_row, name, worst, vconfig)
-    return split
+        yield name, worst, [make(i, rng) for i in range(len(rows))]
 
 
 def _verify_block(split: Split, search, targets, images, sources, name, worst, vconfig) -> None:

@@ -51,6 +51,16 @@ class DedupConfig:
         help="verify the leak check's near misses by local features (orb, sift): finds crops, "
         "pads and rotations the hashes miss, at about 2 ms per candidate pair",
     )
+    leak_embed: str | None = option(
+        None,
+        metavar="CHECKPOINT",
+        help="a second candidate source for --leak-verify: each pool image's nearest eval "
+        "images by this trainer checkpoint's image embeddings (cosine at least "
+        "--leak-embed-min-cosine) are verified too; one image-tower pass per pool image",
+    )
+    leak_embed_min_cosine: float = option(
+        0.8, metavar="COS", help="cosine from which an embedding neighbour is verified"
+    )
     near_dup_verify: str = option(
         "off",
         choices=LEAK_VERIFIERS,
@@ -70,6 +80,18 @@ class DedupConfig:
                 )
         if self.leak_verify != "off" and not self.eval_set:
             raise ConfigError("--leak-verify needs --eval-set (the images whose copies it finds)")
+        if self.leak_embed is not None:
+            if self.leak_verify == "off":
+                raise ConfigError(
+                    "--leak-embed needs --leak-verify (orb or sift): the embeddings only propose "
+                    "pairs, the verification decides them"
+                )
+            if not location(self.leak_embed).is_file():
+                raise ConfigError(f"--leak-embed {self.leak_embed}: no such checkpoint file")
+        if not -1.0 <= self.leak_embed_min_cosine <= 1.0:
+            raise ConfigError(
+                f"--leak-embed-min-cosine must be in [-1, 1], not {self.leak_embed_min_cosine}"
+            )
         if self.near_dup_verify != "off" and self.near_dup_radius is None:
             raise ConfigError("--near-dup-verify needs --near-dup-radius (the candidates' radius)")
         r = self.near_dup_radius
@@ -81,12 +103,16 @@ class DedupConfig:
 
 def leak_config(config: DedupConfig):
     """The leak check's settings (pipeline.dedup.leaks) of a build's dedup options."""
+    from pipeline.dedup.leakembed import EmbedConfig
     from pipeline.dedup.leaks import LEAK_RADIUS, LeakConfig
     from pipeline.dedup.verify import VerifyConfig
 
     radius = LEAK_RADIUS if config.leak_radius is None else config.leak_radius
     verify = None if config.leak_verify == "off" else VerifyConfig(detector=config.leak_verify)
-    return LeakConfig(radius=radius, index=config.leak_index, verify=verify)
+    embed = None
+    if config.leak_embed is not None:
+        embed = EmbedConfig(config.leak_embed, min_cosine=config.leak_embed_min_cosine)
+    return LeakConfig(radius=radius, index=config.leak_index, verify=verify, embed=embed)
 
 
 def decide(rows, eval_table=None, config: DedupConfig | None = None, exact_dup_of=None):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.dedup.hashes import hex_to_codes
+from pipeline.dedup.leakembed import EmbedConfig
 from pipeline.dedup.verify import VerifyConfig, how_verified
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class LeakConfig:
     verify: VerifyConfig | None = None
     verify_radius: int = VERIFY_RADIUS
     verify_candidates: int = VERIFY_CANDIDATES
+    # The second candidate source (leakembed.py), None: off; needs `verify`, which decides.
+    embed: EmbedConfig | None = None
 
     def __post_init__(self):
         if not isinstance(self.radius, int) or not 0 <= self.radius <= 128:
@@ -72,6 +75,8 @@ class LeakConfig:
             raise ValueError(f"verify radius must be an integer {self.radius}..128 bits, not {r!r}")
         if not isinstance(self.verify_candidates, int) or self.verify_candidates < 1:
             raise ValueError("verify_candidates must be a positive integer")
+        if self.embed is not None and self.verify is None:
+            raise ValueError("embedding candidates need the verification stage (verify)")
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class Leak:
     kind: str  # 'phash256' or 'phash256_trim': which hash matched; the detector when verified
     inliers: int | None = None  # of the verified pair; None: the hashes decided alone
     structure: float | None = None  # align.py's score when the searched alignment decided
+    cosine: float | None = None  # of the embeddings, when only they proposed the pair
 
 
 def leak_reason(leak: Leak) -> str:
@@ -89,6 +95,8 @@ def leak_reason(leak: Leak) -> str:
     if leak.inliers is None:
         return f"copy of eval image {leak.eval_id} ({leak.distance}/256 bits apart)"
     how = how_verified(leak.inliers, leak.structure, leak.kind)
+    if leak.cosine is not None:
+        how += f"; proposed by the image embeddings (cosine {leak.cosine:.3f})"
     return f"copy of eval image {leak.eval_id} ({leak.distance}/256 bits apart; {how})"
 
 
@@ -234,11 +242,13 @@ def find_leaks(
     config: LeakConfig | None = None,
     images=None,
     eval_features=None,
+    eval_embeddings=None,
 ):
     """Leak per pool image that copies an eval image (list of Leak, in pool order).
     `uids`, `phash256`, `phash256_trim`: the pool's columns (hex strings, None where missing).
     With `config.verify`: `images(indexes)` gives {pool index: encoded bytes} of the pool images
-    asked for, `eval_features` a leakverify.EvalFeatures (None: computed from the eval images)."""
+    asked for, `eval_features` a leakverify.EvalFeatures (None: computed from the eval images);
+    with `config.embed` too, `eval_embeddings` a leakembed.EvalEmbeddings (None: computed)."""
     config = config or LeakConfig()
     uids = list(uids)
     pool = {"phash256": list(phash256), "phash256_trim": list(phash256_trim)}
@@ -263,26 +273,32 @@ def find_leaks(
                 ~hashed & (rows >= 0),
                 config,
                 images,
-                eval_features,
+                (eval_features, eval_embeddings),
                 uids,
             )
         )
     return [leaks[i] for i in sorted(leaks)]
 
 
-def _verified(index, pool, wanted, config, images, eval_features, uids) -> dict[int, Leak]:
-    """Leaks the verification stage finds among the pool images in `wanted` (bool mask)."""
+def _verified(index, pool, wanted, config, images, stores, uids) -> dict[int, Leak]:
+    """Leaks the verification stage finds among the pool images in `wanted` (bool mask);
+    `stores`: (leakverify.EvalFeatures, leakembed.EvalEmbeddings), None where not given."""
     from pipeline.dedup.leakverify import EvalFeatures, verify_pairs
 
     todo = np.flatnonzero(wanted)
     sub = {kind: [hexes[i] for i in todo] for kind, hexes in pool.items()}
-    store = eval_features or EvalFeatures(index.table, config.verify)
+    store = stores[0] or EvalFeatures(index.table, config.verify)
     found = index.candidates(
         sub,
         config.verify_radius,
         config.verify_candidates,
         extra=store.variant_index(config.nprobe),
     )
+    cosines: dict[tuple[int, int], float] = {}
+    if config.embed is not None:
+        from pipeline.dedup.leakembed import with_embedding_candidates
+
+        found, cosines = with_embedding_candidates(index, pool, todo, found, images, config, stores)
     pairs = [(int(i), row) for i, near in zip(todo, found, strict=True) for row, _ in near]
     verdicts = verify_pairs(pairs, images, store, config.verify)
     out = {}
@@ -297,13 +313,22 @@ def _verified(index, pool, wanted, config, images, eval_features, uids) -> dict[
         if scored:
             count, _, d, row, v = max(scored, key=lambda t: t[:4])
             structure = None if v.structure < 0 else round(v.structure, 4)
+            cosine = cosines.get((i, row))
             out[i] = Leak(
-                uids[i], index.eval_ids[row], -d, config.verify.detector, count, structure
+                uids[i],
+                index.eval_ids[row],
+                -d,
+                config.verify.detector,
+                count,
+                structure,
+                None if cosine is None else round(cosine, 4),
             )
     log.info(
-        "leak verification: %d pairs over %d pool images, %d copies",
+        "leak verification: %d pairs over %d pool images (%d proposed by embeddings only), "
+        "%d copies",
         len(pairs),
         len(todo),
+        len(cosines),
         len(out),
     )
     return out

@@ -53,9 +53,13 @@ class DedupStage(Stage):
         config = run.config.dedup
         if config.eval_set:
             eval_table = hash_eval_sets_cached(config.eval_set, run.dir / "eval_hashes.parquet")
-            verify = leak_config(config).verify
-            if verify is not None:  # the eval side's features, once, for every task to read
-                write_eval_verification(eval_table, run.dir, verify)
+            settings = leak_config(config)
+            if settings.verify is not None:  # the eval side's features, once, for every task
+                write_eval_verification(eval_table, run.dir, settings.verify)
+            if settings.embed is not None:  # and its embeddings
+                from pipeline.dedup.leakembed import write_eval_embeddings
+
+                write_eval_embeddings(eval_table, run.dir, settings.embed)
 
         # Rows from the parts' footers (an upper bound on the pending rows: enough for sizing).
         pending = sum(

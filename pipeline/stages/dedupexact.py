@@ -59,12 +59,16 @@ def _leaks(task: PhaseTask, rows) -> set:
     if task.figures["eval"]:
         settings = leak_config(task.config.dedup)
         eval_table = storage.read_table(task.work_dir / "eval_hashes.parquet")
-        images = store = None
+        images = store = embeddings = None
         if settings.verify is not None:
             from pipeline.dedup.leakverify import EvalFeatures
 
             images = _image_reader(task, rows["uid"].to_pylist())
             store = EvalFeatures(eval_table, settings.verify, task.work_dir)
+        if settings.embed is not None:
+            from pipeline.dedup.leakembed import EvalEmbeddings
+
+            embeddings = EvalEmbeddings(eval_table, settings.embed, task.work_dir)
         found = find_leaks(
             eval_table,
             rows["uid"].to_pylist(),
@@ -73,6 +77,7 @@ def _leaks(task: PhaseTask, rows) -> set:
             settings,
             images=images,
             eval_features=store,
+            eval_embeddings=embeddings,
         )
     columns = {
         "uid": pa.array([f.uid for f in found], pa.string()),
@@ -81,6 +86,7 @@ def _leaks(task: PhaseTask, rows) -> set:
         "kind": pa.array([f.kind for f in found], pa.string()),
         "inliers": pa.array([f.inliers for f in found], pa.int32()),
         "structure": pa.array([f.structure for f in found], pa.float64()),
+        "cosine": pa.array([f.cosine for f in found], pa.float64()),
     }
     write_parquet_atomic(pa.table(columns), task.path("leaks"))
     return {f.uid for f in found}

@@ -266,6 +266,32 @@ def test_verified_leaks_equal_the_single_process_decisions(bench, tmp_path):
     assert (b.layout.stage_dir("dedup") / "eval_features.parquet").exists()
 
 
+def test_embedding_candidates_equal_the_single_process_decisions(bench, tmp_path):
+    """--leak-embed: the driver stores the eval embeddings once; each task embeds its own pool
+    images and proposes their neighbours to the same verification as decide() does."""
+    from tests.pipeline.dedup.images import scene
+    from tests.pipeline.dedup.test_leaks import make_eval_set
+    from tests.pipeline.dedup.test_verify import worst_copies
+    from tests.pipeline.stages.conftest import Wide
+    from tests.trainer.evaluation.helpers import save_checkpoint
+
+    evals = make_eval_set(tmp_path, "pets", {"cat/a.png": scene(1), "dog/b.png": scene(2)})
+    pictures = [worst_copies(scene(s))["crop_20_corner"] for s in (1, 2)]
+    pictures += [scene(s) for s in range(30, 36)]  # not copies
+    parts = ["p0", "p1"]
+    checkpoint = str(save_checkpoint(tmp_path / "m.pt"))
+    options = {"leak_verify": "orb", "leak_embed": checkpoint, "leak_embed_min_cosine": -1.0}
+    b = bench(parts=parts, eval_set=[evals], **options)
+    _real_parts(b, parts, pictures)
+    b.run("dedup", executor=Wide(2))
+    updates, leaks = _oracle(b, parts)
+    got = _decided(b, parts, "eval_leak", "leak_of")
+    assert got == {u: (x["leak_of"], x["error"]) for u, x in updates.items()}
+    assert len(leaks) == 2 and all(leak.cosine is not None for leak in leaks)
+    assert all("proposed by the image embeddings" in error for _, error in got.values())
+    assert (b.layout.stage_dir("dedup") / "eval_embeddings.parquet").exists()
+
+
 @pytest.mark.parametrize("buckets", [1, 3])
 def test_verified_near_duplicates_equal_the_single_process_decisions(bench, buckets):
     """--near-dup-verify orb over four parts: mirrored, padded and re-encoded copies of two
