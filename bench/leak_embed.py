@@ -34,89 +34,115 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from leak_cross import FP_BUDGET, NEGATIVE, STYLES, eval_table_for, load_rows, pool_blocks  # noqa: E402
 
+from pipeline.dedup.leakembed import NEIGHBOURS  # noqa: E402  (recorded per pool image)
 from pipeline.testing.edits import EDITS  # noqa: E402
 
-NEIGHBOURS = 3
 COSINES = [round(0.30 + 0.05 * k, 2) for k in range(14)]  # 0.30 .. 0.95
 
 
 def _png(image) -> bytes:
+    """A pool image as the build holds it: encoded, no alpha (composited on the hashes' background)."""
+    from pipeline.testing.edits import composite
+
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, "PNG")
+    composite(image).save(buf, "PNG")
     return buf.getvalue()
+
+
+def eval_side(emoji_dir: Path, rows, style: str, checkpoint: str):
+    """(eval table, eval row of each emoji, composited originals, EvalFeatures, EvalEmbeddings)."""
+    import pyarrow as pa
+    from PIL import Image
+
+    from pipeline.dedup.leakembed import EmbedConfig, EvalEmbeddings
+    from pipeline.dedup.leakverify import EvalFeatures
+    from pipeline.dedup.verify import VerifyConfig
+    from pipeline.testing.edits import composite
+
+    table, eval_row = eval_table_for(emoji_dir, rows, style)
+    # eval_table_for hashed a copy in a folder it removed: the stages read the originals.
+    paths = [str(emoji_dir / style / f) for f in table.column("file").to_pylist()]
+    table = table.set_column(table.schema.get_field_index("path"), "path", pa.array(paths))
+    originals = []
+    for r in rows:
+        with Image.open(emoji_dir / style / r["image"]) as im:
+            originals.append(composite(im))
+    config = EmbedConfig(checkpoint, min_cosine=-1.0, neighbours=NEIGHBOURS, device="cpu")
+    return (
+        table,
+        eval_row,
+        originals,
+        EvalFeatures(table, VerifyConfig()),
+        EvalEmbeddings(table, config),
+    )
+
+
+def hash_block(table, data: list[bytes], features) -> list[bool]:
+    """find_leaks with --leak-verify orb as shipped, over one block's encoded pool images."""
+    from pipeline.dedup.hashes import image_hashes
+    from pipeline.dedup.leaks import LeakConfig, find_leaks
+    from pipeline.dedup.verify import open_image
+
+    hashes = [image_hashes(open_image(d, "pool")[0]) for d in data]
+    uids = [str(i) for i in range(len(data))]
+    leaks = find_leaks(
+        table,
+        uids,
+        [h["phash256"] for h in hashes],
+        [h["phash256_trim"] for h in hashes],
+        LeakConfig(verify=features.config),
+        images=lambda ix: {i: data[i] for i in ix},
+        eval_features=features,
+    )
+    leaked = {leak.uid for leak in leaks}
+    return [u in leaked for u in uids]
+
+
+def embed_block(embeddings, features, data: list[bytes], eval_row) -> tuple[list, list, list]:
+    """Per pool image: its NEIGHBOURS neighbours' cosines (-2: none), verify_pairs' verdicts
+    and whether each is the image's original."""
+    from pipeline.dedup.leakembed import embedding_candidates
+    from pipeline.dedup.leakverify import verify_pairs
+
+    read = lambda ix: {i: data[i] for i in ix}  # noqa: E731
+    near = embedding_candidates(embeddings, read, range(len(data)))
+    pairs = [(i, row) for i, found in near.items() for row, _ in found]
+    verdicts = verify_pairs(pairs, read, features, features.config)
+    cos, copy, source = [], [], []
+    for i in range(len(data)):
+        found = near.get(i, [])[:NEIGHBOURS]
+        found += [(-1, -2.0)] * (NEIGHBOURS - len(found))
+        cos.append([c for _, c in found])
+        copy.append([row >= 0 and verdicts[(i, row)].copy for row, _ in found])
+        source.append([row == int(eval_row[i]) for row, _ in found])
+    return cos, copy, source
 
 
 def embed_split(emoji_dir: Path, rows, style: str, seed: int, checkpoint: str) -> dict:
     """Per pool image of one direction (bench/leak_cross.py's order): the hash side's verdict,
     its NEIGHBOURS embedding neighbours' cosines, verdicts and whether each is the image's
-    original; and the seconds per stage."""
+    original; and the process seconds per stage."""
     import cv2
-    from PIL import Image
 
-    from pipeline.dedup.hashes import image_hashes, to_gray
-    from pipeline.dedup.leakembed import EmbedConfig, EvalEmbeddings, embedding_candidates
-    from pipeline.dedup.leaks import LeakConfig, find_leaks
-    from pipeline.dedup.leakverify import EvalFeatures
-    from pipeline.dedup.verify import VerifyConfig, eval_features, features, match
-    from pipeline.testing.edits import composite
-
-    cv2.setNumThreads(1)
-    vconfig = VerifyConfig()
-    import pyarrow as pa
-
-    table, eval_row = eval_table_for(emoji_dir, rows, style)
-    # eval_table_for hashed a copy in a folder it removed: the embeddings read the originals.
-    paths = [str(emoji_dir / style / f) for f in table.column("file").to_pylist()]
-    table = table.set_column(table.schema.get_field_index("path"), "path", pa.array(paths))
-    originals, targets = [], {}
-    for r, row in zip(rows, eval_row, strict=True):
-        with Image.open(emoji_dir / style / r["image"]) as im:
-            originals.append(composite(im))
-            targets[int(row)] = eval_features(im, vconfig)
-    config = EmbedConfig(checkpoint, min_cosine=-1.0, neighbours=NEIGHBOURS, device="cpu")
-    store = EvalEmbeddings(table, config)
+    cv2.setNumThreads(1)  # one core: the figures are per core
+    table, eval_row, originals, features, embeddings = eval_side(emoji_dir, rows, style, checkpoint)
     t0 = time.process_time()
-    store.index()
-    seconds = {"eval embeddings": time.process_time() - t0}
+    embeddings.index()
+    seconds = {"eval embeddings": time.process_time() - t0, "hash side": 0.0, "embedding side": 0.0}
     out = {"edit": [], "worst": [], "hashed": [], "cos": [], "copy": [], "source": []}
-    hash_config, eval_side = LeakConfig(verify=vconfig), EvalFeatures(table, vconfig)
     for name, worst, images in pool_blocks(emoji_dir, rows, style, seed, originals):
         data = [_png(im) for im in images]
         t0 = time.process_time()
-        hashes = [image_hashes(im) for im in images]
-        p256, trim = ([h[k] for h in hashes] for k in ("phash256", "phash256_trim"))
-        uids = [str(i) for i in range(len(images))]
-        leaks = find_leaks(
-            table,
-            uids,
-            p256,
-            trim,
-            hash_config,
-            images=lambda ix, d=data: {i: d[i] for i in ix},
-            eval_features=eval_side,
-        )
-        leaked = {leak.uid for leak in leaks}
-        out["hashed"] += [u in leaked for u in uids]
-        seconds["hash side"] = seconds.get("hash side", 0) + time.process_time() - t0
-        t0 = time.process_time()
-        near = embedding_candidates(
-            store, lambda ix, d=data: {i: d[i] for i in ix}, range(len(data))
-        )
-        seconds["pool embeddings"] = seconds.get("pool embeddings", 0) + time.process_time() - t0
-        t0 = time.process_time()
-        for i, im in enumerate(images):
-            feats = features(to_gray(im), vconfig)
-            pairs = near.get(i, [])[:NEIGHBOURS] + [(-1, -2.0)] * (
-                NEIGHBOURS - len(near.get(i, []))
-            )
-            out["edit"].append(name)
-            out["worst"].append(worst)
-            out["cos"].append([c for _, c in pairs])
-            out["copy"].append(
-                [row >= 0 and match(feats, targets[row], vconfig).copy for row, _ in pairs]
-            )
-            out["source"].append([row == int(eval_row[i]) for row, _ in pairs])
-        seconds["verification"] = seconds.get("verification", 0) + time.process_time() - t0
+        out["hashed"] += hash_block(table, data, features)
+        t1 = time.process_time()
+        cos, copy, source = embed_block(embeddings, features, data, eval_row)
+        seconds["hash side"] += t1 - t0
+        seconds["embedding side"] += time.process_time() - t1
+        out["edit"] += [name] * len(data)
+        out["worst"] += [worst] * len(data)
+        out["cos"] += cos
+        out["copy"] += copy
+        out["source"] += source
     out = {k: np.array(v) for k, v in out.items()}
     out["seconds"], out["n"] = seconds, len(out["edit"])
     return out

@@ -57,57 +57,105 @@ class EmbedConfig:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
 
 
-def _fingerprint(eval_table, checkpoint: str) -> str:
-    """What the stored embeddings depend on: the model's bytes and the eval images."""
-    from pipeline.embed.encode import checkpoint_digest
+_MODELS: dict[tuple, object] = {}  # per process: (path, sha256 or None, device) -> model
 
-    digest = hashlib.sha256(checkpoint_digest(checkpoint).encode())
+
+def cached_model(config: EmbedConfig, digest: str | None = None):
+    """The checkpoint's model, loaded once per process (a task per part would otherwise load it
+    per part). `digest`: the sha256 the build's eval embeddings were made with; a checkpoint
+    rewritten since is an error, not a silent mix of two embedding spaces."""
+    from manifests.config import ConfigError
+    from pipeline.embed.encode import checkpoint_digest, load_model
+
+    key = (config.checkpoint, digest, config.device)
+    if key not in _MODELS:
+        if digest is not None and checkpoint_digest(config.checkpoint) != digest:
+            raise ConfigError(
+                f"--leak-embed {config.checkpoint} changed since this build embedded its eval "
+                "sets; restore it, or build into a new --out"
+            )
+        _MODELS.clear()  # one model at a time
+        _MODELS[key] = load_model(config.checkpoint, config.device)
+    return _MODELS[key]
+
+
+def _fingerprint(eval_table, digest: str) -> str:
+    """What the stored embeddings depend on: the model's bytes and the eval images."""
+    fingerprint = hashlib.sha256(digest.encode())
     for column in ("eval_id", "phash256", "error"):
-        digest.update(repr(eval_table.column(column).to_pylist()).encode())
-    return digest.hexdigest()
+        fingerprint.update(repr(eval_table.column(column).to_pylist()).encode())
+    return fingerprint.hexdigest()
 
 
 def embed_eval_images(eval_table, loaded, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(eval rows, float32 [rows, D] L2-normalised embeddings) of the readable eval images."""
+    """(eval rows, float32 [rows, D] L2-normalised embeddings) of the readable eval images, CHUNK
+    images read at a time. Eval images that all fail to embed are a ConfigError: the option
+    would otherwise silently propose nothing."""
+    from manifests.config import ConfigError
     from pipeline.embed.encode import embed_images
 
     paths, errors = (eval_table.column(c).to_pylist() for c in ("path", "error"))
-    rows = [r for r, error in enumerate(errors) if error is None]
-    data = []
-    for r in rows:
-        try:
-            data.append(storage.location(paths[r]).read_bytes())
-        except OSError:  # moved since it was hashed: it proposes nothing
-            data.append(b"")
-    vectors = embed_images(loaded, data, batch_size) if rows else np.zeros((0, 1), np.float32)
-    ok = ~np.isnan(vectors).any(axis=1)
-    return np.asarray(rows, np.int64)[ok], np.ascontiguousarray(vectors[ok], np.float32)
+    readable = [r for r, error in enumerate(errors) if error is None]
+    rows, parts = [], []
+    for start in range(0, len(readable), CHUNK):
+        chunk, data = readable[start : start + CHUNK], []
+        for r in chunk:
+            try:
+                data.append(storage.location(paths[r]).read_bytes())
+            except OSError:  # moved since it was hashed: it proposes nothing
+                data.append(b"")
+        vectors = embed_images(loaded, data, batch_size)
+        ok = ~np.isnan(vectors).any(axis=1)
+        rows += [r for r, good in zip(chunk, ok.tolist(), strict=True) if good]
+        parts.append(vectors[ok])
+    if readable and not rows:
+        raise ConfigError(
+            f"--leak-embed: none of the {len(readable)} eval images could be embedded"
+        )
+    if len(rows) < len(readable):
+        log.warning(
+            "eval embeddings: %d of %d images not embedded",
+            len(readable) - len(rows),
+            len(readable),
+        )
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+    return np.asarray(rows, np.int64), np.ascontiguousarray(vectors, np.float32)
 
 
 def write_eval_embeddings(eval_table, folder, config: EmbedConfig) -> None:
-    """Store the eval embeddings in `folder` (EMBED_FILE), unless they were made with the same
-    checkpoint from the same eval images."""
+    """Store the eval embeddings in `folder` (EMBED_FILE, with the checkpoint's sha256), unless
+    they were made with the same checkpoint from the same eval images."""
     import pyarrow as pa
 
     from manifests.layout import write_parquet_atomic
-    from pipeline.embed.encode import load_model
+    from pipeline.embed.encode import checkpoint_digest
 
     path = storage.location(folder) / EMBED_FILE
-    fingerprint = _fingerprint(eval_table, config.checkpoint)
+    digest = checkpoint_digest(config.checkpoint)
+    fingerprint = _fingerprint(eval_table, digest)
     if path.exists():
         meta = storage.parquet_file(path).schema_arrow.metadata or {}
         if meta.get(b"fingerprint", b"").decode() == fingerprint:
             return
-    loaded = load_model(config.checkpoint, config.device)
-    rows, vectors = embed_eval_images(eval_table, loaded, config.batch_size)
-    table = pa.table(
-        {
-            "row": pa.array(rows, pa.int64()),
-            "embedding": pa.array(list(vectors), pa.list_(pa.float32())),
-        }
-    )
-    write_parquet_atomic(table.replace_schema_metadata({"fingerprint": fingerprint}), path)
+    rows, vectors = embed_eval_images(eval_table, cached_model(config), config.batch_size)
+    dim = vectors.shape[1]
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+    table = pa.table({"row": pa.array(rows, pa.int64()), "embedding": embedding})
+    meta = {"fingerprint": fingerprint, "checkpoint_sha256": digest}
+    write_parquet_atomic(table.replace_schema_metadata(meta), path)
     log.info("eval embeddings: %d images, stored in %s", rows.size, path)
+
+
+def read_eval_embeddings(folder) -> tuple[np.ndarray, np.ndarray, str]:
+    """(eval rows, float32 [rows, D], the checkpoint's sha256) as write_eval_embeddings stored."""
+    path = storage.location(folder) / EMBED_FILE
+    table = storage.read_table(path)
+    meta = storage.parquet_file(path).schema_arrow.metadata or {}
+    column = table["embedding"].combine_chunks()
+    dim = column.type.list_size
+    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    rows = table["row"].to_numpy(zero_copy_only=False).astype(np.int64)
+    return rows, np.ascontiguousarray(vectors, np.float32), meta[b"checkpoint_sha256"].decode()
 
 
 class EvalEmbeddings:
@@ -117,14 +165,11 @@ class EvalEmbeddings:
     def __init__(self, eval_table, config: EmbedConfig, folder=None):
         self.table, self.config = eval_table, config
         self.folder = None if folder is None else storage.location(folder)
-        self._loaded = self._index = None
+        self._index = self._digest = None
 
     def model(self):
-        from pipeline.embed.encode import load_model
-
-        if self._loaded is None:
-            self._loaded = load_model(self.config.checkpoint, self.config.device)
-        return self._loaded
+        self.index()  # the stored file names the checkpoint's sha256
+        return cached_model(self.config, self._digest)
 
     def index(self):
         """(FAISS exact inner-product index over the eval embeddings, eval row of each entry)."""
@@ -132,11 +177,10 @@ class EvalEmbeddings:
 
         if self._index is None:
             if self.folder is None:
-                rows, vectors = embed_eval_images(self.table, self.model(), self.config.batch_size)
+                loaded = cached_model(self.config)
+                rows, vectors = embed_eval_images(self.table, loaded, self.config.batch_size)
             else:
-                stored = storage.read_table(self.folder / EMBED_FILE)
-                rows = np.asarray(stored["row"].to_pylist(), np.int64)
-                vectors = np.asarray(stored["embedding"].to_pylist(), np.float32)
+                rows, vectors, self._digest = read_eval_embeddings(self.folder)
             index = faiss.IndexFlatIP(vectors.shape[1] if vectors.size else 1)
             if vectors.size:
                 index.add(np.ascontiguousarray(vectors))
@@ -177,32 +221,39 @@ def embedding_candidates(store: EvalEmbeddings, images, indexes) -> dict[int, li
 
 
 def with_embedding_candidates(index, pool, todo, found, images, config, stores):
-    """`found` (per pool image of `todo`, its hash candidates) with the embedding neighbours
-    (leakembed.py) the hashes did not propose appended, at their hash distance to the eval
-    image itself; and {(pool index, eval row): cosine} of those appended."""
-    from pipeline.dedup.leaks import KINDS
-
+    """`found` (per pool image of `todo`, its hash candidates) with the embedding neighbours the
+    hashes did not propose appended, at the Hamming distance between the pair's whole-image
+    hashes (_distances); and {(pool index, eval row): cosine} of those appended."""
     store = stores[1] or EvalEmbeddings(index.table, config.embed)
     proposed = embedding_candidates(store, images, todo)
-    eval_hashes = {kind: index.table.column(kind).to_pylist() for kind, _ in KINDS}
-    merged, cosines = [], {}
+    extra = {}
     for i, near in zip(todo.tolist(), found, strict=True):
         have = {row for row, _ in near}
-        extra = [(row, c) for row, c in proposed.get(i, []) if row not in have]
-        for row, c in extra:
-            cosines[(i, row)] = c
-        distances = [_distance(pool, eval_hashes, i, row) for row, _ in extra]
-        merged.append(near + [(row, d) for (row, _), d in zip(extra, distances, strict=True)])
+        extra[i] = [(row, c) for row, c in proposed.get(i, []) if row not in have]
+    pairs = [(i, row) for i, rows in extra.items() for row, _ in rows]
+    distance = dict(zip(pairs, _distances(pool, index.table, pairs), strict=True))
+    merged = [
+        near + [(row, distance[(i, row)]) for row, _ in extra[i]]
+        for i, near in zip(todo.tolist(), found, strict=True)
+    ]
+    cosines = {(i, row): c for i, rows in extra.items() for row, c in rows}
     return merged, cosines
 
 
-def _distance(pool, eval_hashes, i: int, row: int) -> int:
-    """Bits of 256 between pool image i and eval row `row`, either hash kind (257: none)."""
+def _distances(pool, eval_table, pairs) -> list[int]:
+    """Bits of 256 between each (pool index, eval row) pair's whole-image hashes, the nearer of
+    the two kinds (phash256, phash256_trim); 256 where no kind is valid on both sides."""
+    from pipeline.dedup.hashes import hex_to_codes
     from pipeline.dedup.leaks import KINDS
 
-    best = 257
+    best = np.full(len(pairs), 256, np.int64)
+    if not pairs:
+        return best.tolist()
     for kind, _ in KINDS:
-        a, b = pool[kind][i], eval_hashes[kind][row]
-        if a and b:
-            best = min(best, (int(a, 16) ^ int(b, 16)).bit_count())
-    return best
+        eval_hexes = eval_table.column(kind).to_pylist()
+        a, ok_a = hex_to_codes([pool[kind][i] for i, _ in pairs], 256)
+        b, ok_b = hex_to_codes([eval_hexes[row] for _, row in pairs], 256)
+        bits = np.unpackbits(np.bitwise_xor(a, b), axis=1).sum(axis=1)
+        ok = ok_a & ok_b
+        best[ok] = np.minimum(best[ok], bits[ok])
+    return best.tolist()

@@ -83,7 +83,7 @@ class LeakConfig:
 class Leak:
     uid: str  # the pool image
     eval_id: str  # "<eval set>/<class>/<file>"
-    distance: int  # bits of 256, of the nearest eval variant
+    distance: int  # bits of 256, of the nearest eval variant (embedding-proposed: whole images)
     kind: str  # 'phash256' or 'phash256_trim': which hash matched; the detector when verified
     inliers: int | None = None  # of the verified pair; None: the hashes decided alone
     structure: float | None = None  # align.py's score when the searched alignment decided
@@ -303,26 +303,9 @@ def _verified(index, pool, wanted, config, images, stores, uids) -> dict[int, Le
     verdicts = verify_pairs(pairs, images, store, config.verify)
     out = {}
     for i, near in zip(todo.tolist(), found, strict=True):
-        # Of the pairs called copies, the one with the most inliers, then the best structure,
-        # then the nearer hash names the eval image copied.
-        scored = [
-            (v.inliers, v.structure, -d, row, v)
-            for row, d in near
-            if (v := verdicts[(i, row)]).copy
-        ]
-        if scored:
-            count, _, d, row, v = max(scored, key=lambda t: t[:4])
-            structure = None if v.structure < 0 else round(v.structure, 4)
-            cosine = cosines.get((i, row))
-            out[i] = Leak(
-                uids[i],
-                index.eval_ids[row],
-                -d,
-                config.verify.detector,
-                count,
-                structure,
-                None if cosine is None else round(cosine, 4),
-            )
+        leak = _best_verified(i, near, verdicts, cosines, uids[i], index.eval_ids, config)
+        if leak is not None:
+            out[i] = leak
     log.info(
         "leak verification: %d pairs over %d pool images (%d proposed by embeddings only), "
         "%d copies",
@@ -332,6 +315,28 @@ def _verified(index, pool, wanted, config, images, stores, uids) -> dict[int, Le
         len(out),
     )
     return out
+
+
+def _best_verified(i, near, verdicts, cosines, uid, eval_ids, config) -> Leak | None:
+    """Of pool image i's candidate pairs that verify.match called copies, the one with the most
+    inliers, then the best structure, then the nearer hash: the eval image it copies."""
+    scored = [
+        (v.inliers, v.structure, -d, row, v) for row, d in near if (v := verdicts[(i, row)]).copy
+    ]
+    if not scored:
+        return None
+    count, _, d, row, v = max(scored, key=lambda t: t[:4])
+    structure = None if v.structure < 0 else round(v.structure, 4)
+    cosine = cosines.get((i, row))
+    return Leak(
+        uid,
+        eval_ids[row],
+        -d,
+        config.verify.detector,
+        count,
+        structure,
+        None if cosine is None else round(cosine, 4),
+    )
 
 
 def overlap_table(eval_table, leaks):

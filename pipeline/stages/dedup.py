@@ -33,8 +33,15 @@ class DedupStage(Stage):
 
     def check_config(self, run: StageRun) -> None:
         from manifests.config import ConfigError
+        from pipeline.dedup.decide import leak_config
         from pipeline.dedup.neardup import SORTJOIN_MAX_RADIUS
 
+        settings = leak_config(run.config.dedup) if run.config.dedup.eval_set else None
+        finished = (run.layout.stats / f"{self.name}.json").exists()
+        if settings is not None and settings.embed is not None and not finished:
+            from pipeline.dedup.leakembed import cached_model
+
+            cached_model(settings.embed)  # a checkpoint that does not load fails now
         radius = run.config.dedup.near_dup_radius
         if radius is not None and radius > SORTJOIN_MAX_RADIUS:
             # Past 12 bits PartEnum needs keys so short that a key value is shared by a
@@ -88,7 +95,9 @@ class DedupStage(Stage):
         phases.append([f"final-{b}" for b in buckets])
         if figures["radius"] is not None:
             phases.append([f"merge-{b}" for b in buckets])
-        run_phases(run, run.executor, phases, figures)
+        embed = config.eval_set and leak_config(config).embed
+        gpu = {"hash": {"num_gpus": 1}} if embed and embed.device != "cpu" else None
+        run_phases(run, run.executor, phases, figures, resources=gpu)  # hash tasks embed
         if config.eval_set:
             _write_overlap(run)
 

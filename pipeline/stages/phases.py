@@ -94,9 +94,13 @@ def run_phase_task(task: PhaseTask) -> PartStats:
     return stats
 
 
-def run_phases(run: StageRun, executor, phases: list[list[str]], figures: dict, parts=None) -> None:
+def run_phases(
+    run: StageRun, executor, phases: list[list[str]], figures: dict, parts=None, resources=None
+) -> None:
     """Each phase's tasks not done yet, phase after phase (a phase reads the one before).
-    `parts`: the build's parts (default: work/parts.json; the sources stage has none yet)."""
+    `parts`: the build's parts (default: work/parts.json; the sources stage has none yet);
+    `resources`: phase kind ("hash" of "hash-<part>") -> what its tasks need beyond one CPU
+    ({"num_gpus": 1}: a GPU where the cluster has any)."""
     folder = phase_dir(run.layout, run.name)
     parts = tuple(run.parts if parts is None else parts)
     for names in phases:
@@ -105,7 +109,8 @@ def run_phases(run: StageRun, executor, phases: list[list[str]], figures: dict, 
             for name in names
             if not (folder / f"{name}.done").exists()
         ]
-        for _ in executor.map(run_phase_task, todo, name=task_name):
+        wants = (resources or {}).get(names[0].split("-")[0]) if names else None
+        for _ in executor.map(run_phase_task, todo, name=task_name, resources=wants):
             pass
 
 

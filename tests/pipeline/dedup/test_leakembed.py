@@ -16,11 +16,24 @@ from pipeline.dedup.leakembed import (
 from pipeline.dedup.leaks import LeakConfig, leak_reason
 from pipeline.dedup.verify import VerifyConfig
 from tests.pipeline.dedup.images import scene
-from tests.pipeline.dedup.test_leakverify import evals, leaks_of, pool  # noqa: F401 (fixture)
+from tests.pipeline.dedup.test_leakverify import leaks_of, pool
 from tests.pipeline.dedup.test_verify import worst_copies
 from tests.trainer.evaluation.helpers import save_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def evals(tmp_path_factory):
+    """test_leakverify's eval set: three scenes and an unreadable file."""
+    from pipeline.dedup.evalsets import hash_eval_sets
+    from tests.pipeline.dedup.test_leaks import make_eval_set
+
+    root = tmp_path_factory.mktemp("evals")
+    folder = make_eval_set(root, "pets", {f"c{s}/s{s}.png": scene(s) for s in (1, 2, 3)})
+    (root / "pets" / "c9").mkdir()
+    (root / "pets" / "c9" / "broken.png").write_bytes(b"\x89PNG not really")
+    return folder, hash_eval_sets([folder])
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +137,41 @@ def test_decide_with_the_build_flags_and_their_errors(evals, checkpoint, tmp_pat
     for bad in ({"min_cosine": "high"}, {"neighbours": 0}, {"batch_size": True}):
         with pytest.raises(ValueError, match="must be"):
             EmbedConfig(checkpoint, **bad)
+
+
+def test_a_checkpoint_rewritten_after_the_eval_embeddings_is_an_error(evals, tmp_path):
+    _, eval_table = evals
+    path = save_checkpoint(tmp_path / "m.pt")
+    config = EmbedConfig(str(path), device="cpu")
+    write_eval_embeddings(eval_table, tmp_path, config)
+    stored = EvalEmbeddings(eval_table, config, tmp_path)
+    assert stored.index()[0].ntotal == 3
+    save_checkpoint(path, seed=1)  # another model under the same name
+    with pytest.raises(ConfigError, match="changed since this build embedded its eval sets"):
+        EvalEmbeddings(eval_table, config, tmp_path).model()
+
+
+def test_the_model_loads_once_per_process(evals, checkpoint, monkeypatch):
+    import pipeline.dedup.leakembed as leakembed
+    import pipeline.embed.encode as encode
+
+    _, eval_table = evals
+    leakembed._MODELS.clear()
+    loads, real = [], encode.load_model
+    monkeypatch.setattr(encode, "load_model", lambda *a: loads.append(a) or real(*a))
+    config = _config(checkpoint)
+    rows = pool({"crop": worst_copies(scene(3))["crop_20_corner"]})
+    for _ in range(3):  # three tasks of one worker process
+        leaks_of(eval_table, rows, config)
+    assert len(loads) == 1
+
+
+def test_eval_images_that_all_fail_to_embed_are_an_error(tmp_path, checkpoint):
+    from pipeline.dedup.evalsets import hash_eval_sets
+    from tests.pipeline.dedup.test_leaks import make_eval_set
+
+    folder = make_eval_set(tmp_path, "one", {"c/a.png": scene(5)})
+    table = hash_eval_sets([folder])
+    (tmp_path / "one" / "c" / "a.png").write_bytes(b"gone since it was hashed")
+    with pytest.raises(ConfigError, match="none of the 1 eval images could be embedded"):
+        write_eval_embeddings(table, tmp_path, EmbedConfig(checkpoint, device="cpu"))

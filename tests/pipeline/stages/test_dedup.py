@@ -283,7 +283,19 @@ def test_embedding_candidates_equal_the_single_process_decisions(bench, tmp_path
     options = {"leak_verify": "orb", "leak_embed": checkpoint, "leak_embed_min_cosine": -1.0}
     b = bench(parts=parts, eval_set=[evals], **options)
     _real_parts(b, parts, pictures)
-    b.run("dedup", executor=Wide(2))
+
+    class Asking(Wide):  # records what each phase's tasks ask for beyond a CPU
+        asked: dict = {}
+
+        def map(self, fn, items, name=None, resources=None, pool=False):
+            items = list(items)
+            for item in items:
+                self.asked[getattr(item, "phase", "part")] = resources
+            return super().map(fn, items, name, resources, pool)
+
+    b.run("dedup", executor=Asking(2))
+    assert Asking.asked["hash"] == {"num_gpus": 1}  # device auto: a GPU where the cluster has one
+    assert Asking.asked["exact"] is None and Asking.asked["final"] is None
     updates, leaks = _oracle(b, parts)
     got = _decided(b, parts, "eval_leak", "leak_of")
     assert got == {u: (x["leak_of"], x["error"]) for u, x in updates.items()}
