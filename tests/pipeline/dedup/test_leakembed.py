@@ -8,6 +8,7 @@ from pipeline.dedup.decide import DedupConfig, decide, leak_config
 from pipeline.dedup.hashes import image_hashes
 from pipeline.dedup.leakembed import (
     EMBED_FILE,
+    MIN_COSINE,
     EmbedConfig,
     EvalEmbeddings,
     embedding_candidates,
@@ -125,7 +126,8 @@ def test_decide_with_the_build_flags_and_their_errors(evals, checkpoint, tmp_pat
     assert set(on) == {"crop"} and on["crop"]["leak_of"] == "pets/c1/s1.png"
     assert "proposed by the image embeddings" in on["crop"]["error"]
     embed = leak_config(DedupConfig(**flags)).embed
-    assert embed.checkpoint == checkpoint and embed.min_cosine == 0.8
+    assert embed.checkpoint == checkpoint and embed.min_cosine == 0.99
+    assert DedupConfig().leak_embed_min_cosine == MIN_COSINE  # written out: no numpy at --help
     with pytest.raises(ConfigError, match="--leak-embed needs --leak-verify"):
         DedupConfig(eval_set=[folder], leak_embed=checkpoint)
     with pytest.raises(ConfigError, match="no such checkpoint file"):
