@@ -18,7 +18,6 @@ oracle (decide.py) embeds the eval images itself.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -83,14 +82,6 @@ def cached_model(config: EmbedConfig, digest: str | None = None):
     return _MODELS[key]
 
 
-def _fingerprint(eval_table, digest: str) -> str:
-    """What the stored embeddings depend on: the model's bytes and the eval images."""
-    fingerprint = hashlib.sha256(digest.encode())
-    for column in ("eval_id", "phash256", "error"):
-        fingerprint.update(repr(eval_table.column(column).to_pylist()).encode())
-    return fingerprint.hexdigest()
-
-
 def embed_eval_images(eval_table, loaded, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(eval rows, float32 [rows, D] L2-normalised embeddings) of the readable eval images, CHUNK
     images read at a time. Eval images that all fail to embed are a ConfigError: the option
@@ -132,11 +123,12 @@ def write_eval_embeddings(eval_table, folder, config: EmbedConfig) -> None:
     import pyarrow as pa
 
     from manifests.layout import write_parquet_atomic
+    from pipeline.dedup.leakverify import eval_fingerprint
     from pipeline.embed.encode import checkpoint_digest
 
     path = storage.location(folder) / EMBED_FILE
     digest = checkpoint_digest(config.checkpoint)
-    fingerprint = _fingerprint(eval_table, digest)
+    fingerprint = eval_fingerprint(eval_table, digest)  # the model's bytes and the eval images
     if path.exists():
         meta = storage.parquet_file(path).schema_arrow.metadata or {}
         if meta.get(b"fingerprint", b"").decode() == fingerprint:

@@ -123,14 +123,20 @@ def _eval_entry(path: str, config: VerifyConfig) -> tuple[tuple[Features, Featur
 FEATURE_SETTINGS = ("detector", "side", "max_features", "min_side")
 
 
+def eval_fingerprint(eval_table, made_with: str) -> str:
+    """sha256 of what a file derived from the eval images depends on: the eval images (ids,
+    hashes, errors) and `made_with` (the settings or the model that derived it)."""
+    digest = hashlib.sha256(made_with.encode())
+    for column in ("eval_id", "phash256", "error"):
+        digest.update(repr(eval_table.column(column).to_pylist()).encode())
+    return digest.hexdigest()
+
+
 def _fingerprint(eval_table, config: VerifyConfig) -> str:
     """What the stored features depend on: the eval images (ids and hashes) and the settings."""
     # Only the settings the features depend on: thresholds (and the search) decide later.
     settings = {k: getattr(config, k) for k in FEATURE_SETTINGS}
-    digest = hashlib.sha256(repr(sorted(settings.items())).encode())
-    for column in ("eval_id", "phash256", "error"):
-        digest.update(repr(eval_table.column(column).to_pylist()).encode())
-    return digest.hexdigest()
+    return eval_fingerprint(eval_table, repr(sorted(settings.items())))
 
 
 def write_eval_verification(eval_table, folder, config: VerifyConfig, nprobe: int = 32) -> None:

@@ -58,9 +58,9 @@ class DedupStage(Stage):
         from pipeline.stages.phases import fixed_figures, run_phases
 
         config = run.config.dedup
-        if config.eval_set:
+        settings = leak_config(config) if config.eval_set else None
+        if settings is not None:
             eval_table = hash_eval_sets_cached(config.eval_set, run.dir / "eval_hashes.parquet")
-            settings = leak_config(config)
             if settings.verify is not None:  # the eval side's features, once, for every task
                 write_eval_verification(eval_table, run.dir, settings.verify)
             if settings.embed is not None:  # and its embeddings
@@ -95,8 +95,8 @@ class DedupStage(Stage):
         phases.append([f"final-{b}" for b in buckets])
         if figures["radius"] is not None:
             phases.append([f"merge-{b}" for b in buckets])
-        embed = config.eval_set and leak_config(config).embed
-        gpu = {"hash": {"num_gpus": 1}} if embed and embed.device != "cpu" else None
+        embed = settings.embed if settings is not None else None
+        gpu = {"hash": {"num_gpus": 1}} if embed is not None and embed.device != "cpu" else None
         run_phases(run, run.executor, phases, figures, resources=gpu)  # hash tasks embed
         if config.eval_set:
             _write_overlap(run)

@@ -5,13 +5,11 @@ import io
 import pytest
 
 from pipeline.dedup.decide import DedupConfig, decide, leak_config
-from pipeline.dedup.evalsets import hash_eval_sets
 from pipeline.dedup.hashes import image_hashes
 from pipeline.dedup.leaks import LeakConfig, find_leaks
 from pipeline.dedup.leakverify import FEATURES_FILE, EvalFeatures, write_eval_verification
 from pipeline.dedup.verify import VerifyConfig
 from tests.pipeline.dedup.images import scene
-from tests.pipeline.dedup.test_leaks import make_eval_set
 from tests.pipeline.dedup.test_verify import worst_copies
 
 
@@ -19,15 +17,6 @@ def png(image) -> bytes:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, "PNG")
     return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def evals(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evals")
-    folder = make_eval_set(root, "pets", {f"c{s}/s{s}.png": scene(s) for s in (1, 2, 3)})
-    (root / "pets" / "c9").mkdir()
-    (root / "pets" / "c9" / "broken.png").write_bytes(b"\x89PNG not really")
-    return folder, hash_eval_sets([folder])
 
 
 def pool(images: dict) -> dict:
