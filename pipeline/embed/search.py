@@ -1,9 +1,10 @@
 """`pipeline search DIR "a red apple"`: a text (or image) query against the image embeddings of a
-dataset's kept samples (`pipeline embed` wrote them and their FAISS index), best first.
+dataset's stored images that some caption keeps (`pipeline embed` wrote them and their FAISS
+index), best first.
 
 The query is embedded with the checkpoint `embed` used (recorded in embeddings/meta.json), so it
-lands in the same space; scores are cosines. Hits carry the manifest's caption and URL and their
-place in the shards, which the HTML page reads thumbnails from."""
+lands in the same space; scores are cosines. Hits carry the image's first kept caption and URL
+(the `images` view) and their place in the shards, which the HTML page reads thumbnails from."""
 
 import html
 import io
@@ -51,30 +52,34 @@ def _query_vector(loaded, text: str | None, image: str | None):
     return vector
 
 
-def _captions(dataset_dir, uids: list[str]) -> dict[str, tuple[str, str]]:
+def _images(dataset_dir, places: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+    """(first kept caption, url) of each stored image at (shard, shard_row) that some caption
+    still keeps. By place, not by the shard row's uid: that uid is the image's first caption
+    row's, which a later stage (low_clip_score) or a removal may drop while sibling captions
+    keep the image (manifests.db's `images` view)."""
     import manifests
 
-    if not uids:
+    if not places:
         return {}
     con = manifests.open(dataset_dir)
-    con.execute("CREATE TEMP TABLE wanted (uid VARCHAR)")
-    con.executemany("INSERT INTO wanted VALUES (?)", [(u,) for u in uids])
-    # kept rows only: a row opted out or removed since `embed` ran is never served
+    con.execute("CREATE TEMP TABLE wanted (shard VARCHAR, shard_row BIGINT)")
+    con.executemany("INSERT INTO wanted VALUES (?, ?)", places)
+    # kept captions only: a row opted out or removed since `embed` ran is never served
     rows = con.execute(
-        "SELECT s.uid, s.caption, s.url FROM samples s JOIN wanted USING (uid) "
-        "WHERE s.status = 'kept'"
+        "SELECT i.shard, i.shard_row, i.captions[1], i.url FROM images i "
+        "JOIN wanted USING (shard, shard_row)"
     ).fetchall()
-    return {uid: (caption, url) for uid, caption, url in rows}
+    return {(shard, row): (caption, url) for shard, row, caption, url in rows}
 
 
 def _withheld(dataset_dir) -> int:
-    """Embedded rows that are no longer kept (a recheck opted them out since `embed` ran)."""
+    """Embedded images no caption keeps any more (a recheck opted them out since `embed` ran)."""
     import manifests
 
     con = manifests.open(dataset_dir)
     return con.execute(
-        "SELECT count(*) FROM embeddings e LEFT JOIN samples s USING (uid) "
-        "WHERE s.status IS DISTINCT FROM 'kept'"
+        "SELECT count(*) FROM embeddings e LEFT JOIN images i USING (shard, shard_row) "
+        "WHERE i.shard IS NULL"
     ).fetchone()[0]
 
 
@@ -165,11 +170,11 @@ class Searcher:
             self.rows[c].to_pylist() for c in ("uid", "shard", "shard_row", "clip_score")
         )
         found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
-        text_of = _captions(self.dataset_dir, [uids[i] for _, i in found])
-        found = [(s, i) for s, i in found if uids[i] in text_of][:k]
+        text_of = _images(self.dataset_dir, [(shards[i], shard_rows[i]) for _, i in found])
+        found = [(s, i) for s, i in found if (shards[i], shard_rows[i]) in text_of][:k]
         hits = []
         for rank, (score, i) in enumerate(found, start=1):
-            caption, url = text_of.get(uids[i], (None, None))
+            caption, url = text_of[shards[i], shard_rows[i]]
             pair = pair_scores[i] if pair_scores[i] == pair_scores[i] else None  # NaN: unscored
             hits.append(Hit(rank, score, uids[i], caption, url, shards[i], shard_rows[i], pair))
         return hits

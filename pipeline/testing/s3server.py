@@ -57,9 +57,12 @@ class S3Server:
         }
 
     def __enter__(self) -> S3Server:
-        binary = shutil.which("moto_server") or os.path.join(
-            os.path.dirname(sys.executable), "moto_server"
-        )
+        # This interpreter's own moto first: another one on PATH (a system install, when the
+        # venv is not activated) may be an older release (5.2.1 fails multipart uploads).
+        beside = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        binary = beside if os.access(beside, os.X_OK) else shutil.which("moto_server")
+        if binary is None:
+            raise RuntimeError("moto_server is not installed: pip install 'moto[server]'")
         command = [binary, "-H", "127.0.0.1", "-p", str(self.port)]
         if self.cpu is not None and shutil.which("taskset"):
             command = ["taskset", "-c", str(self.cpu), *command]

@@ -131,3 +131,51 @@ def test_images_view_gives_one_row_per_image(built):
     assert len(got) == len(shards)
     for shard, shard_row, captions, n in got:
         assert captions == shards[(shard, shard_row)]["captions"] and n == len(captions)
+
+
+@pytest.mark.timeout(600)
+def test_search_finds_an_image_by_its_place_when_its_first_caption_leaves(
+    built, shapes_model, tmp_path, capsys
+):
+    """`pipeline search` over images with several captions: each stored image is found once,
+    under its first kept caption, also after `pipeline remove` took only that caption (the
+    shard row's uid is that caption's row, no longer kept; its siblings keep the image)."""
+    import json
+    import shutil
+
+    from pipeline.cli import main
+
+    out = tmp_path / "ds"
+    shutil.copytree(built[0], out)
+    assert main(["embed", str(out), "--checkpoint", str(shapes_model)]) == 0
+
+    def search() -> list[dict]:
+        capsys.readouterr()
+        args = ["search", str(out), "a red circle", "-k", str(len(CLASSES)), "--format", "json"]
+        assert main(args) == 0
+        return json.loads(capsys.readouterr().out)
+
+    def first_captions() -> dict:
+        con = manifests.open(out)
+        rows = con.execute("SELECT shard, shard_row, captions[1] FROM images").fetchall()
+        return {(shard, row): caption for shard, row, caption in rows}
+
+    hits = search()
+    assert {(h["shard"], h["shard_row"]): h["caption"] for h in hits} == first_captions()
+    head = hits[0]
+    asked = tmp_path / "uids.txt"
+    asked.write_text(head["uid"] + "\n")
+    argv = ["remove", str(out), "--uids", str(asked), "--requested-by", "a", "--reason", "b"]
+    assert main(argv) == 0
+    con = manifests.open(out)
+    assert con.execute(f"SELECT status FROM samples WHERE uid = '{head['uid']}'").fetchone() == (
+        "removed",
+    )
+    after = search()
+    place = (head["shard"], head["shard_row"])
+    assert len(after) == len(CLASSES) and place in {(h["shard"], h["shard_row"]) for h in after}
+    assert {(h["shard"], h["shard_row"]): h["caption"] for h in after} == first_captions()
+    assert (
+        next(h for h in after if (h["shard"], h["shard_row"]) == place)["caption"]
+        != (head["caption"])
+    )
