@@ -179,3 +179,42 @@ def test_search_finds_an_image_by_its_place_when_its_first_caption_leaves(
         next(h for h in after if (h["shard"], h["shard_row"]) == place)["caption"]
         != (head["caption"])
     )
+
+
+def test_a_caption_balancing_dropped_is_not_merged_in(tmp_path):
+    """MetaCLIP's balancing decides per (image, caption) pair before any image is fetched: of
+    eight captions of one image that match an over-full query, those not drawn end as
+    `over_query_cap`, one matching no query as `no_query_match`, and neither joins the image's
+    stored captions; the drawn ones all do."""
+    img = draw("red", "circle", __import__("random").Random(5), size=96)
+    routes = {"/img/c.png": (200, {"Content-Type": "image/png"}, encode(img, "png"))}
+    server = LoopbackServer("127.0.0.1", routes=routes).start()
+    try:
+        captions = [f"a red circle, picture {i}" for i in range(8)] + ["an icon"]
+        urls, queries = tmp_path / "urls.csv", tmp_path / "queries.txt"
+        with open(urls, "w", newline="") as fh:
+            csv.writer(fh).writerows(
+                [("url", "caption")] + [(server.base + "img/c.png", c) for c in captions]
+            )
+        queries.write_text("circle\n")
+        config = BuildConfig.of(
+            out=str(tmp_path / "ds"),
+            url_list=str(urls),
+            query_list=str(queries),
+            per_query_cap=2,
+            executor="local",
+            allow_network=["127.0.0.1/32"],
+            timeout=5.0,
+            image_size=64,
+        )
+        run_build(config)
+    finally:
+        server.close()
+    con = manifests.open(config.out)
+    status = dict(con.execute("SELECT caption, status FROM samples").fetchall())
+    assert status["an icon"] == "no_query_match"
+    capped = {c for c, s in status.items() if s == "over_query_cap"}
+    kept = {c for c, s in status.items() if s == "kept"}
+    assert capped and kept and len(capped) + len(kept) == 8
+    (stored,) = _shard_rows(config.out).values()
+    assert set(stored["captions"]) == kept
