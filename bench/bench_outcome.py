@@ -75,8 +75,8 @@ style's images of the held-out fifth over their own labels, --seeds seeds each.
      as the URL list carried it for the image; (a)'s raw pairs are that already), color_jitter
      and grayscale (ours: --color-jitter / --grayscale; (a): --aug-cfg color_jitter=(J, J, J, 0)
      color_jitter_prob=1.0 / gray_scale_prob=P, the same formulas, ours in a fixed order). Each is
-     adopted when it raises (c)'s mean top-1; two or more adopted are also run together, and
-     the better of that and the best single lever is the chosen recipe.
+     adopted when it raises (c)'s mean top-1 (a tie is not); two or more adopted are also run
+     together, and the better of that and the best single lever is the chosen recipe.
 Only where the chosen recipe differs from the bench's are (a), (b), (c) run again with it on the
 reported style: a separate table, marked as the lever's. A run finished by an earlier invocation
 in --out (same command, same evaluation) is read back, not run again, and so is the build.
@@ -701,7 +701,7 @@ def measure_lever(args, corpus, root: Path, recipe: Recipe, prepared, items, lab
         more = replace(recipe, samples=-(-args.lever_samples // recipe.batch) * recipe.batch)
         more.warmup = max(1, more.samples // recipe.batch // 20) if args.warmup < 0 else args.warmup
         ways = trial([recipe, more])
-        out.update(samples=more.samples, adopted=top1(more, ways) > top1(recipe, ways))
+        out.update(samples=more.samples, adopted=gain(top1(more, ways), top1(recipe, ways)))
         base = more if out["adopted"] else recipe
     chosen, out["levers"] = pick_levers(parse_levers(args.levers), base, trial, top1)
     val_summary = summarise(results, len(val_labels))
@@ -732,6 +732,12 @@ def measure_lever(args, corpus, root: Path, recipe: Recipe, prepared, items, lab
     return out
 
 
+def gain(new: float, old: float) -> bool:
+    """Whether a mean top-1 beats another: a share of whole images, stored as float32, so two
+    runs that classify the same images right differ by rounding only; a tie is no gain."""
+    return new - old > 1e-6
+
+
 def pick_levers(levers: list, base: Recipe, trial, top1) -> tuple[Recipe, list[dict]]:
     """Each lever on top of `base`, against it (`trial` runs recipes, `top1` reads their mean);
     the recipe chosen and a record per lever. Two or more that help are also run together, and
@@ -743,7 +749,7 @@ def pick_levers(levers: list, base: Recipe, trial, top1) -> tuple[Recipe, list[d
     records = []
     for (k, v), r in zip(levers, singles, strict=True):
         delta = top1(r, ways) - top1(base, ways)
-        records.append({"lever": f"{k}={v}", "top1_change": delta, "adopted": delta > 0})
+        records.append({"lever": f"{k}={v}", "top1_change": delta, "adopted": gain(delta, 0.0)})
     good = [r for r, record in zip(singles, records, strict=True) if record["adopted"]]
     chosen = max(good, key=lambda r: top1(r, ways)) if good else base
     if len(good) > 1:
@@ -752,7 +758,7 @@ def pick_levers(levers: list, base: Recipe, trial, top1) -> tuple[Recipe, list[d
         ]
         together = replace(base, **dict(adopted))
         ways = trial([together])
-        if top1(together, ways) > top1(chosen, ways):
+        if gain(top1(together, ways), top1(chosen, ways)):
             chosen = together
     return chosen, records
 

@@ -227,3 +227,26 @@ def test_acceptance_checks(bench):
     assert not check["goal_c_twice_a"]
     top5 = bench.summarise(runs, 100)["checks"]["top5"]
     assert not top5["c_at_least_a"] and not top5["c_beats_b_beyond_spread"]
+
+
+def test_a_lever_that_ties_is_not_adopted(bench):
+    """The same images right in every seed, the means differing by float32 rounding only (the
+    validation run of ema=0.995 at 81,920 samples: 303 of 5 x 380 either way): no gain."""
+    import numpy as np
+
+    base = bench.Recipe(81920, 128, 1e-3, 0.05, 32)
+    base_runs = np.array([59, 61, 58, 60, 65], np.float32) / 380
+    lever_runs = np.array([58, 61, 58, 61, 65], np.float32) / 380
+    assert float(lever_runs.astype(float).mean()) != float(base_runs.astype(float).mean())
+
+    def trial(candidates):
+        means = {0.0: base_runs, 0.995: lever_runs}
+        return {r.ema: float(means[r.ema].astype(float).mean()) for r in candidates}
+
+    chosen, records = bench.pick_levers([("ema", 0.995)], base, trial, lambda r, w: w[r.ema])
+    assert chosen == base and records[0]["adopted"] is False
+    assert abs(records[0]["top1_change"]) < 1e-6
+    better = np.array([60, 61, 58, 61, 65], np.float32) / 380  # one image more: a gain
+    lever_runs[:] = better
+    chosen, records = bench.pick_levers([("ema", 0.995)], base, trial, lambda r, w: w[r.ema])
+    assert chosen.ema == 0.995 and records[0]["adopted"] is True
