@@ -10,7 +10,8 @@ were trained on), so only that one is reported.
 
 Both candidate sources run through the production code, block by block: the hash side is
 pipeline.dedup.leaks.find_leaks with `--leak-verify orb` as shipped (the nearest variant within
-38 bits, or a candidate within 44 bits that verify.match calls a copy); the embedding side is
+38 bits, or a candidate within 96 bits that verify.match calls a copy, with the leak's edge
+threshold: leaks.leak_verify_config); the embedding side is
 pipeline.dedup.leakembed's NEIGHBOURS nearest eval images by cosine, each pair verified with
 verify.match as the build does. At cosine t a pool image is flagged when the hash side flags it
 or one of its neighbours at t or above verifies: what `--leak-verify orb --leak-embed CKPT
@@ -57,8 +58,8 @@ def eval_side(emoji_dir: Path, rows, style: str, checkpoint: str):
     from PIL import Image
 
     from pipeline.dedup.leakembed import EmbedConfig, EvalEmbeddings
+    from pipeline.dedup.leaks import leak_verify_config
     from pipeline.dedup.leakverify import EvalFeatures
-    from pipeline.dedup.verify import VerifyConfig
     from pipeline.testing.edits import composite
 
     table, eval_row = eval_table_for(emoji_dir, rows, style)
@@ -74,7 +75,7 @@ def eval_side(emoji_dir: Path, rows, style: str, checkpoint: str):
         table,
         eval_row,
         originals,
-        EvalFeatures(table, VerifyConfig()),
+        EvalFeatures(table, leak_verify_config("orb")),  # --leak-verify orb as shipped
         EvalEmbeddings(table, config),
     )
 

@@ -9,7 +9,8 @@ import itertools
 
 from leak_cross import CANDIDATE_RADIUS, FP_BUDGET, SOURCES, STYLES
 
-from pipeline.dedup.leaks import LEAK_RADIUS, VERIFY_RADIUS
+from pipeline.dedup.leaks import LEAK_MIN_SIMILARITY, LEAK_RADIUS, VERIFY_RADIUS
+from pipeline.dedup.verify import VerifyConfig
 from pipeline.testing.edits import EDITS
 
 
@@ -24,10 +25,14 @@ def verify_rule(a, r0: int, r1: int, t: int):
     return (a["nearest"] <= r0) | verified
 
 
-def shipped_rule(a, r0: int, r1: int):
-    """The build with --leak-verify: hash alone within r0, or a candidate within r1 bits that
-    verify.match calls a copy (inliers, or fewer inliers and the aligned edge check)."""
-    return (a["nearest"] <= r0) | ((a["cand_dist"] <= r1) & a["cand_copy"]).any(axis=1)
+def aligned_rule(a, r0: int, r1: int, t: float):
+    """verify.match's rule with its edge threshold re-chosen: a candidate within r1 bits with
+    min_inliers inliers, or min_inliers_aligned and an aligned edge correlation of at least t;
+    the hash alone within r0."""
+    k, k_aligned = VerifyConfig.min_inliers, VerifyConfig.min_inliers_aligned
+    inl, sim = a["cand_inliers"], a["cand_similarity"]
+    verified = (a["cand_dist"] <= r1) & ((inl >= k) | ((inl >= k_aligned) & (sim >= t)))
+    return (a["nearest"] <= r0) | verified.any(axis=1)
 
 
 def structure_rule(a, r0: int, r1: int, t: float):
@@ -66,6 +71,13 @@ VERIFY_GRID = [
     )
     if r1 > r0
 ]
+ALIGNED_GRID = [
+    (r0, r1, t / 100)
+    for r0, r1, t in itertools.product(
+        range(0, 50, 2), range(24, CANDIDATE_RADIUS + 1, 4), range(72, 98, 2)
+    )
+    if r1 > r0
+]
 # name: (candidate source, rule, parameter grid)
 LEVERS = {
     f"build as shipped (radius {LEAK_RADIUS}, not re-tuned)": (
@@ -73,11 +85,16 @@ LEVERS = {
         hash_rule,
         [(LEAK_RADIUS,)],
     ),
-    f"build --leak-verify orb as shipped ({LEAK_RADIUS}, {VERIFY_RADIUS}; verify.py's "
-    "defaults, not re-tuned)": (
+    f"build --leak-verify orb as shipped ({LEAK_RADIUS}, {VERIFY_RADIUS} bits, edge threshold "
+    f"{LEAK_MIN_SIMILARITY}; not re-tuned)": (
         "build+multi",
-        shipped_rule,
-        [(LEAK_RADIUS, VERIFY_RADIUS)],
+        aligned_rule,
+        [(LEAK_RADIUS, VERIFY_RADIUS, LEAK_MIN_SIMILARITY)],
+    ),
+    "build --leak-verify orb as shipped before (38, 44 bits, verify.py's 0.72)": (
+        "build+multi",
+        aligned_rule,
+        [(38, 44, VerifyConfig.min_similarity)],
     ),
     "hash radius re-chosen": (
         "build",
@@ -85,6 +102,11 @@ LEVERS = {
         [(r,) for r in range(0, CANDIDATE_RADIUS + 1, 2)],
     ),
     "hash + ORB verification": ("build", verify_rule, VERIFY_GRID),
+    "build hash radius + --leak-verify's rule, radii and edge threshold re-chosen": (
+        "build+multi",
+        aligned_rule,
+        ALIGNED_GRID,
+    ),
     "hash + keypoints or searched structure (align.py)": (
         "build+multi",
         structure_rule,
@@ -132,7 +154,15 @@ def choose(a, rule, grid):
 def report(splits: dict, levers=None) -> None:
     """One table per lever: per-edit recall on the report half, random and worst settings, both
     directions; the false positives and the thresholds (chosen on the other half)."""
+    structure = all(getattr(split, "structure", True) for split in splits.values())
     for name, (source, rule, grid) in (levers or LEVERS).items():
+        if not structure and rule in (
+            structure_rule,
+            inliers_or_structure_rule,
+            structure_only_rule,
+        ):
+            print(f"\n== {name} ==\n(not measured: run with --skip-structure)")
+            continue
         arrays = {s: split.arrays(source) for s, split in splits.items()}
         cols = []
         for tune, shown in ((STYLES[0], STYLES[1]), (STYLES[1], STYLES[0])):
@@ -162,7 +192,7 @@ def report(splits: dict, levers=None) -> None:
                 f"FP {100 * fp:.2f}% ({n_fp}/{n_neg}) | params {params} chosen on {tune}: "
                 f"recall {t_recall:.4f}, FP {100 * t_fp:.2f}% there"
             )
-            if rule not in (hash_rule, shipped_rule):
+            if rule is not hash_rule:
                 pairs = (a["cand_dist"] <= params[1]).sum(axis=1)
                 print(f"  verified pairs per pool image at r1={params[1]}: {pairs.mean():.2f}")
 

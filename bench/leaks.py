@@ -251,7 +251,9 @@ def faiss_timing(n_pool: int, n_eval: int, sample: int) -> None:
     print(f"leak search as run ({n_pool:,} pool images, {n_eval:,} eval images): {total:.1f} s")
 
 
-def cross_style(emoji_dir: Path, limit, seed: int, vconfig: VerifyConfig, save=None) -> None:
+def cross_style(
+    emoji_dir: Path, limit, seed: int, vconfig: VerifyConfig, save=None, structure=True
+) -> None:
     """Issue 16's protocol (bench/leak_cross.py): both directions, every lever's table."""
     from leak_cross import STYLES, load_rows, run_split
     from leak_levers import cost, report
@@ -266,7 +268,9 @@ def cross_style(emoji_dir: Path, limit, seed: int, vconfig: VerifyConfig, save=N
     t0 = time.perf_counter()
     # The two directions are independent: one process each (the figures are process time).
     with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        futures = {s: pool.submit(run_split, emoji_dir, rows, s, seed, vconfig) for s in STYLES}
+        futures = {
+            s: pool.submit(run_split, emoji_dir, rows, s, seed, vconfig, structure) for s in STYLES
+        }
         splits = {s: f.result() for s, f in futures.items()}
     for style, split in splits.items():
         print(f"eval {style}: {len(split.edit)} pool images")
@@ -287,7 +291,8 @@ def main() -> None:
         "--limit",
         type=int,
         default=None,
-        help=f"use the first N emoji; 0: all 1911 (default: {DEFAULT_LIMIT}, all with --single-style)",
+        help="N emoji: a fixed random sample (leak_cross.load_rows; --single-style: the first N); "
+        f"0: all 1911 (default: {DEFAULT_LIMIT}, all with --single-style)",
     )
     parser.add_argument(
         "--single-style",
@@ -297,6 +302,12 @@ def main() -> None:
     parser.add_argument("--detector", choices=("orb", "sift"), default="orb")
     parser.add_argument("--side", type=int, default=256, help="px the verifier scales images to")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--skip-structure",
+        action="store_true",
+        help="leave out align.py's searched structure (its levers are then not reported): "
+        "about 7x faster",
+    )
     parser.add_argument("--save", type=Path, help="pickle the cross-style results here")
     parser.add_argument("--radius", type=int, default=LEAK_RADIUS)
     parser.add_argument("--ivf", action="store_true", help="also run the approximate IVF index")
@@ -313,7 +324,7 @@ def main() -> None:
     limit = limit or None
     if not args.single_style:
         vconfig = VerifyConfig(args.detector, args.side)
-        cross_style(args.emoji_dir, limit, args.seed, vconfig, args.save)
+        cross_style(args.emoji_dir, limit, args.seed, vconfig, args.save, not args.skip_structure)
         if not args.skip_faiss:
             from leak_cross import multi_faiss_timing
 

@@ -104,11 +104,10 @@ class DedupConfig:
 def leak_config(config: DedupConfig):
     """The leak check's settings (pipeline.dedup.leaks) of a build's dedup options."""
     from pipeline.dedup.leakembed import EmbedConfig
-    from pipeline.dedup.leaks import LEAK_RADIUS, LeakConfig
-    from pipeline.dedup.verify import VerifyConfig
+    from pipeline.dedup.leaks import LEAK_RADIUS, LeakConfig, leak_verify_config
 
     radius = LEAK_RADIUS if config.leak_radius is None else config.leak_radius
-    verify = None if config.leak_verify == "off" else VerifyConfig(detector=config.leak_verify)
+    verify = None if config.leak_verify == "off" else leak_verify_config(config.leak_verify)
     embed = None
     if config.leak_embed is not None:
         embed = EmbedConfig(config.leak_embed, min_cosine=config.leak_embed_min_cosine)

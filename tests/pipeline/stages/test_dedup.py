@@ -270,13 +270,13 @@ def test_embedding_candidates_equal_the_single_process_decisions(bench, tmp_path
     """--leak-embed: the driver stores the eval embeddings once; each task embeds its own pool
     images and proposes their neighbours to the same verification as decide() does."""
     from tests.pipeline.dedup.images import scene
+    from tests.pipeline.dedup.test_leakembed import turned_crop
     from tests.pipeline.dedup.test_leaks import make_eval_set
-    from tests.pipeline.dedup.test_verify import worst_copies
     from tests.pipeline.stages.conftest import Wide
     from tests.trainer.evaluation.helpers import save_checkpoint
 
     evals = make_eval_set(tmp_path, "pets", {"cat/a.png": scene(1), "dog/b.png": scene(2)})
-    pictures = [worst_copies(scene(s))["crop_20_corner"] for s in (1, 2)]
+    pictures = [turned_crop(scene(s)) for s in (1, 2)]  # only the embeddings propose them
     pictures += [scene(s) for s in range(30, 36)]  # not copies
     parts = ["p0", "p1"]
     checkpoint = str(save_checkpoint(tmp_path / "m.pt"))
