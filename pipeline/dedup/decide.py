@@ -59,7 +59,7 @@ class DedupConfig:
         "--leak-embed-min-cosine) are verified too; one image-tower pass per pool image",
     )
     leak_embed_min_cosine: float = option(
-        0.99, metavar="COS", help="cosine from which an embedding neighbour is verified"
+        0.7, metavar="COS", help="cosine from which an embedding neighbour is verified"
     )
     near_dup_verify: str = option(
         "off",

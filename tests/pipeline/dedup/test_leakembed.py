@@ -123,7 +123,7 @@ def test_decide_with_the_build_flags_and_their_errors(evals, checkpoint, tmp_pat
     assert set(on) == {"crop"} and on["crop"]["leak_of"] == "pets/c1/s1.png"
     assert "proposed by the image embeddings" in on["crop"]["error"]
     embed = leak_config(DedupConfig(**flags)).embed
-    assert embed.checkpoint == checkpoint and embed.min_cosine == 0.99
+    assert embed.checkpoint == checkpoint and embed.min_cosine == 0.7
     assert DedupConfig().leak_embed_min_cosine == MIN_COSINE  # written out: no numpy at --help
     with pytest.raises(ConfigError, match="--leak-embed needs --leak-verify"):
         DedupConfig(eval_set=[folder], leak_embed=checkpoint)
