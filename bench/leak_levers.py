@@ -161,7 +161,7 @@ def report(splits: dict, levers=None) -> None:
             inliers_or_structure_rule,
             structure_only_rule,
         ):
-            print(f"\n== {name} ==\n(not measured: run with --skip-structure)")
+            print(f"\n== {name} ==\n(not measured: run without --skip-structure)")
             continue
         arrays = {s: split.arrays(source) for s, split in splits.items()}
         cols = []

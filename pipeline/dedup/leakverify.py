@@ -4,8 +4,9 @@ A pool image whose nearest eval variant lies within the leak radius is a copy on
 word (leaks.py). Between that radius and `verify_radius`, up to `verify_candidates` eval images
 are candidates, and each pair (pool image, eval image) is verified (verify.py: ORB or SIFT
 keypoints, one similarity fitted by RANSAC); a pair verify.match calls a copy (enough inliers, or
-fewer and the aligned edge check) is a copy of that eval image. Only candidate pairs are verified, so the cost is the pairs' count
-times about 2 ms, plus the features of each pool image that has a candidate.
+fewer and the aligned edge check) is a copy of that eval image. Only candidate pairs are
+verified, so the cost is the pairs' count (at the shipped 96 bits, nearly always 3 per pool image)
+times about 3 ms, plus the features of each pool image that has a candidate.
 
 The eval side's features are computed once per build by the driver and stored in the dataset
 (`eval_features.parquet` beside `eval_hashes.parquet`), so a task on any node reads the rows it

@@ -53,10 +53,10 @@ def _query_vector(loaded, text: str | None, image: str | None):
 
 
 def _images(dataset_dir, places: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
-    """(first kept caption, url) of each stored image at (shard, shard_row) that some caption
-    still keeps. By place, not by the shard row's uid: that uid is the image's first caption
-    row's, which a later stage (low_clip_score) or a removal may drop while sibling captions
-    keep the image (manifests.db's `images` view)."""
+    """(first kept caption, its url, its uid, its clip_score) of each stored image at (shard,
+    shard_row) that some caption still keeps. By place, not by the shard row's uid: that uid is
+    the image's first caption row's, which a later stage (low_clip_score) or a removal may drop
+    while sibling captions keep the image (manifests.db's `images` view)."""
     import manifests
 
     if not places:
@@ -64,12 +64,13 @@ def _images(dataset_dir, places: list[tuple[str, int]]) -> dict[tuple[str, int],
     con = manifests.open(dataset_dir)
     con.execute("CREATE TEMP TABLE wanted (shard VARCHAR, shard_row BIGINT)")
     con.executemany("INSERT INTO wanted VALUES (?, ?)", places)
-    # kept captions only: a row opted out or removed since `embed` ran is never served
+    # kept captions only: a row opted out or removed since `embed` ran is never served; the
+    # score is the manifest's (the build's, else `embed`'s for the very caption it scored)
     rows = con.execute(
-        "SELECT i.shard, i.shard_row, i.captions[1], i.url FROM images i "
-        "JOIN wanted USING (shard, shard_row)"
+        "SELECT i.shard, i.shard_row, i.captions[1], s.url, s.uid, s.clip_score FROM images i "
+        "JOIN wanted USING (shard, shard_row) JOIN samples s ON s.uid = i.caption_uids[1]"
     ).fetchall()
-    return {(shard, row): (caption, url) for shard, row, caption, url in rows}
+    return {(shard, row): tuple(rest) for shard, row, *rest in rows}
 
 
 def _withheld(dataset_dir) -> int:
@@ -140,14 +141,30 @@ class Searcher:
         return _query_vector(self.loaded, text, image)
 
     def row_vector(self, uid: str):
-        """The stored image embedding of kept row `uid` ([1, D] float32), or None."""
+        """The stored image embedding of the image of row `uid` ([1, D] float32), or None: by
+        its place in the shards, which sibling captions share with the embedded row."""
         import pyarrow.compute as pc
 
-        found = self.rows.filter(pc.equal(self.rows["uid"], uid))
+        import manifests
+
+        place = (
+            manifests.open(self.dataset_dir)
+            .execute("SELECT shard, shard_row FROM samples WHERE uid = ?", [uid])
+            .fetchone()
+        )
+        if place is None or place[0] is None:
+            return None
+        at = pc.and_(
+            pc.equal(self.rows["shard"], place[0]), pc.equal(self.rows["shard_row"], place[1])
+        )
+        found = self.rows.filter(at)
         if found.num_rows == 0:
             return None
         path = store.part_path(self.folder, found["shard"][0].as_py())
-        table = storage.read_table(path, columns=["uid", "image"], filters=pc.field("uid") == uid)
+        embedded = found["uid"][0].as_py()  # the shard row's uid, not necessarily `uid`
+        table = storage.read_table(
+            path, columns=["uid", "image"], filters=pc.field("uid") == embedded
+        )
         vector = store.to_matrix(table.column("image"))[:1]
         return None if vector.shape[0] == 0 or not (vector == vector).all() else vector
 
@@ -166,17 +183,15 @@ class Searcher:
         )
         if self.row_of is not None:
             ids = np.where(ids >= 0, self.row_of[np.maximum(ids, 0)], -1)
-        uids, shards, shard_rows, pair_scores = (
-            self.rows[c].to_pylist() for c in ("uid", "shard", "shard_row", "clip_score")
-        )
+        shards, shard_rows = (self.rows[c].to_pylist() for c in ("shard", "shard_row"))
         found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
         text_of = _images(self.dataset_dir, [(shards[i], shard_rows[i]) for _, i in found])
         found = [(s, i) for s, i in found if (shards[i], shard_rows[i]) in text_of][:k]
         hits = []
         for rank, (score, i) in enumerate(found, start=1):
-            caption, url = text_of[shards[i], shard_rows[i]]
-            pair = pair_scores[i] if pair_scores[i] == pair_scores[i] else None  # NaN: unscored
-            hits.append(Hit(rank, score, uids[i], caption, url, shards[i], shard_rows[i], pair))
+            caption, url, uid, pair = text_of[shards[i], shard_rows[i]]
+            pair = pair if pair is not None and pair == pair else None  # NaN: unscored
+            hits.append(Hit(rank, score, uid, caption, url, shards[i], shard_rows[i], pair))
         return hits
 
 

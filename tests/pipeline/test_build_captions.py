@@ -162,6 +162,13 @@ def test_search_finds_an_image_by_its_place_when_its_first_caption_leaves(
 
     hits = search()
     assert {(h["shard"], h["shard_row"]): h["caption"] for h in hits} == first_captions()
+    kept = {
+        u
+        for (u,) in manifests.open(out)
+        .execute("SELECT uid FROM samples WHERE status = 'kept'")
+        .fetchall()
+    }
+    assert {h["uid"] for h in hits} <= kept
     head = hits[0]
     asked = tmp_path / "uids.txt"
     asked.write_text(head["uid"] + "\n")
@@ -175,10 +182,15 @@ def test_search_finds_an_image_by_its_place_when_its_first_caption_leaves(
     place = (head["shard"], head["shard_row"])
     assert len(after) == len(CLASSES) and place in {(h["shard"], h["shard_row"]) for h in after}
     assert {(h["shard"], h["shard_row"]): h["caption"] for h in after} == first_captions()
-    assert (
-        next(h for h in after if (h["shard"], h["shard_row"]) == place)["caption"]
-        != (head["caption"])
-    )
+    moved = next(h for h in after if (h["shard"], h["shard_row"]) == place)
+    assert moved["caption"] != head["caption"] and moved["uid"] != head["uid"]
+    statuses = dict(con.execute("SELECT uid, status FROM samples").fetchall())
+    assert all(statuses[h["uid"]] == "kept" for h in after)  # a hit names a kept row
+    from pipeline.embed.search import Searcher
+
+    searcher = Searcher(str(out))  # "images like this one" from the row that now heads it
+    assert searcher.row_vector(moved["uid"]) is not None
+    assert searcher.hits(searcher.row_vector(moved["uid"]), 1)[0].shard_row == place[1]
 
 
 def test_a_caption_balancing_dropped_is_not_merged_in(tmp_path):

@@ -6,7 +6,13 @@ import pytest
 
 from pipeline.dedup.decide import DedupConfig, decide, leak_config
 from pipeline.dedup.hashes import image_hashes
-from pipeline.dedup.leaks import LeakConfig, find_leaks
+from pipeline.dedup.leaks import (
+    LEAK_MIN_SIMILARITY,
+    VERIFY_RADIUS,
+    LeakConfig,
+    find_leaks,
+    leak_verify_config,
+)
 from pipeline.dedup.leakverify import FEATURES_FILE, EvalFeatures, write_eval_verification
 from pipeline.dedup.verify import VerifyConfig
 from tests.pipeline.dedup.images import scene
@@ -47,8 +53,9 @@ def test_verification_finds_the_geometric_copies_the_hashes_miss(evals):
     others = {f"other{s}": scene(s) for s in range(20, 40)}  # same generator, not copies
     rows = pool(edits | others)
     hashed = leaks_of(eval_table, rows, LeakConfig())
-    # Candidates as far as 96 bits (the shipped 44 leaves the 20% corner crops out of reach).
-    verified = leaks_of(eval_table, rows, LeakConfig(verify=VerifyConfig(), verify_radius=96))
+    # Candidates as far as 96 bits (44 left the 20% corner crops out of reach), the leak's edge
+    # threshold (stricter than verify.py's own)
+    verified = leaks_of(eval_table, rows, LeakConfig(verify=leak_verify_config("orb")))
     assert set(hashed) <= set(verified)
     assert {u for u in verified if u.startswith("other")} == set()
     missed = set(edits) - set(hashed)
@@ -105,7 +112,11 @@ def test_decide_verifies_with_the_build_flag(evals):
     assert "rotated" not in off and set(on) == {"rotated"}
     assert on["rotated"]["leak_of"] == "pets/c1/s1.png"
     assert "ORB keypoints match under one rotation, scale and shift" in on["rotated"]["error"]
-    assert leak_config(DedupConfig(eval_set=[folder], leak_verify="sift")).verify.detector == "sift"
+    sift = leak_config(DedupConfig(eval_set=[folder], leak_verify="sift"))
+    assert sift.verify.detector == "sift" and sift.verify.min_similarity == LEAK_MIN_SIMILARITY
+    assert sift.verify_radius == VERIFY_RADIUS
+    wide = leak_config(DedupConfig(eval_set=[folder], leak_verify="orb", leak_radius=100))
+    assert wide.radius == wide.verify_radius == 100  # nothing left between them to verify
     with pytest.raises(Exception, match="leak_verify|leak-verify"):
         DedupConfig(leak_verify="surf")
     with pytest.raises(Exception, match="--leak-verify needs --eval-set"):
