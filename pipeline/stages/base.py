@@ -310,10 +310,20 @@ def check_drop_counters(stage: str, stats: PartStats) -> None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    """This process's peak resident memory so far, in MiB. On Linux its VmHWM: getrusage's
+    ru_maxrss carries the spawning process's high-water mark across exec (a worker started by a
+    big driver would report the driver's peak)."""
+    import re
     import resource
     import sys
 
+    try:
+        with open("/proc/self/status") as status:
+            found = re.search(r"VmHWM:\s+(\d+) kB", status.read())
+        if found:
+            return int(found.group(1)) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
