@@ -52,14 +52,11 @@ def _png(image) -> bytes:
     return buf.getvalue()
 
 
-def eval_side(emoji_dir: Path, rows, style: str, checkpoint: str):
-    """(eval table, eval row of each emoji, composited originals, EvalFeatures, EvalEmbeddings)."""
+def eval_originals(emoji_dir: Path, rows, style: str):
+    """(eval table pointing at the corpus files, eval row of each emoji, composited originals)."""
     import pyarrow as pa
     from PIL import Image
 
-    from pipeline.dedup.leakembed import EmbedConfig, EvalEmbeddings
-    from pipeline.dedup.leaks import leak_verify_config
-    from pipeline.dedup.leakverify import EvalFeatures
     from pipeline.testing.edits import composite
 
     table, eval_row = eval_table_for(emoji_dir, rows, style)
@@ -70,6 +67,16 @@ def eval_side(emoji_dir: Path, rows, style: str, checkpoint: str):
     for r in rows:
         with Image.open(emoji_dir / style / r["image"]) as im:
             originals.append(composite(im))
+    return table, eval_row, originals
+
+
+def eval_side(emoji_dir: Path, rows, style: str, checkpoint: str):
+    """(eval table, eval row of each emoji, composited originals, EvalFeatures, EvalEmbeddings)."""
+    from pipeline.dedup.leakembed import EmbedConfig, EvalEmbeddings
+    from pipeline.dedup.leaks import leak_verify_config
+    from pipeline.dedup.leakverify import EvalFeatures
+
+    table, eval_row, originals = eval_originals(emoji_dir, rows, style)
     config = EmbedConfig(checkpoint, min_cosine=-1.0, neighbours=NEIGHBOURS, device="cpu")
     return (
         table,

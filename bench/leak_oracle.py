@@ -24,8 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from leak_cross import NEGATIVE, STYLES, eval_table_for, load_rows, pool_blocks  # noqa: E402
-from leak_embed import _png  # noqa: E402
+from leak_cross import NEGATIVE, STYLES, load_rows, pool_blocks  # noqa: E402
+from leak_embed import _png, eval_originals  # noqa: E402
 
 from pipeline.dedup.leaks import LEAK_MIN_SIMILARITY  # noqa: E402
 
@@ -33,20 +33,11 @@ from pipeline.dedup.leaks import LEAK_MIN_SIMILARITY  # noqa: E402
 def oracle_split(emoji_dir: Path, rows, style: str, seed: int, config) -> dict:
     """(edit, worst) -> the verdicts of that block's pool images against their own eval image."""
     import cv2
-    import pyarrow as pa
-    from PIL import Image
 
     from pipeline.dedup.leakverify import EvalFeatures, verify_pairs
-    from pipeline.testing.edits import composite
 
     cv2.setNumThreads(1)
-    table, eval_row = eval_table_for(emoji_dir, rows, style)
-    paths = [str(emoji_dir / style / f) for f in table.column("file").to_pylist()]
-    table = table.set_column(table.schema.get_field_index("path"), "path", pa.array(paths))
-    originals = []
-    for r in rows:
-        with Image.open(emoji_dir / style / r["image"]) as im:
-            originals.append(composite(im))
+    table, eval_row, originals = eval_originals(emoji_dir, rows, style)
     features = EvalFeatures(table, config)
     verdicts = {}
     for name, worst, images in pool_blocks(emoji_dir, rows, style, seed, originals):
